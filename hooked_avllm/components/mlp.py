@@ -1,0 +1,65 @@
+"""Feed-forward blocks: gated (SwiGLU, Qwen LLM and ViT) and plain (Whisper-style encoders)."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor, nn
+from transformer_lens.hook_points import HookPoint
+
+ACTIVATIONS = {
+    "silu": F.silu,
+    "gelu": F.gelu,  # exact (erf) GELU, as the reference's "gelu"
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "quick_gelu": lambda x: x * (1.702 * x).sigmoid(),
+}
+
+
+def activation(name: str):
+    if name not in ACTIVATIONS:
+        raise ValueError(f"Unknown activation {name!r}; supported: {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+class GatedMLP(nn.Module):
+    """``down(act(gate(x)) * up(x))`` with gate and up fused into one projection.
+
+    Example:
+        >>> GatedMLP(8, 16)(torch.randn(2, 3, 8)).shape
+        torch.Size([2, 3, 8])
+    """
+
+    def __init__(self, d_model: int, d_mlp: int, act: str = "silu", bias: bool = False):
+        super().__init__()
+        self.d_mlp = d_mlp
+        self.act = activation(act)
+        self.gate_up = nn.Linear(d_model, 2 * d_mlp, bias=bias)  # rows: gate, then up
+        self.down = nn.Linear(d_mlp, d_model, bias=bias)
+        self.hook_pre = HookPoint()  # [batch, pos, d_mlp]: gate pre-activation
+        self.hook_pre_linear = HookPoint()  # [batch, pos, d_mlp]: up projection
+        self.hook_post = HookPoint()  # [batch, pos, d_mlp]: act(gate) * up
+
+    def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        post = self.hook_post(self.act(self.hook_pre(gate)) * self.hook_pre_linear(up))
+        return self.down(post)
+
+
+class PlainMLP(nn.Module):
+    """``fc2(act(fc1(x)))``.
+
+    Example:
+        >>> PlainMLP(8, 16, act="gelu")(torch.randn(4, 8)).shape
+        torch.Size([4, 8])
+    """
+
+    def __init__(self, d_model: int, d_mlp: int, act: str = "gelu", bias: bool = True):
+        super().__init__()
+        self.act = activation(act)
+        self.fc1 = nn.Linear(d_model, d_mlp, bias=bias)
+        self.fc2 = nn.Linear(d_mlp, d_model, bias=bias)
+        self.hook_pre = HookPoint()  # [batch, pos, d_mlp]
+        self.hook_post = HookPoint()  # [batch, pos, d_mlp]
+
+    def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        return self.fc2(self.hook_post(self.act(self.hook_pre(self.fc1(x)))))

@@ -1,0 +1,163 @@
+"""Configuration of a hooked audio-visual LLM: one dataclass per tower, token ids, position rules.
+
+Configs are plain dataclasses so they print, compare and serialise cleanly. Parsing a Hugging Face
+``config.json`` into them is the converters' job (``weights_conversion/``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class TextConfig:
+    """The Qwen2/Qwen2.5 decoder."""
+
+    vocab_size: int
+    d_model: int
+    d_mlp: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_head: int
+    rope_theta: float = 1e6
+    mrope_section: tuple[int, ...] = (16, 24, 24)
+    rms_norm_eps: float = 1e-6
+    act: str = "silu"
+    tie_word_embeddings: bool = False
+    max_position_embeddings: int = 32768
+
+
+@dataclass
+class VisionConfig:
+    """The Qwen2.5-VL / Qwen2.5-Omni ViT with its patch merger."""
+
+    depth: int
+    d_model: int
+    d_mlp: int
+    n_heads: int
+    out_dim: int
+    patch_size: int = 14
+    temporal_patch_size: int = 2
+    spatial_merge_size: int = 2
+    window_size: int = 112
+    fullatt_block_indexes: tuple[int, ...] = (7, 15, 23, 31)
+    in_channels: int = 3
+    act: str = "silu"
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-6
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def patch_dim(self) -> int:
+        return self.in_channels * self.temporal_patch_size * self.patch_size**2
+
+
+@dataclass
+class AudioConfig:
+    """The Qwen2.5-Omni Whisper-style audio encoder."""
+
+    n_mels: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_mlp: int
+    out_dim: int
+    n_window: int = 100
+    max_source_positions: int = 1500
+    act: str = "gelu"
+    layer_norm_eps: float = 1e-5
+
+    @property
+    def chunk_frames(self) -> int:
+        """Mel frames per attention chunk (2 s at 100 frames/s)."""
+        return 2 * self.n_window
+
+
+@dataclass
+class TokenIds:
+    """Special token ids that define the sequence layout."""
+
+    image: int
+    video: int
+    vision_start: int
+    vision_end: int
+    audio: int | None = None
+    audio_start: int | None = None
+    audio_end: int | None = None
+    pad: int | None = None
+    eos: tuple[int, ...] = ()
+
+
+@dataclass
+class AVLLMConfig:
+    """Everything needed to build a :class:`~hooked_avllm.HookedAVLLM`.
+
+    ``position_id_per_second`` is the temporal rate of video position ids: 25 for Qwen2.5-Omni
+    (TMRoPE), ``vision_config.tokens_per_second`` (2 in the released configs) for Qwen2.5-VL.
+
+    Example:
+        >>> cfg = AVLLMConfig.tiny()
+        >>> cfg.n_layers, cfg.text.d_model
+        (2, 64)
+    """
+
+    architecture: str
+    text: TextConfig
+    vision: VisionConfig | None
+    audio: AudioConfig | None
+    tokens: TokenIds
+    position_id_per_second: float = 25.0
+    seconds_per_chunk: float = 2.0
+    source_model_type: str = ""
+    torch_dtype: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_layers(self) -> int:  # TransformerLens tools read cfg.n_layers
+        return self.text.n_layers
+
+    @property
+    def d_model(self) -> int:
+        return self.text.d_model
+
+    @property
+    def d_vocab(self) -> int:
+        return self.text.vocab_size
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AVLLMConfig":
+        def tup(section: dict | None, *keys):
+            if section is None:
+                return None
+            return {k: tuple(v) if k in keys and v is not None else v for k, v in section.items()}
+
+        return cls(
+            architecture=d["architecture"],
+            text=TextConfig(**tup(d["text"], "mrope_section")),
+            vision=VisionConfig(**tup(d["vision"], "fullatt_block_indexes")) if d.get("vision") else None,
+            audio=AudioConfig(**d["audio"]) if d.get("audio") else None,
+            tokens=TokenIds(**tup(d["tokens"], "eos")),
+            **{k: d[k] for k in ("position_id_per_second", "seconds_per_chunk", "source_model_type", "torch_dtype", "extra") if k in d},
+        )
+
+    @classmethod
+    def tiny(cls, audio: bool = True, vision: bool = True) -> "AVLLMConfig":
+        """A few-hundred-thousand-parameter thinker for tests and demos (vocab 256)."""
+        return cls(
+            architecture="qwen2_5_omni_thinker" if audio else "qwen2_5_vl",
+            text=TextConfig(vocab_size=256, d_model=64, d_mlp=128, n_layers=2, n_heads=4, n_kv_heads=2,
+                            d_head=16, mrope_section=(2, 3, 3)),
+            vision=VisionConfig(depth=4, d_model=32, d_mlp=64, n_heads=4, out_dim=64,
+                                fullatt_block_indexes=(1, 3)) if vision else None,
+            audio=AudioConfig(n_mels=128, d_model=32, n_layers=2, n_heads=4, d_mlp=64, out_dim=64) if audio else None,
+            tokens=TokenIds(image=201, video=202, vision_start=205, vision_end=206,
+                            audio=200 if audio else None, audio_start=203 if audio else None,
+                            audio_end=204 if audio else None),
+        )

@@ -1,0 +1,170 @@
+"""From a hub id or a local folder to a HookedAVLLM: resolve, read config, pick the converter,
+stream the safetensors shards tensor by tensor into the parameters, check nothing is missing."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+import weights_conversion
+from weights_conversion.targets import Target
+
+CHECKPOINT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "tokenizer*"]
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
+    """A local folder as is; otherwise a hub id fetched (or found in the offline cache) by
+    ``huggingface_hub.snapshot_download`` (``HF_HUB_OFFLINE=1`` is honoured)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ValueError(f"{path} is a file; pass the checkpoint folder that holds config.json")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(str(name_or_path), allow_patterns=CHECKPOINT_PATTERNS))
+    except Exception as err:  # network, auth, not found, or not in the offline cache
+        raise ValueError(
+            f"could not find {name_or_path!r} as a local folder or a hub checkpoint ({type(err).__name__}: {err}). "
+            "Pass a folder with config.json and *.safetensors, or download it first with `huggingface-cli download`"
+        ) from err
+
+
+def read_config(folder: Path) -> dict:
+    config_file = folder / "config.json"
+    if not config_file.exists():
+        raise ValueError(f"{folder} has no config.json; is it a Hugging Face checkpoint folder?")
+    return json.loads(config_file.read_text())
+
+
+def pick_converter(config_json: dict):
+    model_type = config_json.get("model_type")
+    if model_type not in weights_conversion.CONVERTERS:
+        raise ValueError(
+            f"unknown architecture: model_type {model_type!r}. Supported: {sorted(weights_conversion.CONVERTERS)}"
+        )
+    return weights_conversion.CONVERTERS[model_type]
+
+
+def safetensors_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        missing = [n for n in names if not (folder / n).exists()]
+        if missing:
+            raise ValueError(f"shards listed in {index.name} are missing from {folder}: {missing}")
+        return [folder / n for n in names]
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        if list(folder.glob("*.bin")) or list(folder.glob("*.pt")):
+            raise ValueError(
+                f"{folder} holds only pickle checkpoints (*.bin/*.pt); we load safetensors only, since unpickling "
+                "can run code. Convert them with transformers' `save_pretrained(..., safe_serialization=True)`"
+            )
+        raise ValueError(f"{folder} has no *.safetensors weights")
+    return files
+
+
+class WeightFiller:
+    """Copies checkpoint tensors into parameter slices and remembers which rows were written."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.params = dict(model.named_parameters())  # tied weights appear once, under their first name
+        self.aliases = {name: name for name in self.params}
+        for name, param in model.named_parameters(remove_duplicate=False):
+            first = next(n for n, p in self.params.items() if p is param)
+            self.aliases[name] = first
+        self.written = {name: torch.zeros(p.shape[0] if p.ndim else 1, dtype=torch.bool) for name, p in self.params.items()}
+
+    def fill(self, source: str, tensor: torch.Tensor, target: Target) -> None:
+        name = self.aliases.get(target.param)
+        if name is None:
+            raise ValueError(f"converter bug: {source} maps to {target.param}, which the model does not have")
+        param = self.params[name]
+        start, stop = target.rows if target.rows is not None else (0, param.shape[0] if param.ndim else 1)
+        destination = param.data[start:stop] if param.ndim else param.data
+        if target.shape is not None and tensor.numel() == destination.numel():
+            tensor = tensor.reshape(target.shape)
+        if tuple(tensor.shape) != tuple(destination.shape):
+            raise ValueError(
+                f"tensor {source} has shape {tuple(tensor.shape)} but the config implies {tuple(destination.shape)} "
+                f"(for {name}); the checkpoint does not match its config.json"
+            )
+        destination.copy_(tensor.to(dtype=param.dtype))
+        self.written[name][start:stop] = True
+
+    def zero(self, target: Target) -> None:
+        name = self.aliases[target.param]
+        start, stop = target.rows
+        self.params[name].data[start:stop].zero_()
+        self.written[name][start:stop] = True
+
+    def unwritten(self) -> list[str]:
+        return [name for name, rows in self.written.items() if not bool(rows.all())]
+
+
+def load_pretrained(cls, name_or_path, dtype=torch.float32, device="cpu", load_tokenizer=True):
+    folder = resolve_checkpoint(name_or_path)
+    config_json = read_config(folder)
+    converter = pick_converter(config_json)
+    cfg = converter.config_from_hf(config_json)
+    files = safetensors_files(folder)
+
+    with torch.device("meta"):
+        model = cls(cfg)
+    model.to_empty(device=device)
+    model.to(dtype)
+    filler = WeightFiller(model)
+    unexpected: list[str] = []
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt", device="cpu") as shard:
+                for key in shard.keys():
+                    targets = converter.tensor_targets(key, cfg)
+                    if targets is None:
+                        unexpected.append(key)
+                        continue
+                    if not targets:
+                        continue
+                    tensor = shard.get_tensor(key)
+                    for target in targets:
+                        filler.fill(key, tensor, target)
+        except (SafetensorError, OSError, RuntimeError) as err:
+            raise ValueError(
+                f"could not read {file}: {err}. The file is truncated or corrupt; download it again"
+            ) from err
+    if unexpected:
+        shown = ", ".join(unexpected[:10]) + (f" and {len(unexpected) - 10} more" if len(unexpected) > 10 else "")
+        raise ValueError(
+            f"unexpected tensors in {folder}: {shown}. They have no place in a {cfg.architecture} model with this "
+            "config.json; the checkpoint and config disagree (or this is another architecture)"
+        )
+    for target in converter.implicit_zeros(cfg):
+        filler.zero(target)
+    missing = filler.unwritten()
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        raise ValueError(f"missing tensors in {folder}: no checkpoint tensor filled {shown}")
+
+    model.checkpoint_folder = folder
+    if load_tokenizer:
+        model.tokenizer = load_tokenizer_from(folder)
+    return model
+
+
+def load_tokenizer_from(folder: Path):
+    """The checkpoint's tokenizer, if the folder has one (loaded with ``transformers``)."""
+    if not any((folder / n).exists() for n in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
+        return None
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        warnings.warn("the checkpoint has a tokenizer but transformers is not installed; model.tokenizer is None")
+        return None
+    return AutoTokenizer.from_pretrained(str(folder))

@@ -1,0 +1,312 @@
+"""HookedAVLLM: vision and audio towers -> projectors -> a hooked Qwen2.5 LLM.
+
+The LLM's hook names are TransformerLens's (``blocks.{l}.hook_resid_post``, ``ln_final``...), so
+``cache["resid_post", 3]`` and ``transformer_lens.utils.get_act_name`` work unchanged. Encoders
+live under ``vision.*`` and ``audio.*``, projectors under ``vision_proj.*`` and ``audio_proj.*``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+from transformer_lens import HookedRootModule
+from transformer_lens.hook_points import HookPoint
+
+from hooked_avllm.cache import AVActivationCache
+from hooked_avllm.components import Attention, GatedMLP, RMSNorm, TransformerBlock
+from hooked_avllm.components.rotary import rotary_mrope
+from hooked_avllm.config import AVLLMConfig
+from hooked_avllm.inputs.positions import rope_position_ids
+from hooked_avllm.towers import PatchMerger, QwenOmniAudioTower, QwenVisionTower
+from hooked_avllm.towers.whisper_audio import audio_token_counts
+
+
+class AudioProjector(nn.Module):
+    """The audio tower's output projection into the LLM width (``proj`` in Qwen2.5-Omni)."""
+
+    def __init__(self, d_audio: int, out_dim: int):
+        super().__init__()
+        self.proj = nn.Linear(d_audio, out_dim)
+        self.hook_out = HookPoint()  # [1, token, out_dim]: one row per audio placeholder token
+
+    def forward(self, x: Float[Tensor, "1 token d_audio"]) -> Float[Tensor, "1 token out_dim"]:
+        return self.hook_out(self.proj(x))
+
+
+class HookedAVLLM(HookedRootModule):
+    """A hooked audio-visual LLM (Qwen2.5-Omni thinker, Qwen2.5-VL).
+
+    ``forward`` takes the tensor keyword arguments of the Hugging Face thinker's forward, so the
+    output of a Hugging Face processor can be passed as ``model(**inputs)``.
+
+    Example:
+        >>> model = HookedAVLLM.from_config(AVLLMConfig.tiny())
+        >>> ids = torch.tensor([[1, 2, 3]])
+        >>> logits, cache = model.run_with_cache(ids)
+        >>> logits.shape, cache["resid_post", 1].shape
+        (torch.Size([1, 3, 256]), torch.Size([1, 3, 64]))
+    """
+
+    def __init__(self, cfg: AVLLMConfig):
+        super().__init__()
+        self.cfg = cfg
+        t = cfg.text
+        self.vision = self.vision_proj = self.audio = self.audio_proj = None
+        if cfg.vision is not None:
+            if cfg.vision.out_dim != t.d_model:
+                raise ValueError(f"vision out_dim {cfg.vision.out_dim} must equal the LLM width {t.d_model}")
+            self.vision = QwenVisionTower(cfg.vision)
+            self.vision_proj = PatchMerger(cfg.vision.d_model, cfg.vision.out_dim, cfg.vision.spatial_merge_size, cfg.vision.rms_norm_eps)
+        if cfg.audio is not None:
+            if cfg.audio.out_dim != t.d_model:
+                raise ValueError(f"audio out_dim {cfg.audio.out_dim} must equal the LLM width {t.d_model}")
+            self.audio = QwenOmniAudioTower(cfg.audio)
+            self.audio_proj = AudioProjector(cfg.audio.d_model, cfg.audio.out_dim)
+        self.embed = nn.Embedding(t.vocab_size, t.d_model)
+        self.hook_embed = HookPoint()  # [batch, pos, d_model]: token embeddings with media scattered in
+        self.blocks = nn.ModuleList(
+            TransformerBlock(
+                RMSNorm(t.d_model, t.rms_norm_eps),
+                Attention(t.d_model, t.n_heads, t.n_kv_heads, t.d_head, qkv_bias=True, out_bias=False),
+                RMSNorm(t.d_model, t.rms_norm_eps),
+                GatedMLP(t.d_model, t.d_mlp, act=t.act),
+            )
+            for _ in range(t.n_layers)
+        )
+        self.ln_final = RMSNorm(t.d_model, t.rms_norm_eps)
+        self.unembed = nn.Linear(t.d_model, t.vocab_size, bias=False)
+        if t.tie_word_embeddings:
+            self.unembed.weight = self.embed.weight
+        self.tokenizer = None
+        self.setup()
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_config(
+        cls, cfg: AVLLMConfig | dict, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", seed: int | None = 0
+    ) -> "HookedAVLLM":
+        """A model with random weights (normal, std 0.02; norms at 1), for tests and benchmarks.
+
+        Example:
+            >>> HookedAVLLM.from_config(AVLLMConfig.tiny(audio=False)).audio is None
+            True
+        """
+        if isinstance(cfg, dict):
+            cfg = AVLLMConfig.from_dict(cfg)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        with torch.device("meta"):
+            model = cls(cfg)
+        model.to_empty(device=device)
+        for name, param in model.named_parameters():
+            with torch.no_grad():
+                if name.endswith((".w", ".b")) and param.ndim == 1:
+                    param.fill_(1.0 if name.endswith(".w") else 0.0)
+                elif name.endswith("bias"):
+                    param.zero_()
+                else:
+                    param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
+        return model.to(dtype)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+        load_tokenizer: bool = True,
+    ) -> "HookedAVLLM":
+        """Load a Hugging Face checkpoint (local folder or hub id) through our own converter.
+
+        Supports ``model_type`` ``qwen2_5_omni`` (talker and token2wav are skipped),
+        ``qwen2_5_omni_thinker`` and ``qwen2_5_vl``. Tensors are streamed one by one from the
+        safetensors shards into the parameters.
+
+        Example:
+            >>> model = HookedAVLLM.from_pretrained("Qwen/Qwen2.5-Omni-3B", dtype=torch.bfloat16, device="cuda")  # doctest: +SKIP
+        """
+        from hooked_avllm.loading import load_pretrained
+
+        return load_pretrained(cls, name_or_path, dtype=dtype, device=device, load_tokenizer=load_tokenizer)
+
+    # ------------------------------------------------------------------ hooks and caching
+
+    def set_use_attn_result(self, enabled: bool) -> None:
+        """Fire ``hook_result`` (per-head attention outputs, [batch, pos, head, d_model]) in every layer."""
+        for module in self.modules():
+            if isinstance(module, Attention):
+                module.use_attn_result = enabled
+
+    def run_with_cache(self, *model_args: Any, **kwargs: Any) -> tuple[Tensor, AVActivationCache]:
+        """Run and cache activations; the cache is an :class:`AVActivationCache` (a TransformerLens
+        ``ActivationCache``) that also knows which positions hold which modality."""
+        out, cache_dict = super().run_with_cache(*model_args, **kwargs)
+        layout = getattr(self, "_last_layout", None)
+        return out, AVActivationCache(cache_dict, self, layout=layout)
+
+    # ------------------------------------------------------------------ forward
+
+    def encode_audio(
+        self, input_features: Float[Tensor, "audio n_mels frame"], feature_attention_mask: Int[Tensor, "audio frame"] | None
+    ) -> Float[Tensor, "token d_model"]:
+        """Audio tower + projector: one LLM-space row per audio placeholder token, clips in order."""
+        if self.audio is None:
+            raise ValueError(f"this {self.cfg.architecture} model has no audio tower; drop the audio inputs")
+        if feature_attention_mask is None:
+            lengths = torch.full((input_features.shape[0],), input_features.shape[-1], device=input_features.device)
+        else:
+            lengths = feature_attention_mask.sum(-1)
+        return self.audio_proj(self.audio(input_features, lengths))[0]
+
+    def encode_vision(
+        self, pixel_values: Float[Tensor, "patch patch_dim"], grid_thw: Int[Tensor, "item 3"]
+    ) -> Float[Tensor, "token d_model"]:
+        """Vision tower + merger: one LLM-space row per image/video placeholder token."""
+        if self.vision is None:
+            raise ValueError(f"this {self.cfg.architecture} model has no vision tower; drop the image/video inputs")
+        return self.vision_proj(self.vision(pixel_values, grid_thw))[0]
+
+    def embed_inputs(
+        self,
+        input_ids: Int[Tensor, "batch pos"],
+        input_features: Tensor | None = None,
+        feature_attention_mask: Tensor | None = None,
+        pixel_values: Tensor | None = None,
+        image_grid_thw: Tensor | None = None,
+        pixel_values_videos: Tensor | None = None,
+        video_grid_thw: Tensor | None = None,
+    ) -> Float[Tensor, "batch pos d_model"]:
+        """Token embeddings with every media feature scattered into its placeholder position."""
+        tok = self.cfg.tokens
+        embeds = self.embed(input_ids)
+        if input_features is not None:
+            feats = self.encode_audio(input_features, feature_attention_mask)
+            self._scatter(embeds, input_ids == tok.audio, feats, "audio")
+        # Images and videos go through the tower in one call (images first), so each vision hook
+        # fires once per forward and caches every item.
+        pixels, grids, kinds = [], [], []
+        if pixel_values is not None:
+            pixels.append(pixel_values), grids.append(image_grid_thw), kinds.append("image")
+        if pixel_values_videos is not None:
+            pixels.append(pixel_values_videos), grids.append(video_grid_thw), kinds.append("video")
+        if pixels:
+            if any(g is None for g in grids):
+                raise ValueError("pixel values need their grid: pass image_grid_thw / video_grid_thw from the processor")
+            grid = torch.cat([g.reshape(-1, 3) for g in grids]).long()
+            merge = self.cfg.vision.spatial_merge_size if self.cfg.vision else 2
+            feats = self.encode_vision(torch.cat(pixels), grid)
+            counts = [int(g.reshape(-1, 3).prod(-1).sum()) // merge**2 for g in grids]
+            for kind, part in zip(kinds, feats.split(counts)):
+                self._scatter(embeds, input_ids == (tok.image if kind == "image" else tok.video), part, kind)
+        return embeds
+
+    @staticmethod
+    def _scatter(embeds: Tensor, where: Tensor, feats: Tensor, kind: str) -> None:
+        n_slots = int(where.sum())
+        if n_slots != feats.shape[0]:
+            raise ValueError(
+                f"the prompt has {n_slots} {kind} placeholder tokens but the {kind} inputs give {feats.shape[0]} "
+                f"{kind} tokens; expand the placeholders with the processor (or model.prepare) for these inputs"
+            )
+        embeds[where] = feats.to(embeds.dtype)
+
+    def compute_position_ids(
+        self,
+        input_ids: Int[Tensor, "batch pos"],
+        attention_mask: Tensor | None,
+        image_grid_thw: Tensor | None = None,
+        video_grid_thw: Tensor | None = None,
+        video_second_per_grid: Tensor | None = None,
+        feature_attention_mask: Tensor | None = None,
+        input_features: Tensor | None = None,
+        use_audio_in_video: bool = False,
+    ) -> tuple[Int[Tensor, "3 batch pos"], Int[Tensor, "batch 1"]]:
+        """M-RoPE / TMRoPE position ids of the prompt (see :mod:`hooked_avllm.inputs.positions`)."""
+        counts = None
+        if input_features is not None:
+            lengths = (
+                feature_attention_mask.sum(-1)
+                if feature_attention_mask is not None
+                else torch.full((input_features.shape[0],), input_features.shape[-1])
+            )
+            counts = audio_token_counts(lengths.cpu())
+        if video_grid_thw is not None and video_second_per_grid is None:
+            video_second_per_grid = torch.ones(video_grid_thw.shape[0])
+        return rope_position_ids(
+            input_ids,
+            attention_mask,
+            tokens=self.cfg.tokens,
+            image_grid_thw=image_grid_thw,
+            video_grid_thw=video_grid_thw,
+            video_second_per_grid=video_second_per_grid,
+            audio_token_counts=counts,
+            use_audio_in_video=use_audio_in_video,
+            spatial_merge_size=self.cfg.vision.spatial_merge_size if self.cfg.vision else 2,
+            position_id_per_second=self.cfg.position_id_per_second,
+            seconds_per_chunk=self.cfg.seconds_per_chunk,
+        )
+
+    def forward(
+        self,
+        input_ids: Int[Tensor, "batch pos"] | Any = None,
+        attention_mask: Int[Tensor, "batch pos"] | None = None,
+        input_features: Float[Tensor, "audio n_mels frame"] | None = None,
+        feature_attention_mask: Int[Tensor, "audio frame"] | None = None,
+        pixel_values: Float[Tensor, "patch patch_dim"] | None = None,
+        image_grid_thw: Int[Tensor, "image 3"] | None = None,
+        pixel_values_videos: Float[Tensor, "patch patch_dim"] | None = None,
+        video_grid_thw: Int[Tensor, "video 3"] | None = None,
+        video_second_per_grid: Float[Tensor, "video"] | None = None,
+        use_audio_in_video: bool = False,
+        position_ids: Int[Tensor, "3 batch pos"] | None = None,
+        return_type: Literal["logits", "normalized", None] = "logits",
+        **extra: Any,
+    ) -> Float[Tensor, "batch pos vocab"] | None:
+        """Run the model on the tensors a Hugging Face processor (or ``model.prepare``) produces.
+
+        Args:
+            input_ids: token ids with media placeholders expanded; or a prepared inputs object
+                (anything with ``model_kwargs()``), or a dict of these arguments.
+            attention_mask: 1 for real tokens, 0 for padding (left or right).
+            return_type: ``"logits"``, ``"normalized"`` (final-norm residual) or ``None``.
+            extra: ``second_per_grid_ts`` (Qwen2.5-VL's name for ``video_second_per_grid``) and
+                ``mm_token_type_ids`` are accepted; other Hugging Face-only arguments are refused.
+        """
+        if hasattr(input_ids, "model_kwargs") or isinstance(input_ids, dict):
+            kwargs = input_ids.model_kwargs() if hasattr(input_ids, "model_kwargs") else dict(input_ids)
+            self._last_layout = getattr(input_ids, "layout", None)
+            return self.forward(**kwargs, return_type=return_type, position_ids=position_ids, **extra)
+        if "second_per_grid_ts" in extra:
+            video_second_per_grid = extra.pop("second_per_grid_ts")
+        extra.pop("mm_token_type_ids", None)
+        if extra:
+            raise TypeError(f"unexpected arguments {sorted(extra)}; HookedAVLLM.forward takes the thinker's tensor inputs")
+        if input_ids is None:
+            raise ValueError("input_ids are required (prompt token ids with media placeholders expanded)")
+        if input_ids.ndim == 1:
+            input_ids = input_ids[None]
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if position_ids is None:
+            position_ids, _ = self.compute_position_ids(
+                input_ids, attention_mask, image_grid_thw, video_grid_thw, video_second_per_grid,
+                feature_attention_mask, input_features, use_audio_in_video,
+            )
+        embeds = self.embed_inputs(
+            input_ids, input_features, feature_attention_mask, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw
+        )
+        resid = self.hook_embed(embeds)
+        t = self.cfg.text
+        rotary = rotary_mrope(position_ids.to(resid.device), t.d_head, t.rope_theta, t.mrope_section)
+        key_valid = attention_mask.to(resid.device).bool()
+        for block in self.blocks:
+            resid = block(resid, rotary=rotary, causal=True, key_valid=key_valid)
+        if return_type is None:
+            return None
+        normalized = self.ln_final(resid)
+        if return_type == "normalized":
+            return normalized
+        return self.unembed(normalized)

@@ -1,0 +1,152 @@
+"""The Qwen2.5-VL / Qwen2.5-Omni vision encoder and its patch merger.
+
+Patches arrive as the processor lays them out: per image or video, frame group by frame group,
+each 2x2 merge block contiguous. The residual stream keeps that order at every hook (so a
+position maps straight to its patch); window attention gathers each window's patches inside the
+attention call instead of permuting the stream.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+from transformer_lens.hook_points import HookPoint
+
+from hooked_avllm.components import Attention, AttentionSegments, GatedMLP, RMSNorm, TransformerBlock
+from hooked_avllm.components.rotary import Rotary, rotary_axial_2d
+from hooked_avllm.config import VisionConfig
+
+
+def check_grids(grid_thw: Tensor, n_patches: int, merge: int, what: str) -> None:
+    """Raise a clear error when patches and grids disagree."""
+    if grid_thw.ndim != 2 or grid_thw.shape[-1] != 3:
+        raise ValueError(f"{what}_grid_thw must have shape [n_items, 3] (t, h, w); got {tuple(grid_thw.shape)}")
+    if bool((grid_thw[:, 1:] % merge != 0).any()):
+        raise ValueError(f"{what}_grid_thw heights and widths must be multiples of the merge size {merge}; got {grid_thw.tolist()}")
+    expected = int(grid_thw.prod(-1).sum())
+    if expected != n_patches:
+        raise ValueError(
+            f"{what} pixel values hold {n_patches} patches but {what}_grid_thw {grid_thw.tolist()} implies {expected}; "
+            "pass the grids that the processor returned with these pixel values"
+        )
+
+
+def patch_positions(grid_thw: Int[Tensor, "item 3"], merge: int) -> Int[Tensor, "patch 2"]:
+    """(row, column) of every patch, in the processor's merge-block order."""
+    out = []
+    for t, h, w in grid_thw.tolist():
+        rows = torch.arange(h).view(h // merge, merge, 1, 1).expand(-1, -1, w // merge, merge)
+        cols = torch.arange(w).view(1, 1, w // merge, merge).expand(h // merge, merge, -1, -1)
+        # [h/m, m, w/m, m] -> merge blocks in row-major order, 2x2 members inside each
+        rc = torch.stack((rows, cols), dim=-1).permute(0, 2, 1, 3, 4).reshape(-1, 2)
+        out.append(rc.repeat(t, 1))
+    return torch.cat(out)
+
+
+def frame_segments(grid_thw: Int[Tensor, "item 3"], device) -> AttentionSegments:
+    """One segment per frame group (the full-attention blocks)."""
+    lengths = [h * w for t, h, w in grid_thw.tolist() for _ in range(t)]
+    return AttentionSegments.from_lengths(lengths, device)
+
+
+def window_segments(grid_thw: Int[Tensor, "item 3"], merge: int, window_units: int, device) -> AttentionSegments:
+    """One segment per window of ``window_units x window_units`` merge blocks within a frame.
+
+    Windows tile each frame from the top-left; edge windows are smaller. Inside a window the
+    merge blocks are in row-major order, each with its ``merge**2`` patches.
+    """
+    groups, offset = [], 0
+    unit = merge * merge
+    for t, h, w in grid_thw.tolist():
+        gh, gw = h // merge, w // merge
+        n_h, n_w = -(-gh // window_units), -(-gw // window_units)
+        blocks = torch.arange(t * gh * gw).view(t, gh, gw)
+        padded = F.pad(blocks, (0, n_w * window_units - gw, 0, n_h * window_units - gh), value=-1)
+        windows = padded.view(t, n_h, window_units, n_w, window_units).permute(0, 1, 3, 2, 4)
+        windows = windows.reshape(-1, window_units * window_units)  # [window, member block]
+        patches = (windows[..., None] * unit + torch.arange(unit)).flatten(1)  # [window, patch]
+        real = (windows[..., None] >= 0).expand(-1, -1, unit).flatten(1)
+        for members, keep in zip(patches, real):
+            groups.append(members[keep] + offset)
+        offset += t * h * w
+    return AttentionSegments.from_groups(groups, device)
+
+
+class QwenVisionTower(nn.Module):
+    """Conv3d patch embedding (as a linear map), 2D rotary, window/full attention blocks.
+
+    Hooks: ``hook_patch_embed`` and ``hook_out`` ([1, patch, d_model]) around the usual block hooks.
+
+    Example:
+        >>> cfg = VisionConfig(depth=2, d_model=32, d_mlp=64, n_heads=4, out_dim=64, fullatt_block_indexes=(1,))
+        >>> tower = QwenVisionTower(cfg)
+        >>> tower(torch.randn(16, cfg.patch_dim), torch.tensor([[1, 4, 4]])).shape
+        torch.Size([1, 16, 32])
+    """
+
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.cfg = cfg
+        if cfg.d_head % 4:
+            raise ValueError(f"vision head dim {cfg.d_head} must be divisible by 4 for 2D rotary")
+        self.patch_embed = nn.Linear(cfg.patch_dim, cfg.d_model, bias=False)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(
+                RMSNorm(cfg.d_model, cfg.rms_norm_eps),
+                Attention(cfg.d_model, cfg.n_heads, qkv_bias=True, out_bias=True),
+                RMSNorm(cfg.d_model, cfg.rms_norm_eps),
+                GatedMLP(cfg.d_model, cfg.d_mlp, act=cfg.act, bias=True),
+            )
+            for _ in range(cfg.depth)
+        )
+        self.hook_patch_embed = HookPoint()  # [1, patch, d_model]
+        self.hook_out = HookPoint()  # [1, patch, d_model]
+
+    def forward(
+        self, pixel_values: Float[Tensor, "patch patch_dim"], grid_thw: Int[Tensor, "item 3"]
+    ) -> Float[Tensor, "1 patch d_model"]:
+        cfg = self.cfg
+        if pixel_values.ndim != 2 or pixel_values.shape[-1] != cfg.patch_dim:
+            raise ValueError(
+                f"pixel values must be [n_patches, {cfg.patch_dim}] (channels x {cfg.temporal_patch_size} frames x "
+                f"{cfg.patch_size}x{cfg.patch_size}); got {tuple(pixel_values.shape)}"
+            )
+        grid_thw = grid_thw.cpu().long()
+        check_grids(grid_thw, pixel_values.shape[0], cfg.spatial_merge_size, "vision")
+        device = pixel_values.device
+        x = self.hook_patch_embed(self.patch_embed(pixel_values.to(self.patch_embed.weight.dtype))[None])
+        rotary: Rotary = rotary_axial_2d(patch_positions(grid_thw, cfg.spatial_merge_size).to(device), cfg.d_head, cfg.rope_theta)
+        full = frame_segments(grid_thw, device)
+        window_units = cfg.window_size // cfg.spatial_merge_size // cfg.patch_size
+        windows = window_segments(grid_thw, cfg.spatial_merge_size, window_units, device)
+        for i, block in enumerate(self.blocks):
+            x = block(x, rotary=rotary, segments=full if i in cfg.fullatt_block_indexes else windows)
+        return self.hook_out(x)
+
+
+class PatchMerger(nn.Module):
+    """RMSNorm, concatenate each 2x2 merge block, two-layer GELU MLP into the LLM width.
+
+    Hooks: ``ln_q.*``, ``hook_pre`` / ``hook_post`` ([1, token, d_merged]) and ``hook_out``
+    ([1, token, out_dim]: one row per vision placeholder token).
+
+    Example:
+        >>> PatchMerger(32, 64)(torch.randn(1, 16, 32)).shape
+        torch.Size([1, 4, 64])
+    """
+
+    def __init__(self, d_vision: int, out_dim: int, merge: int = 2, eps: float = 1e-6):
+        super().__init__()
+        self.d_merged = d_vision * merge * merge
+        self.ln_q = RMSNorm(d_vision, eps)
+        self.fc1 = nn.Linear(self.d_merged, self.d_merged)
+        self.fc2 = nn.Linear(self.d_merged, out_dim)
+        self.hook_pre = HookPoint()  # [1, token, d_merged]
+        self.hook_post = HookPoint()  # [1, token, d_merged]
+        self.hook_out = HookPoint()  # [1, token, out_dim]
+
+    def forward(self, x: Float[Tensor, "1 patch d_vision"]) -> Float[Tensor, "1 token out_dim"]:
+        merged = self.ln_q(x).reshape(1, -1, self.d_merged)
+        return self.hook_out(self.fc2(self.hook_post(F.gelu(self.hook_pre(self.fc1(merged))))))

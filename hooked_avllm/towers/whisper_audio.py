@@ -1,0 +1,119 @@
+"""The Qwen2.5-Omni audio encoder: a Whisper-large-v3-style body run in 2-second chunks.
+
+Mel frames are cut into chunks of ``2 * n_window`` frames; each chunk goes through two
+convolutions (the second with stride 2), gets sinusoidal positions that restart at 0, and attends
+only within itself. After the blocks, neighbouring frames are averaged (40 ms per token) and
+``ln_post`` is applied; ``audio_proj`` (the model's projector) maps into the LLM width.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+from transformer_lens.hook_points import HookPoint
+
+from hooked_avllm.components import Attention, AttentionSegments, LayerNorm, PlainMLP, TransformerBlock
+from hooked_avllm.config import AudioConfig
+
+
+def audio_token_counts(mel_lengths: Int[Tensor, "audio"]) -> Int[Tensor, "audio"]:
+    """Audio tokens produced from each clip's mel length (25 tokens per second)."""
+    after_conv = (mel_lengths - 1) // 2 + 1
+    return (after_conv - 2) // 2 + 1
+
+
+def sinusoid_table(length: int, channels: int, max_timescale: float = 10000.0) -> Float[Tensor, "length channels"]:
+    """Whisper's fixed positional table: ``cat(sin(t * f), cos(t * f))`` over log-spaced f."""
+    log_step = math.log(max_timescale) / (channels // 2 - 1)
+    inv_timescales = torch.exp(-log_step * torch.arange(channels // 2).float())
+    scaled = torch.arange(length)[:, None] * inv_timescales[None, :]
+    return torch.cat((scaled.sin(), scaled.cos()), dim=1)
+
+
+class QwenOmniAudioTower(nn.Module):
+    """Chunked Whisper-style encoder.
+
+    Hooks: ``hook_conv1`` / ``hook_conv2`` ([chunk, frame, d_model], padded chunks),
+    ``hook_embed`` ([1, frame, d_model]: real frames of all clips, packed), block hooks,
+    ``hook_pooled`` ([1, token, d_model]) and ``hook_out`` ([1, token, d_model], after ln_post).
+
+    Example:
+        >>> cfg = AudioConfig(n_mels=128, d_model=32, n_layers=1, n_heads=4, d_mlp=64, out_dim=64)
+        >>> tower = QwenOmniAudioTower(cfg)
+        >>> tower(torch.randn(1, 128, 300), torch.tensor([300])).shape  # 3 s -> 75 tokens
+        torch.Size([1, 75, 32])
+    """
+
+    def __init__(self, cfg: AudioConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.conv1 = nn.Conv1d(cfg.n_mels, cfg.d_model, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(cfg.d_model, cfg.d_model, kernel_size=3, stride=2, padding=1)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(
+                LayerNorm(cfg.d_model, cfg.layer_norm_eps),
+                Attention(cfg.d_model, cfg.n_heads, qkv_bias=True, out_bias=True),
+                LayerNorm(cfg.d_model, cfg.layer_norm_eps),
+                PlainMLP(cfg.d_model, cfg.d_mlp, act=cfg.act),
+            )
+            for _ in range(cfg.n_layers)
+        )
+        self.ln_post = LayerNorm(cfg.d_model, cfg.layer_norm_eps)
+        self.hook_conv1 = HookPoint()  # [chunk, frame, d_model], after GELU and padding mask
+        self.hook_conv2 = HookPoint()  # [chunk, frame/2, d_model], after GELU
+        self.hook_embed = HookPoint()  # [1, frame/2, d_model], with positions, packed over clips
+        self.hook_pooled = HookPoint()  # [1, token, d_model]
+        self.hook_out = HookPoint()  # [1, token, d_model]
+        self._table: Tensor | None = None
+
+    def positional_table(self, length: int, device) -> Tensor:
+        if self._table is None or self._table.device != torch.device(device) or self._table.shape[0] < length:
+            self._table = sinusoid_table(max(length, self.cfg.max_source_positions), self.cfg.d_model).to(device)
+        return self._table[:length]
+
+    def forward(
+        self, features: Float[Tensor, "audio n_mels frame"], mel_lengths: Int[Tensor, "audio"]
+    ) -> Float[Tensor, "1 token d_model"]:
+        """Encode clips given as padded mel features and their real lengths."""
+        cfg = self.cfg
+        if features.ndim != 3 or features.shape[1] != cfg.n_mels:
+            raise ValueError(f"audio features must be [n_audio, {cfg.n_mels}, frames]; got {tuple(features.shape)}")
+        mel_lengths = mel_lengths.to(features.device).long()
+        if bool((mel_lengths < 2).any()):
+            raise ValueError(f"every audio clip needs at least 2 mel frames (20 ms); got lengths {mel_lengths.tolist()}")
+        device, dtype = features.device, self.conv1.weight.dtype
+
+        # Split each clip into chunks of chunk_frames (the last one shorter) and pad them.
+        chunk = cfg.chunk_frames
+        real = torch.arange(features.shape[2], device=device)[None, :] < mel_lengths[:, None]
+        frames = features.transpose(1, 2)[real]  # [total_frames, n_mels], clips back to back
+        chunk_lengths = []
+        for n in mel_lengths.tolist():
+            chunk_lengths += [chunk] * (n // chunk) + ([n % chunk] if n % chunk else [])
+        chunks = nn.utils.rnn.pad_sequence(frames.split(chunk_lengths), batch_first=True)  # [chunk, frame, mel]
+        lengths = torch.tensor(chunk_lengths, device=device)
+        frame_real = torch.arange(chunks.shape[1], device=device)[None, :] < lengths[:, None]
+
+        x = F.gelu(self.conv1(chunks.transpose(1, 2).to(dtype))) * frame_real[:, None, :]
+        x = self.hook_conv1(x.transpose(1, 2)).transpose(1, 2)
+        x = self.hook_conv2(F.gelu(self.conv2(x)).transpose(1, 2))  # [chunk, frame/2, d_model]
+        x = x + self.positional_table(x.shape[1], device).to(x.dtype)
+        after_conv = (lengths - 1) // 2 + 1
+        keep = torch.arange(x.shape[1], device=device)[None, :] < after_conv[:, None]
+        x = self.hook_embed(x[keep][None])  # [1, frame/2, d_model]
+
+        segments = AttentionSegments.from_lengths(after_conv.tolist(), device)
+        for block in self.blocks:
+            x = block(x, segments=segments)
+
+        # Average neighbouring frames within each clip; an odd last frame is dropped.
+        per_clip = (mel_lengths - 1) // 2 + 1
+        starts = F.pad(per_clip.cumsum(0)[:-1], (1, 0))
+        n_tokens = audio_token_counts(mel_lengths)
+        first = torch.cat([s + 2 * torch.arange(n, device=device) for s, n in zip(starts.tolist(), n_tokens.tolist())])
+        pooled = self.hook_pooled((x[:, first] + x[:, first + 1]) / 2)
+        return self.hook_out(self.ln_post(pooled))

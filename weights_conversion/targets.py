@@ -1,0 +1,14 @@
+"""Where one checkpoint tensor lands in our state dict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Target:
+    """Copy a checkpoint tensor (reshaped to ``shape`` if given) into ``param[rows]``."""
+
+    param: str
+    rows: tuple[int, int] | None = None  # [start, stop) along dim 0 of a fused parameter
+    shape: tuple[int, ...] | None = None  # reshape applied to the checkpoint tensor first
