@@ -120,6 +120,7 @@ def load_pretrained(cls, name_or_path, dtype=torch.float32, device="cpu", load_t
         model = cls(cfg)
     model.to_empty(device=device)
     model.to(dtype)
+    model.tie_weights()
     filler = WeightFiller(model)
     unexpected: list[str] = []
     for file in files:

@@ -78,12 +78,17 @@ class HookedAVLLM(HookedRootModule):
         )
         self.ln_final = RMSNorm(t.d_model, t.rms_norm_eps)
         self.unembed = nn.Linear(t.d_model, t.vocab_size, bias=False)
-        if t.tie_word_embeddings:
-            self.unembed.weight = self.embed.weight
+        self.tie_weights()
         self.tokenizer = None
         self.setup()
 
     # ------------------------------------------------------------------ construction
+
+    def tie_weights(self) -> None:
+        """Share the unembedding with the embedding when the config ties them (moving a model
+        between devices can untie parameters, so constructors call this again)."""
+        if self.cfg.text.tie_word_embeddings:
+            self.unembed.weight = self.embed.weight
 
     @classmethod
     def from_config(
@@ -101,6 +106,7 @@ class HookedAVLLM(HookedRootModule):
         with torch.device("meta"):
             model = cls(cfg)
         model.to_empty(device=device)
+        model.tie_weights()
         for name, param in model.named_parameters():
             with torch.no_grad():
                 if name.endswith((".w", ".b")) and param.ndim == 1:
