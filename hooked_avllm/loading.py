@@ -109,6 +109,37 @@ class WeightFiller:
         return [name for name, rows in self.written.items() if not bool(rows.all())]
 
 
+def fill_from_named_tensors(model, converter, named_tensors, source: str = "state dict") -> None:
+    """Fill ``model`` from ``(name, tensor)`` pairs in Hugging Face naming (a checkpoint's or a
+    live reference model's ``named_parameters()``), with the same checks as ``from_pretrained``."""
+    cfg = model.cfg
+    filler = WeightFiller(model)
+    unexpected = []
+    for key, tensor in named_tensors:
+        targets = converter.tensor_targets(key, cfg)
+        if targets is None:
+            unexpected.append(key)
+            continue
+        for target in targets:
+            filler.fill(key, tensor, target)
+    finish(filler, converter, cfg, unexpected, source)
+
+
+def finish(filler: "WeightFiller", converter, cfg, unexpected: list[str], source) -> None:
+    if unexpected:
+        shown = ", ".join(unexpected[:10]) + (f" and {len(unexpected) - 10} more" if len(unexpected) > 10 else "")
+        raise ValueError(
+            f"unexpected tensors in {source}: {shown}. They have no place in a {cfg.architecture} model with this "
+            "config.json; the checkpoint and config disagree (or this is another architecture)"
+        )
+    for target in converter.implicit_zeros(cfg):
+        filler.zero(target)
+    missing = filler.unwritten()
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        raise ValueError(f"missing tensors in {source}: no checkpoint tensor filled {shown}")
+
+
 def load_pretrained(cls, name_or_path, dtype=torch.float32, device="cpu", load_tokenizer=True):
     folder = resolve_checkpoint(name_or_path)
     config_json = read_config(folder)
@@ -140,18 +171,7 @@ def load_pretrained(cls, name_or_path, dtype=torch.float32, device="cpu", load_t
             raise ValueError(
                 f"could not read {file}: {err}. The file is truncated or corrupt; download it again"
             ) from err
-    if unexpected:
-        shown = ", ".join(unexpected[:10]) + (f" and {len(unexpected) - 10} more" if len(unexpected) > 10 else "")
-        raise ValueError(
-            f"unexpected tensors in {folder}: {shown}. They have no place in a {cfg.architecture} model with this "
-            "config.json; the checkpoint and config disagree (or this is another architecture)"
-        )
-    for target in converter.implicit_zeros(cfg):
-        filler.zero(target)
-    missing = filler.unwritten()
-    if missing:
-        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-        raise ValueError(f"missing tensors in {folder}: no checkpoint tensor filled {shown}")
+    finish(filler, converter, cfg, unexpected, folder)
 
     model.checkpoint_folder = folder
     if load_tokenizer:

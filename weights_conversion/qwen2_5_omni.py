@@ -32,7 +32,8 @@ def config_from_hf(config_json: dict) -> AVLLMConfig:
     """
     th = thinker_section(config_json)
     text, audio = th["text_config"], th["audio_config"]
-    tie = bool(text.get("tie_word_embeddings", th.get("tie_word_embeddings", False)))
+    # The thinker-level flag governs (the reference leaves lm_head untied when only text_config says True).
+    tie = bool(th.get("tie_word_embeddings", False))
     tokens = TokenIds(
         image=token_id(th, "image_token_id", "image_token_index"),
         video=token_id(th, "video_token_id", "video_token_index"),
@@ -117,7 +118,10 @@ def tensor_targets(name: str, cfg: AVLLMConfig) -> list[Target] | None:
     if rest == "lm_head.weight":
         return [Target("unembed.weight")]
     for prefix, fn in (
-        ("model.", llm_targets),
+        ("model.language_model.", llm_targets),  # transformers 5.x module names (in memory)
+        ("model.visual.", vision_targets),
+        ("model.audio_tower.", audio_targets),
+        ("model.", llm_targets),  # names on disk
         ("visual.", vision_targets),
         ("audio_tower.", audio_targets),
     ):
