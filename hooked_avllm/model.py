@@ -149,6 +149,7 @@ class HookedAVLLM(HookedRootModule):
     def run_with_cache(self, *model_args: Any, **kwargs: Any) -> tuple[Tensor, AVActivationCache]:
         """Run and cache activations; the cache is an :class:`AVActivationCache` (a TransformerLens
         ``ActivationCache``) that also knows which positions hold which modality."""
+        self._last_layout = None  # set by forward when the inputs carry a layout
         out, cache_dict = super().run_with_cache(*model_args, **kwargs)
         layout = getattr(self, "_last_layout", None)
         return out, AVActivationCache(cache_dict, self, layout=layout)

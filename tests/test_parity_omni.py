@@ -82,3 +82,17 @@ def test_full_model_checkpoint_with_talker(tmp_path):
             logits = ours(**inputs)
         mask = inputs["attention_mask"]
         assert (valid(logits, mask) - valid(ref, mask)).abs().max() < TOL
+
+
+def test_bfloat16_load_tracks_float32(omni_pair, tmp_path):
+    """Loading in bf16 converts every tensor; the logits stay close to the float32 reference."""
+    reference, ours = omni_pair
+    folder = ours.checkpoint_folder
+    ours16 = HookedAVLLM.from_pretrained(folder, dtype=torch.bfloat16)
+    assert {p.dtype for p in ours16.parameters()} == {torch.bfloat16}
+    inputs = build_case("image_audio_text", seed=11)
+    with torch.no_grad():
+        ref = reference(**inputs).logits
+        logits = ours16(**inputs).float()
+    assert (logits - ref).abs().max() < 0.1 * ref.abs().max()
+    assert (logits.argmax(-1) == ref.argmax(-1)).float().mean() > 0.9
