@@ -17,6 +17,7 @@ from transformer_lens.hook_points import HookPoint
 
 from hooked_avllm.cache import AVActivationCache
 from hooked_avllm.components import Attention, GatedMLP, RMSNorm, TransformerBlock
+from hooked_avllm.components.attention import LayerKVCache
 from hooked_avllm.components.rotary import rotary_mrope
 from hooked_avllm.config import AVLLMConfig
 from hooked_avllm.inputs.positions import rope_position_ids
@@ -305,15 +306,83 @@ class HookedAVLLM(HookedRootModule):
         embeds = self.embed_inputs(
             input_ids, input_features, feature_attention_mask, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw
         )
+        return self._decode(embeds, position_ids, attention_mask, return_type)
+
+    def _decode(self, embeds, position_ids, attention_mask, return_type, kv_caches: list[LayerKVCache] | None = None):
+        """The LLM: embeddings -> blocks -> final norm -> unembedding."""
         resid = self.hook_embed(embeds)
         t = self.cfg.text
         rotary = rotary_mrope(position_ids.to(resid.device), t.d_head, t.rope_theta, t.mrope_section)
         key_valid = attention_mask.to(resid.device).bool()
-        for block in self.blocks:
-            resid = block(resid, rotary=rotary, causal=True, key_valid=key_valid)
+        for i, block in enumerate(self.blocks):
+            cache = kv_caches[i] if kv_caches is not None else None
+            resid = block(resid, rotary=rotary, causal=True, key_valid=key_valid, kv_cache=cache)
         if return_type is None:
             return None
         normalized = self.ln_final(resid)
         if return_type == "normalized":
             return normalized
         return self.unembed(normalized)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: Int[Tensor, "batch pos"] | Any = None,
+        max_new_tokens: int = 32,
+        eos_token_id: int | list[int] | None = None,
+        **inputs: Any,
+    ) -> Int[Tensor, "batch pos_plus_new"]:
+        """Greedy decoding with a KV cache; hooks fire at the prefill and at every step.
+
+        Takes the same inputs as ``forward`` (left padding for batches). Stops when every row has
+        produced an end token (``cfg.tokens.eos`` by default) or after ``max_new_tokens``.
+
+        Example:
+            >>> model = HookedAVLLM.from_config(AVLLMConfig.tiny())
+            >>> model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=4).shape
+            torch.Size([1, 7])
+        """
+        if hasattr(input_ids, "model_kwargs") or isinstance(input_ids, dict):
+            kwargs = input_ids.model_kwargs() if hasattr(input_ids, "model_kwargs") else dict(input_ids)
+            return self.generate(**kwargs, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id, **inputs)
+        if input_ids.ndim == 1:
+            input_ids = input_ids[None]
+        attention_mask = inputs.pop("attention_mask", None)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if bool((attention_mask[:, -1] == 0).any()):
+            raise ValueError("generate needs left padding (the last column must be real tokens for every row)")
+        if "second_per_grid_ts" in inputs:
+            inputs["video_second_per_grid"] = inputs.pop("second_per_grid_ts")
+        inputs.pop("mm_token_type_ids", None)
+        use_audio_in_video = inputs.pop("use_audio_in_video", False)
+        position_ids, deltas = self.compute_position_ids(
+            input_ids, attention_mask, inputs.get("image_grid_thw"), inputs.get("video_grid_thw"),
+            inputs.get("video_second_per_grid"), inputs.get("feature_attention_mask"), inputs.get("input_features"),
+            use_audio_in_video,
+        )
+        inputs.pop("video_second_per_grid", None)
+        embeds = self.embed_inputs(input_ids, **inputs)
+        caches = [LayerKVCache() for _ in self.blocks]
+        logits = self._decode(embeds, position_ids, attention_mask, "logits", caches)
+        eos = eos_token_id if eos_token_id is not None else list(self.cfg.tokens.eos)
+        eos = torch.tensor([eos] if isinstance(eos, int) else list(eos), device=input_ids.device, dtype=torch.long)
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        tokens = input_ids
+        deltas = deltas.to(input_ids.device)
+        for step in range(max_new_tokens):
+            next_token = logits[:, -1].argmax(-1)
+            if eos.numel():
+                next_token = torch.where(done, eos[0], next_token)
+            tokens = torch.cat((tokens, next_token[:, None]), dim=1)
+            attention_mask = torch.cat((attention_mask, torch.ones_like(attention_mask[:, :1])), dim=1)
+            if eos.numel():
+                done = done | torch.isin(next_token, eos)
+                if bool(done.all()):
+                    break
+            if step == max_new_tokens - 1:
+                break  # the last token needs no forward of its own
+            # a new text token: t = h = w = (real tokens so far - 1) + the prompt's rope delta
+            step_pos = (attention_mask.sum(-1, keepdim=True) - 1 + deltas).expand(-1, 1)
+            logits = self._decode(self.embed(next_token[:, None]), step_pos[None].expand(3, -1, -1), attention_mask, "logits", caches)
+        return tokens

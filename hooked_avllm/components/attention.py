@@ -206,7 +206,9 @@ class Attention(nn.Module):
                 past = kv_cache.length
                 kh, vh = kv_cache.append(kh, vh)
             mask = self._bool_mask(batch, n_pos, kh.shape[2], past, causal, key_valid, x.device)
-            z = self._attend(qh, kh, vh, mask, additive_mask, causal and mask is None).transpose(1, 2)
+            # SDPA's is_causal aligns top-left, so it only fits when queries and keys coincide
+            use_is_causal = causal and mask is None and past == 0 and n_pos > 1
+            z = self._attend(qh, kh, vh, mask, additive_mask, use_is_causal).transpose(1, 2)
         z = self.hook_z(z)  # [batch, pos, head, d_head]
 
         if self.use_attn_result:
