@@ -139,6 +139,33 @@ class HookedAVLLM(HookedRootModule):
 
         return load_pretrained(cls, name_or_path, dtype=dtype, device=device, load_tokenizer=load_tokenizer)
 
+    # ------------------------------------------------------------------ inputs
+
+    def prepare(self, prompt, video=None, audio=None, images=None, use_audio_in_video: bool = True, **kwargs):
+        """Media files/arrays and a prompt -> :class:`~hooked_avllm.inputs.ModelInputs` (tensors +
+        ``TokenLayout``), with the checkpoint's tokenizer, chat template and preprocessor config.
+        The result goes straight into ``forward``, ``run_with_cache`` and ``generate``.
+
+        Example:
+            >>> inputs = model.prepare(prompt="Describe what you see and hear.", video="clip.mp4")  # doctest: +SKIP
+            >>> logits, cache = model.run_with_cache(inputs)  # doctest: +SKIP
+            >>> cache["blocks.20.hook_resid_post"][cache.layout.audio]  # doctest: +SKIP
+        """
+        from hooked_avllm.inputs import PreprocessorConfig, prepare_inputs
+
+        if self.tokenizer is None:
+            raise ValueError("this model has no tokenizer: load it with from_pretrained from a folder that has one, or set model.tokenizer")
+        folder = getattr(self, "checkpoint_folder", None)
+        preprocessor = PreprocessorConfig.from_pretrained(folder) if folder is not None else None
+        if self.cfg.audio is None:
+            use_audio_in_video = False
+        inputs = prepare_inputs(
+            self.tokenizer, preprocessor, self.cfg, prompt=prompt, video=video, audio=audio, images=images,
+            use_audio_in_video=use_audio_in_video, **kwargs,
+        )
+        device = self.embed.weight.device
+        return inputs.to(device, self.embed.weight.dtype)
+
     # ------------------------------------------------------------------ hooks and caching
 
     def set_use_attn_result(self, enabled: bool) -> None:

@@ -1,0 +1,387 @@
+"""TokenLayout: what every sequence position is, and where each media token came from.
+
+Built once from ``input_ids`` and the media metadata (grids, audio token counts); it checks that
+the placeholders agree with the media, then holds boolean masks ``[batch, seq]`` for text, audio,
+video, image, generated and padding positions (every position is in exactly one), the origin of
+each media token (audio time, video frame group / row / column in the merged grid), the span of
+every media item, and the 3-row TMRoPE position ids (from
+:func:`hooked_avllm.inputs.positions.rope_position_ids`, computed on first use).
+
+Example:
+    >>> layout = TokenLayout.from_input_ids(input_ids, attention_mask, spec,        # doctest: +SKIP
+    ...     video_grid_thw=grid, video_second_per_grid=spg, audio_token_counts=counts,
+    ...     use_audio_in_video=True)
+    >>> resid[layout.audio]              # residuals at every audio token  # doctest: +SKIP
+    >>> layout.audio_time[layout.audio]  # their times in seconds     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Literal
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from hooked_avllm.inputs.errors import InputError
+from hooked_avllm.inputs.interleave import audio_in_video_runs, merge_runs
+from hooked_avllm.inputs.model_spec import ModelInputSpec
+
+
+@dataclass
+class MediaSpan:
+    """One media item in the sequence.
+
+    ``index`` counts items of this kind over the batch in sequence order (row-major), which is
+    their order in ``pixel_values`` / ``pixel_values_videos`` / ``input_features``.
+    ``positions`` are its placeholder positions; ``start``/``stop`` bound its bracket tokens
+    (inclusive/exclusive). Audio taken from a video's track has ``in_video`` = that video's index.
+    """
+
+    batch: int
+    kind: Literal["image", "video", "audio"]
+    index: int
+    positions: Int[Tensor, "n_tokens"]
+    start: int
+    stop: int
+    in_video: int | None = None
+
+
+@dataclass
+class TokenLayout:
+    """Masks and media origins of a batch; see the module docstring."""
+
+    input_ids: Int[Tensor, "batch prompt_seq"]
+    attention_mask: Int[Tensor, "batch seq"]
+    text: Bool[Tensor, "batch seq"]
+    audio: Bool[Tensor, "batch seq"]
+    video: Bool[Tensor, "batch seq"]
+    image: Bool[Tensor, "batch seq"]
+    generated: Bool[Tensor, "batch seq"]
+    padding: Bool[Tensor, "batch seq"]
+    audio_time: Float[Tensor, "batch seq"]  # seconds from the clip start; NaN off audio
+    video_time: Float[Tensor, "batch seq"]  # seconds of the token's frame group; NaN off video
+    frame_group: Int[Tensor, "batch seq"]  # -1 off video/image (images: 0)
+    row: Int[Tensor, "batch seq"]  # merged-grid row; -1 off video/image
+    col: Int[Tensor, "batch seq"]  # merged-grid column; -1 off video/image
+    spans: list[MediaSpan]
+    spec: ModelInputSpec
+    image_grid_thw: Int[Tensor, "n_images 3"] | None = None
+    video_grid_thw: Int[Tensor, "n_videos 3"] | None = None
+    video_second_per_grid: Float[Tensor, "n_videos"] | None = None
+    audio_token_counts: Int[Tensor, "n_audio"] | None = None
+    use_audio_in_video: bool = False
+    padding_side: str = "left"
+    _position_ids: Tensor | None = field(default=None, repr=False)
+    _rope_deltas: Tensor | None = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_input_ids(
+        cls,
+        input_ids: Int[Tensor, "batch seq"],
+        attention_mask: Int[Tensor, "batch seq"] | None,
+        spec: ModelInputSpec | None = None,
+        *,
+        image_grid_thw: Int[Tensor, "n_images 3"] | None = None,
+        video_grid_thw: Int[Tensor, "n_videos 3"] | None = None,
+        video_second_per_grid: Float[Tensor, "n_videos"] | None = None,
+        audio_token_counts: Int[Tensor, "n_audio"] | None = None,
+        use_audio_in_video: bool = False,
+        padding_side: str = "left",
+    ) -> "TokenLayout":
+        """Parse the placeholders of ``input_ids`` and check them against the media metadata.
+
+        Raises :class:`InputError` when a placeholder run does not have the length its grid or
+        audio length implies, when a media token sits outside its bracket, or when there are more
+        or fewer media items in the ids than in the metadata.
+        """
+        spec = spec or ModelInputSpec()
+        input_ids = input_ids.long().cpu()
+        batch, seq = input_ids.shape
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        attention_mask = attention_mask.long().cpu()
+        merge = spec.spatial_merge_size**2
+        grids = {
+            "image": image_grid_thw.long().cpu() if image_grid_thw is not None else torch.zeros(0, 3, dtype=torch.long),
+            "video": video_grid_thw.long().cpu() if video_grid_thw is not None else torch.zeros(0, 3, dtype=torch.long),
+        }
+        n_audio_items = (
+            audio_token_counts.long().cpu() if audio_token_counts is not None else torch.zeros(0, dtype=torch.long)
+        )
+        if video_second_per_grid is None:
+            video_second_per_grid = torch.ones(len(grids["video"]), dtype=torch.float32)
+        seconds_per_grid = video_second_per_grid.float().cpu()
+        if len(seconds_per_grid) != len(grids["video"]):
+            raise InputError(
+                f"video_second_per_grid has {len(seconds_per_grid)} entries for {len(grids['video'])} videos; give one per video."
+            )
+
+        kind_of = torch.full((batch, seq), -1, dtype=torch.long)  # 0 audio, 1 video, 2 image
+        audio_time = torch.full((batch, seq), float("nan"))
+        video_time = torch.full((batch, seq), float("nan"))
+        frame_group = torch.full((batch, seq), -1, dtype=torch.long)
+        row = torch.full((batch, seq), -1, dtype=torch.long)
+        col = torch.full((batch, seq), -1, dtype=torch.long)
+        spans: list[MediaSpan] = []
+        counters = {"image": 0, "video": 0, "audio": 0}
+        t = spec.tokens
+        seconds_per_audio_token = spec.audio_seconds_per_token
+
+        def take(kind: str) -> int:
+            index = counters[kind]
+            available = len(n_audio_items) if kind == "audio" else len(grids[kind])
+            if index >= available:
+                raise InputError(
+                    f"input_ids hold more {kind} items than the {available} given; give one {kind} per placeholder."
+                )
+            counters[kind] += 1
+            return index
+
+        def place_visual(b: int, kind: str, index: int, positions: Tensor, seconds: float) -> None:
+            _, h, w = (int(x) for x in grids[kind][index])
+            h, w = h // spec.spatial_merge_size, w // spec.spatial_merge_size
+            order = torch.arange(len(positions))
+            kind_of[b, positions] = 1 if kind == "video" else 2
+            frame_group[b, positions] = order // (h * w)
+            row[b, positions] = (order % (h * w)) // w
+            col[b, positions] = order % w
+            if kind == "video":
+                video_time[b, positions] = frame_group[b, positions].float() * seconds
+
+        def place_audio(b: int, positions: Tensor) -> None:
+            kind_of[b, positions] = 0
+            audio_time[b, positions] = torch.arange(len(positions), dtype=torch.float32) * seconds_per_audio_token
+
+        for b in range(batch):
+            real = attention_mask[b].bool()
+            ids = input_ids[b].masked_fill(~real, -1)
+            starts = (
+                torch.nonzero(
+                    (ids == t.vision_start) | ((ids == t.audio_start) if t.audio_start is not None else False)
+                )
+                .flatten()
+                .tolist()
+            )
+            media_ids = [x for x in (t.image, t.video, t.audio) if x is not None]
+            is_media = torch.isin(ids, torch.tensor(media_ids))
+            run_ends = torch.nonzero(~is_media).flatten()  # a media run ends at the next non-media position
+            covered = torch.zeros(seq, dtype=torch.bool)
+            skip_until = -1
+            for start in starts:
+                if start < skip_until:
+                    continue
+                opener = int(ids[start])
+                nxt = int(ids[start + 1]) if start + 1 < seq else -1
+                if opener == t.vision_start and nxt == t.audio_start and t.audio_start is not None:
+                    body_start, closers = start + 2, (t.audio_end, t.vision_end)
+                elif opener == t.vision_start and nxt in (t.image, t.video):
+                    body_start, closers = start + 1, (t.vision_end,)
+                elif opener == t.audio_start and nxt == t.audio:
+                    body_start, closers = start + 1, (t.audio_end,)
+                else:
+                    continue  # a bracket token used as text
+                after = run_ends[torch.searchsorted(run_ends, body_start) :]
+                body_end = int(after[0]) if len(after) else seq
+                stop = body_end + len(closers)
+                if [int(x) for x in ids[body_end:stop]] != list(closers):
+                    raise InputError(
+                        f"Row {b}: the media placeholders starting at position {start} are not closed by their "
+                        "end token(s); build prompts with prepare_inputs rather than by hand."
+                    )
+                body = ids[body_start:body_end]
+                positions = torch.arange(body_start, body_end)
+                covered[body_start:body_end] = True
+                skip_until = stop
+                if len(closers) == 2:  # a video with its audio track
+                    v, a = take("video"), take("audio")
+                    expected = merge_runs(
+                        audio_in_video_runs(
+                            tuple(grids["video"][v].tolist()),
+                            float(seconds_per_grid[v]),
+                            int(n_audio_items[a]),
+                            spatial_merge_size=spec.spatial_merge_size,
+                            position_id_per_second=spec.position_id_per_second,
+                            seconds_per_chunk=spec.seconds_per_chunk,
+                        )
+                    )
+                    found = merge_runs(
+                        [("video" if x == t.video else "audio" if x == t.audio else "image", 1) for x in body.tolist()]
+                    )
+                    if found != expected:
+                        raise InputError(
+                            f"Row {b}: the audio-in-video block at position {start} does not interleave video and audio "
+                            f"tokens in 2-second chunks as the model expects (found runs {found[:6]}..., expected "
+                            f"{expected[:6]}...). Check use_audio_in_video and the audio length."
+                        )
+                    video_pos, audio_pos = positions[body == t.video], positions[body == t.audio]
+                    place_visual(b, "video", v, video_pos, float(seconds_per_grid[v]))
+                    place_audio(b, audio_pos)
+                    spans.append(MediaSpan(b, "video", v, video_pos, start, stop))
+                    spans.append(MediaSpan(b, "audio", a, audio_pos, start, stop, in_video=v))
+                    continue
+                kind = {t.image: "image", t.video: "video", t.audio: "audio"}[int(body[0])]
+                if (body != body[0]).any():
+                    raise InputError(f"Row {b}: the {kind} block at position {start} mixes placeholder kinds.")
+                index = take(kind)
+                expected_len = int(n_audio_items[index]) if kind == "audio" else int(grids[kind][index].prod()) // merge
+                if len(positions) != expected_len:
+                    raise InputError(
+                        f"Row {b}: {kind} {index} has {len(positions)} placeholder tokens but its "
+                        f"{'length' if kind == 'audio' else 'grid'} needs {expected_len}. Let prepare_inputs expand "
+                        "the placeholders, or fix the grid / feature mask."
+                    )
+                if kind == "audio":
+                    place_audio(b, positions)
+                else:
+                    place_visual(b, kind, index, positions, float(seconds_per_grid[index]) if kind == "video" else 0.0)
+                spans.append(MediaSpan(b, kind, index, positions, start, stop))
+            stray = is_media & ~covered
+            if stray.any():
+                position = int(torch.nonzero(stray)[0])
+                raise InputError(
+                    f"Row {b}: media placeholder token {int(ids[position])} at position {position} is outside a "
+                    "media bracket. Put placeholders only where media go (prepare_inputs adds the brackets)."
+                )
+        for kind, count in counters.items():
+            available = len(n_audio_items) if kind == "audio" else len(grids[kind])
+            if count != available:
+                raise InputError(
+                    f"{available} {kind} item(s) were given but input_ids place {count}; give one placeholder per {kind}."
+                )
+
+        padding = attention_mask == 0
+        audio = kind_of == 0
+        video = kind_of == 1
+        image = kind_of == 2
+        return cls(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            text=~(padding | audio | video | image),
+            audio=audio,
+            video=video,
+            image=image,
+            generated=torch.zeros_like(padding),
+            padding=padding,
+            audio_time=audio_time,
+            video_time=video_time,
+            frame_group=frame_group,
+            row=row,
+            col=col,
+            spans=spans,
+            spec=spec,
+            image_grid_thw=image_grid_thw,
+            video_grid_thw=video_grid_thw,
+            video_second_per_grid=video_second_per_grid,
+            audio_token_counts=audio_token_counts,
+            use_audio_in_video=use_audio_in_video,
+            padding_side=padding_side,
+        )
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(batch, seq)`` including generated positions."""
+        return tuple(self.attention_mask.shape)  # type: ignore[return-value]
+
+    @property
+    def n_prompt(self) -> int:
+        """Sequence length of the prompt (before generated tokens)."""
+        return self.input_ids.shape[1]
+
+    def masks(self) -> dict[str, Bool[Tensor, "batch seq"]]:
+        """The six position masks by name; each position is in exactly one."""
+        return {name: getattr(self, name) for name in ("text", "audio", "video", "image", "generated", "padding")}
+
+    def spans_of(self, kind: str | None = None, batch: int | None = None) -> list[MediaSpan]:
+        """Media spans filtered by kind and/or batch row."""
+        return [s for s in self.spans if (kind is None or s.kind == kind) and (batch is None or s.batch == batch)]
+
+    @property
+    def position_ids(self) -> Int[Tensor, "3 batch seq"]:
+        """TMRoPE position ids (t, h, w rows); generated tokens continue at the row's maximum + 1."""
+        if self._position_ids is None:
+            self._compute_positions()
+        return self._position_ids  # type: ignore[return-value]
+
+    @property
+    def rope_deltas(self) -> Int[Tensor, "batch 1"]:
+        """Per row: max prompt position + 1 - real prompt length (as the reference returns it)."""
+        if self._rope_deltas is None:
+            self._compute_positions()
+        return self._rope_deltas  # type: ignore[return-value]
+
+    def _compute_positions(self) -> None:
+        try:
+            from hooked_avllm.inputs.positions import rope_position_ids
+        except ImportError as err:  # the module is written alongside the model core
+            raise ImportError(
+                "hooked_avllm.inputs.positions.rope_position_ids is needed for position ids; it ships with the model core."
+            ) from err
+        prompt_mask = self.attention_mask[:, : self.n_prompt]
+        positions, deltas = rope_position_ids(
+            self.input_ids.to(prompt_mask.device),
+            prompt_mask,
+            tokens=self.spec.tokens,
+            image_grid_thw=self.image_grid_thw,
+            video_grid_thw=self.video_grid_thw,
+            video_second_per_grid=self.video_second_per_grid,
+            audio_token_counts=self.audio_token_counts,
+            use_audio_in_video=self.use_audio_in_video,
+            spatial_merge_size=self.spec.spatial_merge_size,
+            position_id_per_second=self.spec.position_id_per_second,
+            seconds_per_chunk=self.spec.seconds_per_chunk,
+        )
+        n_new = self.shape[1] - self.n_prompt
+        if n_new:
+            positions = torch.cat([positions, self._continued(positions, n_new)], dim=2)
+        self._position_ids, self._rope_deltas = positions, deltas
+
+    @staticmethod
+    def _continued(positions: Tensor, n_new: int) -> Tensor:
+        """Positions of ``n_new`` generated tokens after ``positions`` [3, b, s]: row max + 1, + 2, ..."""
+        start = positions.amax(dim=(0, 2)) + 1  # [b]
+        steps = torch.arange(n_new, device=positions.device)
+        return (start[:, None] + steps[None, :]).unsqueeze(0).expand(3, -1, -1)
+
+    # ------------------------------------------------------------------ growing
+    def extend(self, n_new: int) -> "TokenLayout":
+        """Append ``n_new`` generated positions at the right of every row (in place; returns self)."""
+        if n_new < 0:
+            raise InputError(f"extend needs n_new >= 0, got {n_new}.")
+        if n_new == 0:
+            return self
+        batch = self.shape[0]
+
+        def grow(tensor: Tensor, value) -> Tensor:
+            extra = torch.full((batch, n_new), value, dtype=tensor.dtype, device=tensor.device)
+            return torch.cat([tensor, extra], dim=1)
+
+        self.attention_mask = grow(self.attention_mask, 1)
+        for name in ("text", "audio", "video", "image", "padding"):
+            setattr(self, name, grow(getattr(self, name), False))
+        self.generated = grow(self.generated, True)
+        for name in ("audio_time", "video_time"):
+            setattr(self, name, grow(getattr(self, name), float("nan")))
+        for name in ("frame_group", "row", "col"):
+            setattr(self, name, grow(getattr(self, name), -1))
+        if self._position_ids is not None:
+            self._position_ids = torch.cat([self._position_ids, self._continued(self._position_ids, n_new)], dim=2)
+        return self
+
+    def to(self, device: torch.device | str) -> "TokenLayout":
+        """A copy with every tensor on ``device``."""
+        values = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            values[f.name] = value.to(device) if isinstance(value, Tensor) else value
+        values["spans"] = [
+            MediaSpan(s.batch, s.kind, s.index, s.positions.to(device), s.start, s.stop, s.in_video) for s in self.spans
+        ]
+        return TokenLayout(**values)
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{name}={int(mask.sum())}" for name, mask in self.masks().items())
+        return f"TokenLayout(shape={self.shape}, {counts}, spans={len(self.spans)})"

@@ -1,0 +1,191 @@
+"""What the input pipeline needs to know about the model: special-token ids and position rules.
+
+``ModelInputSpec.from_config`` accepts a checkpoint folder, a ``config.json`` path, a hub-style
+config dict (a full Qwen2.5-Omni config, its thinker config, or a Qwen2.5-VL config), a
+``transformers`` config object, an object with a ``tokens`` attribute (``.image``, ``.video``,
+``.audio``, ``.vision_start``, ``.vision_end``, ``.audio_start``, ``.audio_end``), or ``None`` for
+the Qwen2.5-Omni defaults.
+
+Example:
+    >>> spec = ModelInputSpec.from_config(None)
+    >>> spec.tokens.audio, spec.tokens.vision_start, spec.position_id_per_second
+    (151646, 151652, 25.0)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hooked_avllm.inputs.errors import InputError, MediaFileNotFoundError
+
+OMNI_SYSTEM_PROMPT = (
+    "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving "
+    "auditory and visual inputs, as well as generating text and speech."
+)
+VL_SYSTEM_PROMPT = "You are a helpful assistant."
+
+
+@dataclass(frozen=True)
+class MediaTokens:
+    """Special-token ids of the media placeholders and their brackets (``None``: no audio)."""
+
+    image: int = 151655
+    video: int = 151656
+    audio: int | None = 151646
+    vision_start: int = 151652
+    vision_end: int = 151653
+    audio_start: int | None = 151647
+    audio_end: int | None = 151648
+
+    @property
+    def placeholders(self) -> dict[str, int]:
+        """Placeholder id of each media kind the model accepts."""
+        ids = {"image": self.image, "video": self.video}
+        if self.audio is not None:
+            ids["audio"] = self.audio
+        return ids
+
+
+@dataclass(frozen=True)
+class ModelInputSpec:
+    """Token ids, position timing and limits of one model family."""
+
+    family: str = "qwen2_5_omni"
+    tokens: MediaTokens = MediaTokens()
+    spatial_merge_size: int = 2
+    position_id_per_second: float = 25.0
+    seconds_per_chunk: float = 2.0
+    max_positions: int = 32768
+    pad_token_id: int = 151643
+    default_system_prompt: str | None = OMNI_SYSTEM_PROMPT
+
+    @property
+    def supports_audio(self) -> bool:
+        return self.tokens.audio is not None
+
+    @property
+    def audio_seconds_per_token(self) -> float:
+        """Audio tokens come at the position rate (25 Hz, 0.04 s each)."""
+        return 1.0 / self.position_id_per_second
+
+    @classmethod
+    def from_config(cls, config: Any = None) -> "ModelInputSpec":
+        """Read the spec from any config-like value (see the module docstring)."""
+        if config is None:
+            return cls()
+        if isinstance(config, ModelInputSpec):
+            return config
+        if isinstance(config, (str, Path)):
+            return cls.from_dict(_read_config_json(Path(config)))
+        if isinstance(config, dict):
+            return cls.from_dict(config)
+        if hasattr(config, "to_dict") and hasattr(config, "model_type"):
+            return cls.from_dict(config.to_dict())
+        return cls._from_object(config)
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> "ModelInputSpec":
+        """Read a hub-style config dict (Qwen2.5-Omni, its thinker, or Qwen2.5-VL)."""
+        if "thinker_config" in config:
+            config = config["thinker_config"]
+        vision = config.get("vision_config") or {}
+        text = config.get("text_config") or {}
+        model_type = str(config.get("model_type", ""))
+
+        def pick(*keys: str, default: Any = None) -> Any:
+            for key in keys:
+                if config.get(key) is not None:
+                    return config[key]
+            return default
+
+        is_vl = "vl" in model_type and "omni" not in model_type
+        base = cls()
+        tokens = MediaTokens(
+            image=pick("image_token_id", "image_token_index", default=base.tokens.image),
+            video=pick("video_token_id", "video_token_index", default=base.tokens.video),
+            audio=None if is_vl else pick("audio_token_id", "audio_token_index", default=base.tokens.audio),
+            vision_start=pick("vision_start_token_id", default=base.tokens.vision_start),
+            vision_end=pick("vision_end_token_id", default=base.tokens.vision_end),
+            audio_start=None if is_vl else pick("audio_start_token_id", default=base.tokens.audio_start),
+            audio_end=None if is_vl else pick("audio_end_token_id", default=base.tokens.audio_end),
+        )
+        if is_vl:
+            per_second = vision.get("tokens_per_second", 2)
+        else:
+            per_second = pick("position_id_per_seconds", "position_id_per_second", default=25)
+        max_positions = text.get("max_position_embeddings", config.get("max_position_embeddings", base.max_positions))
+        return cls(
+            family="qwen2_5_vl" if is_vl else "qwen2_5_omni",
+            tokens=tokens,
+            spatial_merge_size=int(vision.get("spatial_merge_size", base.spatial_merge_size)),
+            position_id_per_second=float(per_second),
+            seconds_per_chunk=float(pick("seconds_per_chunk", default=base.seconds_per_chunk)),
+            max_positions=int(max_positions),
+            pad_token_id=int(pick("pad_token_id", default=text.get("pad_token_id") or base.pad_token_id)),
+            default_system_prompt=VL_SYSTEM_PROMPT if is_vl else OMNI_SYSTEM_PROMPT,
+        )
+
+    @classmethod
+    def _from_object(cls, config: Any) -> "ModelInputSpec":
+        """Duck-typed read of a project config such as :class:`hooked_avllm.AVLLMConfig`.
+
+        Reads ``tokens`` (ids as attributes), ``position_id_per_second``, ``seconds_per_chunk``,
+        ``vision.spatial_merge_size``, ``text.max_position_embeddings`` and ``architecture``.
+        """
+        base = cls()
+        src = getattr(config, "tokens", None) or config
+        vision = getattr(config, "vision", None)
+        text = getattr(config, "text", None)
+
+        def get(obj: Any, *names: str, default: Any = None) -> Any:
+            for name in names:
+                value = getattr(obj, name, None) if obj is not None else None
+                if value is not None:
+                    return value
+            return default
+
+        tokens = MediaTokens(
+            image=get(src, "image", "image_token_id", default=base.tokens.image),
+            video=get(src, "video", "video_token_id", default=base.tokens.video),
+            audio=get(src, "audio", "audio_token_id"),
+            vision_start=get(src, "vision_start", "vision_start_token_id", default=base.tokens.vision_start),
+            vision_end=get(src, "vision_end", "vision_end_token_id", default=base.tokens.vision_end),
+            audio_start=get(src, "audio_start", "audio_start_token_id"),
+            audio_end=get(src, "audio_end", "audio_end_token_id"),
+        )
+        name = str(get(config, "family", "architecture", "model_type", default=""))
+        is_vl = tokens.audio is None or ("vl" in name and "omni" not in name)
+        return cls(
+            family="qwen2_5_vl" if is_vl else "qwen2_5_omni",
+            tokens=tokens,
+            spatial_merge_size=int(
+                get(vision, "spatial_merge_size", default=get(config, "spatial_merge_size", default=2))
+            ),
+            position_id_per_second=float(
+                get(config, "position_id_per_second", "position_id_per_seconds", default=base.position_id_per_second)
+            ),
+            seconds_per_chunk=float(get(config, "seconds_per_chunk", default=base.seconds_per_chunk)),
+            max_positions=int(
+                get(text, "max_position_embeddings", default=get(config, "max_positions", default=base.max_positions))
+            ),
+            pad_token_id=int(get(src, "pad", "pad_token_id", default=base.pad_token_id)),
+            default_system_prompt=get(
+                config, "default_system_prompt", default=VL_SYSTEM_PROMPT if is_vl else OMNI_SYSTEM_PROMPT
+            ),
+        )
+
+
+def _read_config_json(path: Path) -> dict[str, Any]:
+    file = path / "config.json" if path.is_dir() else path
+    if not file.exists():
+        raise MediaFileNotFoundError(
+            f"No model config at {file}. Pass the checkpoint folder that holds config.json, "
+            "a config dict, or None for the Qwen2.5-Omni defaults."
+        )
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise InputError(f"{file} is not valid JSON ({err}); re-download the checkpoint file.") from err

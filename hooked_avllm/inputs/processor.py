@@ -1,0 +1,393 @@
+"""One entry point from prompts and media to model inputs: :func:`prepare_inputs`.
+
+Example:
+    >>> from transformers import AutoTokenizer
+    >>> folder = "/path/to/Qwen2.5-Omni-7B"                                   # doctest: +SKIP
+    >>> tok = AutoTokenizer.from_pretrained(folder)                           # doctest: +SKIP
+    >>> inputs = prepare_inputs(tok, folder, folder, prompt="Describe what you see and hear.",
+    ...                         video="clip.mp4")                             # doctest: +SKIP
+    >>> inputs.layout.audio.sum(), inputs.video_grid_thw                      # doctest: +SKIP
+    >>> logits = hf_thinker(**inputs.model_kwargs()).logits                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from PIL import Image as PILImage
+from torch import Tensor
+
+from hooked_avllm.inputs.audio import Audio, audio_features, load_audio
+from hooked_avllm.inputs.errors import InputError
+from hooked_avllm.inputs.layout import TokenLayout
+from hooked_avllm.inputs.model_spec import ModelInputSpec
+from hooked_avllm.inputs.preprocessor_config import PreprocessorConfig
+from hooked_avllm.inputs.prompt import (
+    MEDIA_KINDS,
+    audio_in_video_ids,
+    bracket_strings,
+    conversation,
+    expand_placeholders,
+    messages_media,
+    place_media,
+    placeholder_strings,
+    render,
+    split_placeholders,
+    tokenize,
+)
+from hooked_avllm.inputs.vision import Image, Video, image_patches, load_image, load_video, video_patches
+
+
+@dataclass
+class ModelInputs:
+    """Everything a forward pass needs, plus the :class:`TokenLayout` of the batch.
+
+    Media tensors concatenate the items of the whole batch in sequence order (row-major).
+    """
+
+    input_ids: Int[Tensor, "batch seq"]
+    attention_mask: Int[Tensor, "batch seq"]
+    layout: TokenLayout
+    input_features: Float[Tensor, "n_audio n_mels frames"] | None = None
+    feature_attention_mask: Int[Tensor, "n_audio frames"] | None = None
+    pixel_values: Float[Tensor, "image_patches 1176"] | None = None
+    image_grid_thw: Int[Tensor, "n_images 3"] | None = None
+    pixel_values_videos: Float[Tensor, "video_patches 1176"] | None = None
+    video_grid_thw: Int[Tensor, "n_videos 3"] | None = None
+    video_second_per_grid: Float[Tensor, "n_videos"] | None = None
+    use_audio_in_video: bool = False
+
+    _FLOAT_MEDIA = ("input_features", "pixel_values", "pixel_values_videos")
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "ModelInputs":
+        """A copy on ``device``; ``dtype`` applies to the float media (features, pixels) only."""
+        values: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Tensor):
+                if dtype is not None and f.name in self._FLOAT_MEDIA:
+                    value = value.to(device=device, dtype=dtype)
+                elif device is not None:
+                    value = value.to(device)
+            values[f.name] = value
+        if device is not None:
+            values["layout"] = self.layout.to(device)
+        return replace(self, **values)
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the Hugging Face thinker's ``forward`` (Qwen2.5-VL: its names).
+
+        Example:
+            >>> out = hf_thinker(**inputs.model_kwargs())                        # doctest: +SKIP
+        """
+        kwargs: dict[str, Any] = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+        names = ["pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw"]
+        if self.layout.spec.family == "qwen2_5_vl":
+            if self.video_second_per_grid is not None:
+                kwargs["second_per_grid_ts"] = self.video_second_per_grid
+        else:
+            names += ["input_features", "feature_attention_mask", "video_second_per_grid"]
+            kwargs["use_audio_in_video"] = self.use_audio_in_video
+        kwargs.update({name: getattr(self, name) for name in names if getattr(self, name) is not None})
+        return kwargs
+
+    @property
+    def position_ids(self) -> Int[Tensor, "3 batch seq"]:
+        """TMRoPE position ids of the prompt (see :attr:`TokenLayout.position_ids`)."""
+        return self.layout.position_ids
+
+
+def prepare_inputs(
+    tokenizer: Any,
+    preprocessor_config: PreprocessorConfig | str | Path | None = None,
+    model_config_like: Any = None,
+    *,
+    prompt: str | list | Sequence[str | list],
+    video: Any = None,
+    audio: Any = None,
+    images: Any = None,
+    use_audio_in_video: bool = True,
+    system_prompt: str | None | bool = None,
+    padding_side: Literal["left", "right"] = "left",
+    audio_padding: Literal["max_length", "longest"] = "max_length",
+    chat_template: bool = True,
+    add_generation_prompt: bool = True,
+    video_fps: float | None = None,
+) -> ModelInputs:
+    """Turn prompts and media into :class:`ModelInputs` (token ids, media tensors, layout).
+
+    ``prompt`` is user text (placeholders ``<|VIDEO|>``, ``<|AUDIO|>``, ``<|IMAGE|>`` mark where
+    media go; without them media come first), a list of chat messages, or — for a batch — a list
+    of those. Media arguments take one item or a list of items (a batch: one entry per prompt,
+    each ``None``, an item or a list). Videos are paths, arrays ``[T, H, W, 3]``, lists of frames
+    or :class:`Video`; audio are paths, arrays at 16 kHz, ``(array, rate)`` pairs or
+    :class:`Audio`; images are paths, PIL images, arrays or tensors.
+
+    ``use_audio_in_video`` loads each video's sound track and interleaves it with the frames in
+    2-second chunks (ignored for models without audio). ``system_prompt=None`` uses the model's
+    default, ``False`` none. ``audio_padding="max_length"`` pads features to 300 s like the
+    reference; ``"longest"`` only to the longest clip (same model outputs, less memory).
+    ``chat_template=False`` takes the prompt as already-rendered text with bracketed placeholders.
+
+    Example:
+        >>> inputs = prepare_inputs(tok, cfg, None, prompt="What do you hear?",    # doctest: +SKIP
+        ...                         audio="speech.wav")
+        >>> inputs.input_ids.shape, int(inputs.layout.audio.sum())                 # doctest: +SKIP
+    """
+    config = _preprocessor(preprocessor_config)
+    spec = ModelInputSpec.from_config(model_config_like)
+    if padding_side not in ("left", "right"):
+        raise InputError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
+    audio_in_video = bool(use_audio_in_video) and spec.supports_audio
+
+    if isinstance(prompt, (list, tuple)) and len(prompt) == 0:
+        raise InputError("prompt is empty; pass a string, a list of chat messages, or a list of those.")
+    batched = isinstance(prompt, (list, tuple)) and not isinstance(prompt[0], dict)
+    prompts = list(prompt) if batched else [prompt]
+    media_args = {
+        "image": _rows(images, len(prompts), batched, "images"),
+        "video": _rows(video, len(prompts), batched, "video"),
+        "audio": _rows(audio, len(prompts), batched, "audio"),
+    }
+    if not spec.supports_audio and any(media_args["audio"]):
+        raise InputError(f"This model ({spec.family}) takes no audio input; remove audio= or use an Omni model.")
+
+    placeholders = placeholder_strings(tokenizer, spec)
+    brackets = bracket_strings(tokenizer, spec)
+    rows: list[tuple[list[int], list[tuple[str, Any]]]] = []  # rendered ids, ordered media
+    for r, row_prompt in enumerate(prompts):
+        where = f"prompt {r}" if batched else "the prompt"
+        ids, order = _render_row(
+            tokenizer,
+            row_prompt,
+            {k: media_args[k][r] for k in MEDIA_KINDS},
+            spec,
+            placeholders,
+            brackets,
+            system_prompt,
+            chat_template,
+            add_generation_prompt,
+            where,
+        )
+        rows.append((ids, order))
+
+    loaded_images, loaded_videos, loaded_audio, plans = _load_media(
+        [order for _, order in rows], config, video_fps, audio_in_video
+    )
+    out: dict[str, Any] = {}
+    if loaded_images:
+        out["pixel_values"], out["image_grid_thw"] = image_patches(loaded_images, config)
+    if loaded_videos:
+        out["pixel_values_videos"], out["video_grid_thw"], out["video_second_per_grid"] = video_patches(
+            loaded_videos, config
+        )
+    audio_counts = None
+    if loaded_audio:
+        feats = audio_features(loaded_audio, config, padding=audio_padding)
+        out["input_features"], out["feature_attention_mask"] = feats.input_features, feats.feature_attention_mask
+        audio_counts = feats.token_counts
+        if (audio_counts < 1).any():
+            raise InputError("An audio clip is shorter than 0.02 s and gives no audio token; pass a longer clip.")
+
+    sequences = []
+    for r, ((ids, _), plan) in enumerate(zip(rows, plans)):
+        expansions = [_expansion(step, out, audio_counts, spec) for step in plan]
+        sequences.append(expand_placeholders(ids, expansions, spec, f"prompt {r}" if batched else "the prompt"))
+    longest = max(len(s) for s in sequences)
+    if longest > spec.max_positions:
+        raise InputError(
+            f"The prepared sequence has {longest} tokens, more than the model's {spec.max_positions}. Shorten the "
+            "media (load_video/load_audio start=/end=), lower video_fps, or lower the pixel budget "
+            "(PreprocessorConfig video_max_pixels / max_pixels)."
+        )
+    pad_id = tokenizer.pad_token_id if getattr(tokenizer, "pad_token_id", None) is not None else spec.pad_token_id
+    input_ids, attention_mask = _pad(sequences, pad_id, padding_side)
+
+    uses_av = audio_in_video and bool(loaded_videos)
+    layout = TokenLayout.from_input_ids(
+        input_ids,
+        attention_mask,
+        spec,
+        image_grid_thw=out.get("image_grid_thw"),
+        video_grid_thw=out.get("video_grid_thw"),
+        video_second_per_grid=out.get("video_second_per_grid"),
+        audio_token_counts=audio_counts,
+        use_audio_in_video=uses_av,
+        padding_side=padding_side,
+    )
+    return ModelInputs(
+        input_ids=input_ids, attention_mask=attention_mask, layout=layout, use_audio_in_video=uses_av, **out
+    )
+
+
+def _load_media(
+    orders: list[list[tuple[str, Any]]], config: PreprocessorConfig, video_fps: float | None, audio_in_video: bool
+) -> tuple[list[Image], list[Video], list[Audio], list[list[tuple[str, int, int | None]]]]:
+    """Load every row's media in sequence order (row-major); a video's sound track joins the audio list in place.
+
+    Returns the images, videos and audio clips, and per row its steps ``(kind, index, audio index of a video)``.
+    """
+    images: list[Image] = []
+    videos: list[Video] = []
+    clips: list[Audio] = []
+    plans = []
+    for order in orders:
+        plan: list[tuple[str, int, int | None]] = []
+        for kind, item in order:
+            if kind == "image":
+                images.append(load_image(item, config))
+                plan.append(("image", len(images) - 1, None))
+            elif kind == "video":
+                video = load_video(item, config, fps=video_fps, with_audio=audio_in_video)
+                videos.append(video)
+                if audio_in_video and video.audio is None:
+                    raise InputError(
+                        f"Video {video.source or len(videos) - 1} has no audio track but use_audio_in_video=True. "
+                        "Pass use_audio_in_video=False, or attach a sound track with load_video(frames, audio=...)."
+                    )
+                if audio_in_video:
+                    clips.append(load_audio(video.audio, sampling_rate=config.sampling_rate))
+                plan.append(("video", len(videos) - 1, len(clips) - 1 if audio_in_video else None))
+            else:
+                clips.append(load_audio(item, sampling_rate=config.sampling_rate))
+                plan.append(("audio", len(clips) - 1, None))
+        plans.append(plan)
+    return images, videos, clips, plans
+
+
+def _expansion(
+    step: tuple[str, int, int | None], media: dict[str, Tensor], audio_counts: Tensor | None, spec: ModelInputSpec
+) -> list[int]:
+    """The tokens that replace one media item's placeholder."""
+    kind, index, audio_index = step
+    t, merge = spec.tokens, spec.spatial_merge_size**2
+    if kind == "image":
+        return [t.image] * (int(media["image_grid_thw"][index].prod()) // merge)
+    if kind == "video" and audio_index is not None:
+        grid = tuple(media["video_grid_thw"][index].tolist())
+        seconds = float(media["video_second_per_grid"][index])
+        return audio_in_video_ids(grid, seconds, int(audio_counts[audio_index]), spec)
+    if kind == "video":
+        return [t.video] * (int(media["video_grid_thw"][index].prod()) // merge)
+    return [t.audio] * int(audio_counts[index])
+
+
+def _pad(sequences: list[list[int]], pad_id: int, side: str) -> tuple[Tensor, Tensor]:
+    """Pad token lists to one length on ``side``: ``input_ids`` and ``attention_mask`` [batch, seq]."""
+    longest = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+    for r, seq in enumerate(sequences):
+        span = slice(longest - len(seq), longest) if side == "left" else slice(0, len(seq))
+        input_ids[r, span] = torch.tensor(seq, dtype=torch.long)
+        attention_mask[r, span] = 1
+    return input_ids, attention_mask
+
+
+def _preprocessor(value: PreprocessorConfig | str | Path | None) -> PreprocessorConfig:
+    if value is None:
+        return PreprocessorConfig()
+    if isinstance(value, PreprocessorConfig):
+        return value
+    if isinstance(value, (str, Path)):
+        return PreprocessorConfig.from_pretrained(value)
+    raise InputError(
+        f"preprocessor_config must be a PreprocessorConfig, a checkpoint folder or None, got {type(value).__name__}."
+    )
+
+
+def _is_single(kind: str, value: Any) -> bool:
+    """Whether a list/tuple media argument is one item (frames of a video, an (array, rate) pair)."""
+    if kind == "audio":
+        return (
+            isinstance(value, tuple)
+            and len(value) == 2
+            and isinstance(value[1], (int, float))
+            and not isinstance(value[0], (str, Path))
+        )
+    if kind == "video":
+        return len(value) > 0 and all(
+            isinstance(v, PILImage.Image) or (isinstance(v, (np.ndarray, Tensor)) and v.ndim in (2, 3)) for v in value
+        )
+    return False
+
+
+def _items(kind: str, value: Any) -> list:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)) and not _is_single(kind, value):
+        return list(value)
+    return [value]
+
+
+def _rows(value: Any, n_rows: int, batched: bool, name: str) -> list[list]:
+    kind = {"images": "image"}.get(name, name)
+    if not batched:
+        return [_items(kind, value)]
+    if value is None:
+        return [[] for _ in range(n_rows)]
+    if not isinstance(value, (list, tuple)) or len(value) != n_rows:
+        raise InputError(
+            f"With {n_rows} prompts, {name}= must be a list of {n_rows} entries (None, one {kind} or a list of them per prompt)."
+        )
+    return [_items(kind, entry) for entry in value]
+
+
+def _render_row(
+    tokenizer: Any,
+    prompt: Any,
+    media: dict[str, list],
+    spec: ModelInputSpec,
+    placeholders: dict[str, str],
+    brackets: dict[str, tuple[str, str]],
+    system_prompt: str | None | bool,
+    chat_template: bool,
+    add_generation_prompt: bool,
+    where: str,
+) -> tuple[list[int], list[tuple[str, Any]]]:
+    """Rendered token ids (one placeholder token per media item) and the media in their order."""
+    counts = {kind: len(items) for kind, items in media.items()}
+    if isinstance(prompt, list):
+        messages, found = messages_media(prompt, system_prompt, spec)
+        queues = {kind: list(items) for kind, items in media.items()}
+        order = []
+        for kind, value in found:
+            if value is None:
+                if not queues[kind]:
+                    raise InputError(
+                        f"{where} has more {kind} items without a value than {kind} inputs given; pass the {kind} "
+                        f"inside the message ({{'type': '{kind}', '{kind}': ...}}) or as {kind}=."
+                    )
+                value = queues[kind].pop(0)
+            order.append((kind, value))
+        leftover = [kind for kind, items in queues.items() if items]
+        if leftover:
+            raise InputError(
+                f"{where} has no place for the {leftover[0]} input(s) given; add {{'type': '{leftover[0]}'}} items."
+            )
+        ids = tokenize(tokenizer, render(tokenizer, messages, spec, add_generation_prompt))
+        return ids, order
+    if not isinstance(prompt, str):
+        raise InputError(f"{where} must be a string or a list of chat messages, got {type(prompt).__name__}.")
+    if not chat_template:
+        ids = tokenize(tokenizer, prompt)
+        kind_of = {token: kind for kind, token in spec.tokens.placeholders.items()}
+        kinds = [kind_of[i] for i in ids if i in kind_of]
+        for kind in MEDIA_KINDS:
+            if kinds.count(kind) != counts.get(kind, 0):
+                raise InputError(
+                    f"{where} (raw text) has {kinds.count(kind)} {kind} placeholder(s) but {counts.get(kind, 0)} {kind} "
+                    "input(s) were given; write one bracketed placeholder per item."
+                )
+        queues = {kind: list(items) for kind, items in media.items()}
+        return ids, [(kind, queues[kind].pop(0)) for kind in kinds]
+    parts = place_media(split_placeholders(prompt, placeholders, brackets), counts, where)
+    queues = {kind: list(items) for kind, items in media.items()}
+    order = [(p.kind, queues[p.kind].pop(0)) for p in parts if p.kind != "text"]
+    ids = tokenize(tokenizer, render(tokenizer, conversation(parts, system_prompt, spec), spec, add_generation_prompt))
+    return ids, order
