@@ -6,41 +6,14 @@ Example:
     ...                         prompt="Describe what you see and hear.", video="clip.mp4")
 """
 
-import importlib
-
-# Imported on first use, so that loading a model never needs Pillow or PyAV.
-_LAZY = {
-    'Audio': 'hooked_avllm.inputs.audio',
-    'AudioFeatures': 'hooked_avllm.inputs.audio',
-    'audio_features': 'hooked_avllm.inputs.audio',
-    'audio_token_count': 'hooked_avllm.inputs.audio',
-    'load_audio': 'hooked_avllm.inputs.audio',
-    'InputError': 'hooked_avllm.inputs.errors',
-    'MediaFileNotFoundError': 'hooked_avllm.inputs.errors',
-    'MediaSpan': 'hooked_avllm.inputs.layout',
-    'TokenLayout': 'hooked_avllm.inputs.layout',
-    'OMNI_SYSTEM_PROMPT': 'hooked_avllm.inputs.model_spec',
-    'MediaTokens': 'hooked_avllm.inputs.model_spec',
-    'ModelInputSpec': 'hooked_avllm.inputs.model_spec',
-    'PreprocessorConfig': 'hooked_avllm.inputs.preprocessor_config',
-    'ModelInputs': 'hooked_avllm.inputs.processor',
-    'prepare_inputs': 'hooked_avllm.inputs.processor',
-    'resample': 'hooked_avllm.inputs.resample',
-    'Image': 'hooked_avllm.inputs.vision',
-    'Video': 'hooked_avllm.inputs.vision',
-    'image_patches': 'hooked_avllm.inputs.vision',
-    'load_image': 'hooked_avllm.inputs.vision',
-    'load_video': 'hooked_avllm.inputs.vision',
-    'patchify': 'hooked_avllm.inputs.vision',
-    'video_patches': 'hooked_avllm.inputs.vision',
-}
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'hooked_avllm.inputs' has no attribute {name!r}")
-
+from hooked_avllm.inputs.audio import Audio, AudioFeatures, audio_features, audio_token_count, load_audio
+from hooked_avllm.inputs.errors import InputError, MediaFileNotFoundError
+from hooked_avllm.inputs.layout import MediaSpan, TokenLayout
+from hooked_avllm.inputs.model_spec import OMNI_SYSTEM_PROMPT, MediaTokens, ModelInputSpec
+from hooked_avllm.inputs.preprocessor_config import PreprocessorConfig
+from hooked_avllm.inputs.processor import ModelInputs, prepare_inputs
+from hooked_avllm.inputs.resample import resample
+from hooked_avllm.inputs.vision import Image, Video, image_patches, load_image, load_video, patchify, video_patches
 
 __all__ = [
     "Audio",
