@@ -16,24 +16,16 @@ import torch
 
 def synthetic_clip(model, seconds: int = 4, seed: int = 0) -> dict:
     """Token ids and media tensors of a ``seconds``-long clip (2 fps, 56x56 frames, audio inside)."""
-    from hooked_avllm.inputs.positions import interleave_chunks, vision_item_positions
+    from hooked_avllm.inputs.interleave import audio_in_video_runs
     from hooked_avllm.towers.whisper_audio import audio_token_counts
 
     tok, cfg = model.cfg.tokens, model.cfg
     g = torch.Generator().manual_seed(seed)
     grid = [seconds, 4, 4]  # one frame group per second at 2 fps: 4x4 patches = 2x2 tokens
     frames = seconds * 100
-    n_audio = int(audio_token_counts(torch.tensor([frames]))[0])
-    per_chunk = int(cfg.position_id_per_second * cfg.seconds_per_chunk)
-    video_t = vision_item_positions(grid, 2, 1.0, cfg.position_id_per_second)[0]
-    v_spans = interleave_chunks(video_t, per_chunk)
-    a_spans = interleave_chunks(torch.arange(n_audio), per_chunk)
-    body = []
-    for j in range(max(len(v_spans), len(a_spans))):
-        if j < len(v_spans):
-            body += [tok.video] * (v_spans[j][1] - v_spans[j][0])
-        if j < len(a_spans):
-            body += [tok.audio] * (a_spans[j][1] - a_spans[j][0])
+    runs = audio_in_video_runs(grid, 1.0, audio_token_counts(frames), position_id_per_second=cfg.position_id_per_second,
+                               seconds_per_chunk=cfg.seconds_per_chunk)
+    body = [token for kind, count in runs for token in [tok.video if kind == "video" else tok.audio] * count]
     text = lambda n: torch.randint(0, 150, (n,), generator=g).tolist()  # noqa: E731
     ids = text(6) + [tok.vision_start, tok.audio_start] + body + [tok.audio_end, tok.vision_end] + text(5)
     return dict(

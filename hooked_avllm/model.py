@@ -340,7 +340,8 @@ class HookedAVLLM(HookedRootModule):
         resid = self.hook_embed(embeds)
         t = self.cfg.text
         rotary = rotary_mrope(position_ids.to(resid.device), t.d_head, t.rope_theta, t.mrope_section)
-        key_valid = attention_mask.to(resid.device).bool()
+        # one host sync here rather than one per layer: no mask at all when nothing is padding
+        key_valid = None if bool(attention_mask.all()) else attention_mask.to(resid.device).bool()
         for i, block in enumerate(self.blocks):
             cache = kv_caches[i] if kv_caches is not None else None
             resid = block(resid, rotary=rotary, causal=True, key_valid=key_valid, kv_cache=cache)

@@ -28,6 +28,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from hooked_avllm.towers.whisper_audio import audio_token_counts
+
 from hooked_avllm.inputs.decode import decode_audio_file
 from hooked_avllm.inputs.errors import InputError
 from hooked_avllm.inputs.mel import log_mel_spectrogram, padded_for_frames
@@ -149,7 +151,7 @@ def audio_token_count(n_frames: int | Tensor) -> int | Tensor:
         >>> audio_token_count(200)
         50
     """
-    return ((n_frames - 1) // 2 + 1 - 2) // 2 + 1
+    return audio_token_counts(n_frames)
 
 
 @dataclass

@@ -19,28 +19,7 @@ from itertools import groupby
 
 import torch
 
-
-def group_offsets(n_groups: int, second_per_grid: float, position_id_per_second: float) -> list[int]:
-    """Temporal position offset of every frame group, computed as the model does (float32, floored)."""
-    spg = torch.tensor(second_per_grid, dtype=torch.float32)
-    return (torch.arange(n_groups) * spg * position_id_per_second).long().tolist()
-
-
-def chunk_lengths(runs: list[tuple[int, int]], tokens_per_chunk: int) -> list[int]:
-    """Lengths of consecutive chunks of a sorted token list given as ``(offset, count)`` runs.
-
-    A token opens the next chunk when its offset reaches that chunk's lower bound; one token opens
-    at most one chunk (the reference's rule). An empty list gives one empty chunk.
-    """
-    lengths = [0]
-    bound = tokens_per_chunk
-    for offset, count in runs:
-        while count and offset >= bound:
-            lengths.append(1)
-            bound += tokens_per_chunk
-            count -= 1
-        lengths[-1] += count
-    return lengths
+from hooked_avllm.inputs.positions import interleave_chunks, vision_item_positions
 
 
 def audio_in_video_runs(
@@ -55,14 +34,14 @@ def audio_in_video_runs(
     """The kinds inside one audio-in-video bracket, as ``(kind, count)`` runs in sequence order.
 
     Consecutive runs of the same kind are kept apart (one per chunk) so the chunk structure shows;
-    empty runs are left out.
+    empty runs are left out. The chunk rule is :func:`~hooked_avllm.inputs.positions.interleave_chunks`,
+    the one the position ids use, so token order and positions cannot disagree.
     """
-    t, h, w = (int(x) for x in grid_thw)
-    per_group = h * w // spatial_merge_size**2
+    grid = [int(x) for x in grid_thw]
     tokens_per_chunk = int(position_id_per_second * seconds_per_chunk)
-    offsets = group_offsets(t, second_per_grid, position_id_per_second)
-    video = chunk_lengths([(offset, per_group) for offset in offsets], tokens_per_chunk)
-    audio = chunk_lengths([(k, 1) for k in range(n_audio)], tokens_per_chunk)
+    offsets = vision_item_positions(grid, spatial_merge_size, second_per_grid, position_id_per_second)[0]
+    video = [stop - start for start, stop in interleave_chunks(offsets, tokens_per_chunk)]
+    audio = [stop - start for start, stop in interleave_chunks(torch.arange(n_audio), tokens_per_chunk)]
     runs: list[tuple[str, int]] = []
     for j in range(max(len(video), len(audio))):
         if j < len(video) and video[j]:

@@ -88,45 +88,15 @@ class ModelInputSpec:
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> "ModelInputSpec":
-        """Read a hub-style config dict (Qwen2.5-Omni, its thinker, or Qwen2.5-VL)."""
-        if "thinker_config" in config:
-            config = config["thinker_config"]
-        vision = config.get("vision_config") or {}
-        text = config.get("text_config") or {}
-        model_type = str(config.get("model_type", ""))
+        """Read a hub-style config dict (Qwen2.5-Omni, its thinker, or Qwen2.5-VL) through the
+        checkpoint converters, so hub configs are parsed in one place."""
+        from hooked_avllm.loading import pick_converter
 
-        def pick(*keys: str, default: Any = None) -> Any:
-            for key in keys:
-                if config.get(key) is not None:
-                    return config[key]
-            return default
-
-        is_vl = "vl" in model_type and "omni" not in model_type
-        base = cls()
-        tokens = MediaTokens(
-            image=pick("image_token_id", "image_token_index", default=base.tokens.image),
-            video=pick("video_token_id", "video_token_index", default=base.tokens.video),
-            audio=None if is_vl else pick("audio_token_id", "audio_token_index", default=base.tokens.audio),
-            vision_start=pick("vision_start_token_id", default=base.tokens.vision_start),
-            vision_end=pick("vision_end_token_id", default=base.tokens.vision_end),
-            audio_start=None if is_vl else pick("audio_start_token_id", default=base.tokens.audio_start),
-            audio_end=None if is_vl else pick("audio_end_token_id", default=base.tokens.audio_end),
-        )
-        if is_vl:
-            per_second = vision.get("tokens_per_second", 2)
-        else:
-            per_second = pick("position_id_per_seconds", "position_id_per_second", default=25)
-        max_positions = text.get("max_position_embeddings", config.get("max_position_embeddings", base.max_positions))
-        return cls(
-            family="qwen2_5_vl" if is_vl else "qwen2_5_omni",
-            tokens=tokens,
-            spatial_merge_size=int(vision.get("spatial_merge_size", base.spatial_merge_size)),
-            position_id_per_second=float(per_second),
-            seconds_per_chunk=float(pick("seconds_per_chunk", default=base.seconds_per_chunk)),
-            max_positions=int(max_positions),
-            pad_token_id=int(pick("pad_token_id", default=text.get("pad_token_id") or base.pad_token_id)),
-            default_system_prompt=VL_SYSTEM_PROMPT if is_vl else OMNI_SYSTEM_PROMPT,
-        )
+        try:
+            converter = pick_converter(config)
+        except ValueError as err:
+            raise InputError(str(err)) from None
+        return cls._from_object(converter.config_from_hf(config))
 
     @classmethod
     def _from_object(cls, config: Any) -> "ModelInputSpec":

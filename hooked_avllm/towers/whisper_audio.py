@@ -20,8 +20,8 @@ from hooked_avllm.components import Attention, AttentionSegments, LayerNorm, Pla
 from hooked_avllm.config import AudioConfig
 
 
-def audio_token_counts(mel_lengths: Int[Tensor, "audio"]) -> Int[Tensor, "audio"]:
-    """Audio tokens produced from each clip's mel length (25 tokens per second)."""
+def audio_token_counts(mel_lengths: Int[Tensor, "audio"] | int) -> Int[Tensor, "audio"] | int:
+    """Audio tokens produced from each clip's mel length (25 tokens per second); ints work too."""
     after_conv = (mel_lengths - 1) // 2 + 1
     return (after_conv - 2) // 2 + 1
 
