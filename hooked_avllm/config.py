@@ -128,6 +128,21 @@ class AVLLMConfig:
     def d_vocab(self) -> int:
         return self.text.vocab_size
 
+    @property
+    def n_heads(self) -> int:  # TransformerLens patching reads these three
+        return self.text.n_heads
+
+    @property
+    def n_key_value_heads(self) -> int:
+        return self.text.n_kv_heads
+
+    @property
+    def device(self):
+        """Where the model's weights are (kept up to date by the model on ``.to()``)."""
+        import torch
+
+        return getattr(self, "_device", torch.device("cpu"))
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -7,7 +7,9 @@ live under ``vision.*`` and ``audio.*``, projectors under ``vision_proj.*`` and 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import warnings
+from contextlib import contextmanager
+from typing import Any, Iterator, Literal
 
 import torch
 from jaxtyping import Float, Int
@@ -21,6 +23,7 @@ from hooked_avllm.components.attention import LayerKVCache
 from hooked_avllm.components.rotary import rotary_mrope
 from hooked_avllm.config import AVLLMConfig
 from hooked_avllm.inputs.positions import rope_position_ids
+from hooked_avllm.position_kinds import GENERATED, PADDING, TEXT, ForwardContext, position_kinds
 from hooked_avllm.towers import PatchMerger, QwenOmniAudioTower, QwenVisionTower
 from hooked_avllm.towers.whisper_audio import audio_token_counts
 
@@ -81,9 +84,19 @@ class HookedAVLLM(HookedRootModule):
         self.unembed = nn.Linear(t.d_model, t.vocab_size, bias=False)
         self.tie_weights()
         self.tokenizer = None
+        self.forward_context: ForwardContext | None = None  # set while the LLM blocks run
+        self._attention_edits: list = []  # knockout rules, token dropping (see edit_attention)
+        self._edit_memo: tuple | None = None  # (context, edges ids, mask): layers with the same edits share it
+        self._last_layout = None
         self.setup()
 
     # ------------------------------------------------------------------ construction
+
+    def _apply(self, fn, *args, **kwargs):
+        """Keep ``cfg.device`` (read by TransformerLens tools) where the weights are."""
+        out = super()._apply(fn, *args, **kwargs)
+        self.cfg._device = self.embed.weight.device
+        return out
 
     def tie_weights(self) -> None:
         """Share the unembedding with the embedding when the config ties them (moving a model
@@ -174,13 +187,90 @@ class HookedAVLLM(HookedRootModule):
             if isinstance(module, Attention):
                 module.use_attn_result = enabled
 
+    @contextmanager
+    def edit_attention(self, *edits: Any) -> Iterator["HookedAVLLM"]:
+        """Apply attention edits (knockout rules, token dropping) to every forward and generation
+        step inside the block. An edit has ``blocked(layer, context)`` returning a bool
+        ``[batch, query, key]`` tensor of edges to remove (or ``None``); the model turns the union
+        into an additive ``-inf`` mask for that layer (SDPA still runs: no pattern is materialised
+        unless a pattern hook asks for it). A query always keeps its own position.
+
+        Example:
+            >>> from hooked_avllm.analysis.knockout import Knockout  # doctest: +SKIP
+            >>> with model.edit_attention(Knockout("generated", "video", layers=range(18, 30))):  # doctest: +SKIP
+            ...     tokens = model.generate(inputs, max_new_tokens=50)
+        """
+        self._attention_edits.extend(edits)
+        try:
+            yield self
+        finally:
+            for edit in edits:
+                self._attention_edits.remove(edit)
+
+    def _edit_mask(self, layer: int, context: ForwardContext, dtype: torch.dtype) -> Tensor | None:
+        """Additive mask ``[batch, 1, query, key]`` (0 or -inf) of the active edits at ``layer``."""
+        edges = [edit.blocked(layer, context) for edit in self._attention_edits]
+        key = (context, tuple(id(e) for e in edges))
+        memo = self._edit_memo
+        if memo is not None and memo[0] is context and memo[1] == key[1]:
+            return memo[2]  # the edits give the same edges as in the previous layer of this forward
+        blocked = None
+        for e in edges:
+            if e is not None:
+                blocked = e if blocked is None else blocked | e
+        mask = None
+        if blocked is not None:
+            own = torch.arange(context.n_new, device=blocked.device)[:, None] + context.past
+            blocked = blocked & (torch.arange(blocked.shape[-1], device=blocked.device)[None, :] != own)
+            mask = torch.zeros(blocked.shape, dtype=dtype, device=blocked.device)
+            mask = mask.masked_fill_(blocked, float("-inf"))[:, None]
+        self._edit_memo = (context, key[1], mask)
+        return mask
+
     def run_with_cache(self, *model_args: Any, **kwargs: Any) -> tuple[Tensor, AVActivationCache]:
         """Run and cache activations; the cache is an :class:`AVActivationCache` (a TransformerLens
-        ``ActivationCache``) that also knows which positions hold which modality."""
-        self._last_layout = None  # set by forward when the inputs carry a layout
+        ``ActivationCache``) that also knows which positions hold which modality (its
+        ``.layout``: the inputs' own, or one parsed from the token ids and media metadata)."""
+        self._last_layout = None  # set by forward
         out, cache_dict = super().run_with_cache(*model_args, **kwargs)
-        layout = getattr(self, "_last_layout", None)
-        return out, AVActivationCache(cache_dict, self, layout=layout)
+        return out, AVActivationCache(cache_dict, self, layout=self._last_layout)
+
+    def layout_of(
+        self,
+        input_ids: Int[Tensor, "batch pos"],
+        attention_mask: Tensor | None = None,
+        image_grid_thw: Tensor | None = None,
+        video_grid_thw: Tensor | None = None,
+        video_second_per_grid: Tensor | None = None,
+        feature_attention_mask: Tensor | None = None,
+        input_features: Tensor | None = None,
+        use_audio_in_video: bool = False,
+    ):
+        """The :class:`~hooked_avllm.inputs.TokenLayout` of Hugging Face-style inputs.
+
+        Example:
+            >>> model.layout_of(**processor_outputs, use_audio_in_video=True).audio.sum()  # doctest: +SKIP
+        """
+        from hooked_avllm.inputs import TokenLayout
+        from hooked_avllm.inputs.model_spec import ModelInputSpec
+
+        counts = None
+        if input_features is not None:
+            lengths = (
+                feature_attention_mask.sum(-1)
+                if feature_attention_mask is not None
+                else torch.full((input_features.shape[0],), input_features.shape[-1])
+            )
+            counts = audio_token_counts(lengths.cpu())
+        if video_grid_thw is not None and video_second_per_grid is None:
+            video_second_per_grid = torch.ones(video_grid_thw.shape[0])
+        left = attention_mask is None or bool(attention_mask[:, -1].all())
+        return TokenLayout.from_input_ids(
+            input_ids, attention_mask, ModelInputSpec.from_config(self.cfg),
+            image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
+            video_second_per_grid=video_second_per_grid, audio_token_counts=counts,
+            use_audio_in_video=use_audio_in_video, padding_side="left" if left else "right",
+        )
 
     # ------------------------------------------------------------------ forward
 
@@ -298,22 +388,26 @@ class HookedAVLLM(HookedRootModule):
         use_audio_in_video: bool = False,
         position_ids: Int[Tensor, "3 batch pos"] | None = None,
         return_type: Literal["logits", "normalized", None] = "logits",
+        layout: Any = None,
         **extra: Any,
     ) -> Float[Tensor, "batch pos vocab"] | None:
         """Run the model on the tensors a Hugging Face processor (or ``model.prepare``) produces.
 
         Args:
             input_ids: token ids with media placeholders expanded; or a prepared inputs object
-                (anything with ``model_kwargs()``), or a dict of these arguments.
+                (anything with ``model_kwargs()`` and a ``layout``), or a dict of these arguments.
             attention_mask: 1 for real tokens, 0 for padding (left or right).
             return_type: ``"logits"``, ``"normalized"`` (final-norm residual) or ``None``.
+            layout: the inputs' :class:`~hooked_avllm.inputs.TokenLayout`, if known (it marks
+                generated positions, e.g. of a teacher-forced caption); parsed from the ids
+                otherwise when an analysis needs it.
             extra: ``second_per_grid_ts`` (Qwen2.5-VL's name for ``video_second_per_grid``) and
                 ``mm_token_type_ids`` are accepted; other Hugging Face-only arguments are refused.
         """
         if hasattr(input_ids, "model_kwargs") or isinstance(input_ids, dict):
             kwargs = input_ids.model_kwargs() if hasattr(input_ids, "model_kwargs") else dict(input_ids)
-            self._last_layout = getattr(input_ids, "layout", None)
-            return self.forward(**kwargs, return_type=return_type, position_ids=position_ids, **extra)
+            layout = getattr(input_ids, "layout", None) if layout is None else layout
+            return self.forward(**kwargs, return_type=return_type, position_ids=position_ids, layout=layout, **extra)
         if "second_per_grid_ts" in extra:
             video_second_per_grid = extra.pop("second_per_grid_ts")
         extra.pop("mm_token_type_ids", None)
@@ -325,26 +419,68 @@ class HookedAVLLM(HookedRootModule):
             input_ids = input_ids[None]
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        media = dict(image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
+                     video_second_per_grid=video_second_per_grid, feature_attention_mask=feature_attention_mask,
+                     input_features=input_features, use_audio_in_video=use_audio_in_video)
+        if layout is None and self.is_caching:  # run_with_cache: the cache gets a layout
+            layout = self._layout_or_none(input_ids, attention_mask, media)
+        self._last_layout = layout
         if position_ids is None:
-            position_ids, _ = self.compute_position_ids(
-                input_ids, attention_mask, image_grid_thw, video_grid_thw, video_second_per_grid,
-                feature_attention_mask, input_features, use_audio_in_video,
-            )
+            if layout is not None and tuple(layout.shape) == tuple(input_ids.shape):
+                position_ids = layout.position_ids.to(input_ids.device)
+            else:
+                position_ids, _ = self.compute_position_ids(input_ids, attention_mask, **media)
         embeds = self.embed_inputs(
             input_ids, input_features, feature_attention_mask, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw
         )
-        return self._decode(embeds, position_ids, attention_mask, return_type)
+        kinds = position_kinds(input_ids, attention_mask, self.cfg.tokens, layout)
+        n_prompt = layout.n_prompt if layout is not None and tuple(layout.shape) == tuple(input_ids.shape) else None
+        return self._decode(embeds, position_ids, attention_mask, return_type, kinds=kinds, n_prompt=n_prompt)
 
-    def _decode(self, embeds, position_ids, attention_mask, return_type, kv_caches: list[LayerKVCache] | None = None):
-        """The LLM: embeddings -> blocks -> final norm -> unembedding."""
+    def _layout_or_none(self, input_ids: Tensor, attention_mask: Tensor, media: dict) -> Any:
+        """The parsed layout, or ``None`` with a warning when the ids do not parse (the forward itself still runs)."""
+        from hooked_avllm.inputs import InputError
+
+        try:
+            return self.layout_of(input_ids, attention_mask, **media)
+        except InputError as error:
+            warnings.warn(f"the cache has no layout (modality selection is off): {error}", stacklevel=3)
+            return None
+
+    def _decode(
+        self,
+        embeds: Float[Tensor, "batch pos d_model"],
+        position_ids: Int[Tensor, "3 batch pos"],
+        attention_mask: Int[Tensor, "batch key_pos"],
+        return_type: Literal["logits", "normalized", None],
+        kv_caches: list[LayerKVCache] | None = None,
+        kinds: Int[Tensor, "batch key_pos"] | None = None,
+        step: int = 0,
+        n_prompt: int | None = None,
+    ) -> Tensor | None:
+        """The LLM: embeddings -> blocks -> final norm -> unembedding.
+
+        ``attention_mask`` and ``kinds`` cover every key position (cached + new); while the blocks
+        run, ``self.forward_context`` tells hooks and attention edits what the positions are.
+        """
         resid = self.hook_embed(embeds)
         t = self.cfg.text
+        past = kv_caches[0].length if kv_caches is not None else 0
+        if kinds is None:
+            kinds = torch.where(attention_mask.bool(), TEXT, PADDING).long()
+        n_prompt = n_prompt if n_prompt is not None else int((kinds != GENERATED).sum(-1).max())
+        self.forward_context = ForwardContext(kinds.to(resid.device), past, resid.shape[1], step, n_prompt)
         rotary = rotary_mrope(position_ids.to(resid.device), t.d_head, t.rope_theta, t.mrope_section)
         # one host sync here rather than one per layer: no mask at all when nothing is padding
         key_valid = None if bool(attention_mask.all()) else attention_mask.to(resid.device).bool()
-        for i, block in enumerate(self.blocks):
-            cache = kv_caches[i] if kv_caches is not None else None
-            resid = block(resid, rotary=rotary, causal=True, key_valid=key_valid, kv_cache=cache)
+        try:
+            for i, block in enumerate(self.blocks):
+                cache = kv_caches[i] if kv_caches is not None else None
+                edit = self._edit_mask(i, self.forward_context, resid.dtype) if self._attention_edits else None
+                resid = block(resid, rotary=rotary, causal=True, key_valid=key_valid, kv_cache=cache, additive_mask=edit)
+        finally:
+            self.forward_context = None
+            self._edit_memo = None  # drop the last layer's mask with its forward
         if return_type is None:
             return None
         normalized = self.ln_final(resid)
@@ -352,18 +488,47 @@ class HookedAVLLM(HookedRootModule):
             return normalized
         return self.unembed(normalized)
 
+    def generate_with_cache(
+        self,
+        inputs: Any,
+        max_new_tokens: int = 32,
+        *,
+        names_filter: Any = None,
+        device: str | torch.device | None = None,
+        concat: bool = True,
+        eos_token_id: int | list[int] | None = None,
+    ) -> tuple[Tensor, Any]:
+        """Greedy generation that caches activations: one :class:`AVActivationCache` with the LLM
+        activations concatenated over the steps (``concat=True``; its layout marks the generated
+        positions) or a list of caches, one per forward. See :mod:`hooked_avllm.generation_cache`.
+
+        Example:
+            >>> tokens, cache = model.generate_with_cache(inputs, 20, names_filter=lambda n: "resid_post" in n)  # doctest: +SKIP
+            >>> cache.select("blocks.3.hook_resid_post", "generated").shape  # doctest: +SKIP
+        """
+        from hooked_avllm.generation_cache import generate_with_cache
+
+        return generate_with_cache(self, inputs, max_new_tokens, names_filter=names_filter, device=device,
+                                   concat=concat, eos_token_id=eos_token_id)
+
     @torch.no_grad()
     def generate(
         self,
         input_ids: Int[Tensor, "batch pos"] | Any = None,
         max_new_tokens: int = 32,
         eos_token_id: int | list[int] | None = None,
+        *,
+        layout: Any = None,
+        forward_last: bool = False,
         **inputs: Any,
     ) -> Int[Tensor, "batch pos_plus_new"]:
-        """Greedy decoding with a KV cache; hooks fire at the prefill and at every step.
+        """Greedy decoding with a KV cache; hooks and attention edits apply at the prefill and at
+        every step (``model.forward_context.step`` says which).
 
         Takes the same inputs as ``forward`` (left padding for batches). Stops when every row has
-        produced an end token (``cfg.tokens.eos`` by default) or after ``max_new_tokens``.
+        produced an end token (``cfg.tokens.eos`` by default) or after ``max_new_tokens``; rows
+        that finished early are filled with the end token. ``forward_last`` also runs the last
+        generated token through the model (so caches cover every token).
 
         Example:
             >>> model = HookedAVLLM.from_config(AVLLMConfig.tiny())
@@ -372,7 +537,9 @@ class HookedAVLLM(HookedRootModule):
         """
         if hasattr(input_ids, "model_kwargs") or isinstance(input_ids, dict):
             kwargs = input_ids.model_kwargs() if hasattr(input_ids, "model_kwargs") else dict(input_ids)
-            return self.generate(**kwargs, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id, **inputs)
+            layout = getattr(input_ids, "layout", None) if layout is None else layout
+            return self.generate(**kwargs, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id, layout=layout,
+                                 forward_last=forward_last, **inputs)
         if input_ids.ndim == 1:
             input_ids = input_ids[None]
         attention_mask = inputs.pop("attention_mask", None)
@@ -391,26 +558,32 @@ class HookedAVLLM(HookedRootModule):
         )
         inputs.pop("video_second_per_grid", None)
         embeds = self.embed_inputs(input_ids, **inputs)
+        kinds = position_kinds(input_ids, attention_mask, self.cfg.tokens, layout)
+        n_prompt = input_ids.shape[1]
         caches = [LayerKVCache() for _ in self.blocks]
-        logits = self._decode(embeds, position_ids, attention_mask, "logits", caches)
+        logits = self._decode(embeds, position_ids, attention_mask, "logits", caches, kinds, 0, n_prompt)
         eos = eos_token_id if eos_token_id is not None else list(self.cfg.tokens.eos)
         eos = torch.tensor([eos] if isinstance(eos, int) else list(eos), device=input_ids.device, dtype=torch.long)
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         tokens = input_ids
         deltas = deltas.to(input_ids.device)
-        for step in range(max_new_tokens):
+        generated = torch.full_like(kinds[:, :1], GENERATED)
+        for step in range(1, max_new_tokens + 1):
             next_token = logits[:, -1].argmax(-1)
             if eos.numel():
                 next_token = torch.where(done, eos[0], next_token)
             tokens = torch.cat((tokens, next_token[:, None]), dim=1)
             attention_mask = torch.cat((attention_mask, torch.ones_like(attention_mask[:, :1])), dim=1)
+            kinds = torch.cat((kinds, generated), dim=1)
             if eos.numel():
                 done = done | torch.isin(next_token, eos)
-                if bool(done.all()):
-                    break
-            if step == max_new_tokens - 1:
+            last = step == max_new_tokens or (eos.numel() and bool(done.all()))
+            if last and not forward_last:
                 break  # the last token needs no forward of its own
             # a new text token: t = h = w = (real tokens so far - 1) + the prompt's rope delta
             step_pos = (attention_mask.sum(-1, keepdim=True) - 1 + deltas).expand(-1, 1)
-            logits = self._decode(self.embed(next_token[:, None]), step_pos[None].expand(3, -1, -1), attention_mask, "logits", caches)
+            logits = self._decode(self.embed(next_token[:, None]), step_pos[None].expand(3, -1, -1), attention_mask,
+                                  "logits", caches, kinds, step, n_prompt)
+            if last:
+                break
         return tokens

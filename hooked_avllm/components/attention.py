@@ -257,14 +257,16 @@ class Attention(nn.Module):
                 q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
                 enable_gqa=self.n_kv_heads != self.n_heads,
             )
-        groups = self.n_heads // self.n_kv_heads
-        if groups > 1:
-            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-        scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale
+        # GQA without copying keys/values: each kv head serves its group of query heads as extra rows
+        batch, n_heads, n_q, d_head = q.shape
+        n_kv, n_k = k.shape[1], k.shape[2]
+        grouped_q = q.reshape(batch, n_kv, (n_heads // n_kv) * n_q, d_head)
+        scores = torch.matmul(grouped_q, k.transpose(-1, -2)).view(batch, n_heads, n_q, n_k) * self.scale
         if bool_mask is not None:
             scores = scores.masked_fill(~bool_mask, float("-inf"))
         if additive_mask is not None:
             scores = scores + additive_mask.to(scores.dtype)
         scores = self.hook_attn_scores(scores)
         pattern = self.hook_pattern(F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype))
-        return torch.matmul(pattern, v)
+        out = torch.matmul(pattern.reshape(batch, n_kv, -1, n_k), v)  # [batch, kv_head, group * query, d_head]
+        return out.view(batch, n_heads, n_q, d_head)

@@ -12,6 +12,7 @@ from hooked_avllm.inputs.layout import MediaSpan, TokenLayout
 from hooked_avllm.inputs.model_spec import OMNI_SYSTEM_PROMPT, MediaTokens, ModelInputSpec
 from hooked_avllm.inputs.preprocessor_config import PreprocessorConfig
 from hooked_avllm.inputs.processor import ModelInputs, prepare_inputs
+from hooked_avllm.inputs.batching import concat_inputs, teacher_forced_inputs
 from hooked_avllm.inputs.resample import resample
 from hooked_avllm.inputs.vision import Image, Video, image_patches, load_image, load_video, patchify, video_patches
 
@@ -31,6 +32,7 @@ __all__ = [
     "Video",
     "audio_features",
     "audio_token_count",
+    "concat_inputs",
     "image_patches",
     "load_audio",
     "load_image",
@@ -38,5 +40,6 @@ __all__ = [
     "patchify",
     "prepare_inputs",
     "resample",
+    "teacher_forced_inputs",
     "video_patches",
 ]

@@ -97,6 +97,11 @@ class ModelInputs:
         return kwargs
 
     @property
+    def shape(self) -> torch.Size:
+        """``input_ids.shape`` (TransformerLens patching reads the shape of its "tokens")."""
+        return self.input_ids.shape
+
+    @property
     def position_ids(self) -> Int[Tensor, "3 batch seq"]:
         """TMRoPE position ids of the prompt (see :attr:`TokenLayout.position_ids`)."""
         return self.layout.position_ids

@@ -1,0 +1,75 @@
+"""Experiments on a HookedAVLLM, one module per tool (see PAPER.md for the study they serve).
+
+======================  ==========================================================================
+module                  what it does
+======================  ==========================================================================
+``select``              positions by modality, time range and media item (``cache.select`` uses it)
+``attention_share``     E1: attention share per key kind, per layer and head, during generation
+``logit_lens``          E2: residuals at chosen positions through (final norm +) unembedding, top-k
+``knockout``            E3: block query-kind -> key-kind attention in chosen layers; sweeps
+``token_shift``         E4: teacher-force a caption through a base model; KL, rank, shift labels
+``heatmap``             E4: attention (or any score) on video tokens drawn over the frames
+``patching``            activation patching across layouts (audio-only -> audio + video); sweeps
+``token_dropping``      drop audio or video tokens after a layer, in prefill and generation
+======================  ==========================================================================
+
+Example:
+    >>> from hooked_avllm.analysis import attention_share, logit_lens, KnockoutRule  # doctest: +SKIP
+    >>> shares = attention_share(model, inputs, max_new_tokens=50)                  # doctest: +SKIP
+"""
+
+from hooked_avllm.analysis.attention_share import AttentionShare, attention_share, shares_from_patterns
+from hooked_avllm.analysis.heatmap import attention_to_video, plot_frame_heatmaps, video_token_grid
+from hooked_avllm.analysis.knockout import (
+    Knockout,
+    KnockoutRule,
+    KnockoutSweep,
+    generate_with_knockout,
+    knockout,
+    knockout_sweep,
+)
+from hooked_avllm.analysis.logit_lens import LogitLensResult, logit_lens
+from hooked_avllm.analysis.patching import (
+    PatchingSweep,
+    align_positions,
+    answer_prob,
+    kl_to_source,
+    logit_diff,
+    patch,
+    patching_sweep,
+    restoration,
+)
+from hooked_avllm.analysis.select import position_mask
+from hooked_avllm.analysis.token_dropping import DropTokens, drop_tokens
+from hooked_avllm.analysis.token_shift import TokenShiftResult, shift_summary, token_shift
+
+__all__ = [
+    "AttentionShare",
+    "DropTokens",
+    "Knockout",
+    "KnockoutRule",
+    "KnockoutSweep",
+    "LogitLensResult",
+    "PatchingSweep",
+    "TokenShiftResult",
+    "align_positions",
+    "answer_prob",
+    "attention_share",
+    "attention_to_video",
+    "drop_tokens",
+    "generate_with_knockout",
+    "kl_to_source",
+    "knockout",
+    "knockout_sweep",
+    "logit_diff",
+    "logit_lens",
+    "patch",
+    "patching_sweep",
+    "plot_frame_heatmaps",
+    "position_mask",
+    "restoration",
+    "shares_from_patterns",
+    "shift_summary",
+    "token_shift",
+    "video_token_grid",
+]

@@ -1,0 +1,252 @@
+"""Attention share per modality (E1): for chosen query positions, the share of attention each kind
+of key position receives, per layer and head, also during generation.
+
+The share is reduced inside each layer's ``hook_pattern`` hook (``pattern @ one_hot(key kinds)``),
+so only one layer's pattern exists at a time, and during cached decoding the pattern has a single
+query row. Key kinds are ``text`` (the prompt's text, bracket tokens included), ``audio``,
+``video``, ``image`` and ``generated``; for every query they sum to 1.
+
+Example:
+    >>> shares = attention_share(model, inputs, max_new_tokens=50)   # generated tokens as queries  # doctest: +SKIP
+    >>> shares.mean()            # [layer, kind], averaged over heads, queries and clips          # doctest: +SKIP
+    >>> shares.plot("share.png")                                                              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from hooked_avllm.position_kinds import GENERATED, KINDS
+
+SHARE_KINDS = KINDS[:5]  # padding keys get no attention
+
+
+@dataclass
+class AttentionShare:
+    """Shares ``values[query, layer, head, kind]`` with each query's ``batch`` row, sequence
+    ``position`` and decoding ``step`` (0: a prompt position, k: the token fed at step k).
+
+    ``kinds`` names the last axis (text, audio, video, image, generated).
+    """
+
+    values: Float[Tensor, "query layer head kind"]
+    batch: Int[Tensor, "query"]
+    position: Int[Tensor, "query"]
+    step: Int[Tensor, "query"]
+    layers: list[int]
+    kinds: tuple[str, ...] = SHARE_KINDS
+
+    def per_clip(self) -> Float[Tensor, "clip layer kind"]:
+        """Mean over heads and queries for each batch row (clip)."""
+        rows = sorted(set(self.batch.tolist()))
+        head_mean = self.values.mean(2)  # [query, layer, kind]
+        return torch.stack([head_mean[self.batch == b].mean(0) for b in rows])
+
+    def mean(self) -> Float[Tensor, "layer kind"]:
+        """Mean over heads and queries, then over clips (each clip weighs the same)."""
+        return self.per_clip().mean(0)
+
+    def table(self, by_head: bool = False) -> Any:
+        """Tidy DataFrame: clip, layer, (head,) kind, share (mean over that clip's queries)."""
+        import pandas as pd
+
+        rows = []
+        for clip in sorted(set(self.batch.tolist())):
+            chosen = self.values[self.batch == clip].mean(0)  # [layer, head, kind]
+            for li, layer in enumerate(self.layers):
+                heads = range(chosen.shape[1]) if by_head else [None]
+                for h in heads:
+                    share = chosen[li, h] if h is not None else chosen[li].mean(0)
+                    for k, kind in enumerate(self.kinds):
+                        row = {"clip": clip, "layer": layer, "kind": kind, "share": float(share[k])}
+                        if h is not None:
+                            row["head"] = h
+                        rows.append(row)
+        return pd.DataFrame(rows)
+
+    def plot(self, path: Any = None, kinds: Sequence[str] | None = None, title: str | None = None) -> Any:
+        """Share per layer, one line per kind, with a band over clips (min to max; over queries when
+        there is one clip)."""
+        from hooked_avllm.analysis.plotting import pyplot, save
+
+        plt = pyplot()
+        per = self.per_clip().numpy()  # [clip, layer, kind]
+        if per.shape[0] == 1:
+            per = self.values.mean(2).numpy()  # [query, layer, kind]
+        kinds = [k for k in (kinds or self.kinds) if k in self.kinds]
+        fig, ax = plt.subplots(figsize=(6.5, 3.5))
+        mean = self.mean().numpy()
+        for kind in kinds:
+            k = self.kinds.index(kind)
+            if not per[:, :, k].any():
+                continue
+            line = ax.plot(self.layers, mean[:, k], marker=".", label=kind)[0]
+            ax.fill_between(self.layers, per[:, :, k].min(0), per[:, :, k].max(0), alpha=0.15, color=line.get_color())
+        ax.set_xlabel("layer")
+        ax.set_ylabel("attention share")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=8)
+        ax.set_title(title or "Attention share per modality")
+        return save(fig, path)
+
+
+class _ShareRecorder:
+    """Hook functions that reduce each layer's pattern to shares for the selected queries."""
+
+    def __init__(self, model: Any, layers: list[int], prompt_queries: Tensor | None, decode_queries: bool,
+                 last_prompt_as_generated: bool):
+        self.model = model
+        self.layers = layers
+        self.prompt_queries = prompt_queries  # [batch, prompt_pos] bool, or None
+        self.decode_queries = decode_queries
+        self.last_prompt_as_generated = last_prompt_as_generated
+        self.chunks: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []  # values [q, L, H, K], batch, pos, step
+        self.current: Tensor | None = None
+        self.onehot: Tensor | None = None  # [batch, key, kind] of the current forward
+        self.index: tuple[Tensor, Tensor] | str | None = None  # (rows, queries), "decode" or None
+
+    def hook(self, layer_slot: int):
+        def fn(pattern: Tensor, hook: Any) -> None:  # pattern [batch, head, query, key]
+            if layer_slot == 0:
+                self._start(self.model.forward_context, pattern)
+            if self.index is None:
+                return None
+            if self.index == "decode":  # one query per row: [batch, head, key] @ [batch, key, kind]
+                shares = torch.matmul(pattern[:, :, 0, :].float(), self.onehot)
+            else:
+                rows, queries = self.index
+                shares = torch.einsum("qhk,qkc->qhc", pattern[rows, :, queries].float(), self.onehot[rows])
+            self.current[:, layer_slot] = shares
+            if layer_slot == len(self.layers) - 1:
+                self._finish(self.model.forward_context)
+            return None
+
+        return fn
+
+    def _start(self, context: Any, pattern: Tensor) -> None:
+        """Once per forward (at the first watched layer): which queries, and the key kinds one-hot."""
+        batch = context.kinds.shape[0]
+        self.onehot = torch.nn.functional.one_hot(context.kinds, len(KINDS))[..., : len(SHARE_KINDS)].float()
+        if context.step > 0:  # a decoding step: the single new position of every row
+            self.index = "decode" if self.decode_queries else None
+            if self.index:
+                self.current = torch.zeros(batch, len(self.layers), pattern.shape[1], len(SHARE_KINDS),
+                                           device=pattern.device)
+            return
+        selected = self.prompt_queries
+        if selected is None:
+            selected = torch.zeros(batch, context.n_new, dtype=torch.bool)
+        selected = selected.clone()
+        if self.last_prompt_as_generated and self.decode_queries:
+            selected[:, context.n_prompt - 1] = True
+        if not bool(selected.any()):
+            self.index = None
+            return
+        rows, queries = torch.nonzero(selected.to(pattern.device), as_tuple=True)
+        self.index = (rows, queries)
+        self.current = torch.zeros(len(rows), len(self.layers), pattern.shape[1], len(SHARE_KINDS),
+                                   device=pattern.device)
+
+    def _finish(self, context: Any) -> None:
+        if self.index == "decode":
+            rows = torch.arange(self.current.shape[0], device=self.current.device)
+            queries = torch.zeros_like(rows)
+        else:
+            rows, queries = self.index
+        step = torch.full_like(rows, context.step)
+        self.chunks.append((self.current, rows, queries + context.past, step))
+        self.index = None
+
+    def result(self, valid_until: Tensor | None = None) -> AttentionShare:
+        if not self.chunks:
+            raise ValueError("no query position was selected; pass queries= (a mask, 'last', 'audio'...) or max_new_tokens")
+        values = torch.cat([c[0] for c in self.chunks]).cpu()
+        batch = torch.cat([c[1] for c in self.chunks]).cpu()
+        position = torch.cat([c[2] for c in self.chunks]).cpu()
+        step = torch.cat([c[3] for c in self.chunks]).cpu()
+        if valid_until is not None:  # drop steps after a row's end token
+            keep = step <= valid_until[batch]
+            values, batch, position, step = values[keep], batch[keep], position[keep], step[keep]
+        return AttentionShare(values, batch, position, step, self.layers)
+
+
+def attention_share(
+    model: Any,
+    inputs: Any,
+    *,
+    queries: str | Sequence[str] | Tensor | None = None,
+    max_new_tokens: int | None = None,
+    last_prompt_as_generated: bool = True,
+    layers: Sequence[int] | None = None,
+    eos_token_id: int | list[int] | None = None,
+) -> AttentionShare:
+    """Attention share per key kind for chosen queries, per layer and head.
+
+    With ``max_new_tokens`` the model generates greedily (KV cache) and every generated token is
+    a query (plus the last prompt position, which predicts the first one, when
+    ``last_prompt_as_generated``); steps after a row's end token are left out. ``queries`` picks
+    prompt positions as queries (a modality name, ``"last"``, or a bool mask ``[batch, pos]``;
+    see :func:`hooked_avllm.analysis.select.position_mask`) and needs the inputs' layout.
+
+    Example:
+        >>> shares = attention_share(model, inputs, max_new_tokens=50)   # doctest: +SKIP
+        >>> shares.table().groupby(["layer", "kind"]).share.mean()       # doctest: +SKIP
+    """
+    from hooked_avllm.analysis.select import position_mask
+
+    if queries is None and not max_new_tokens:
+        raise ValueError("choose the queries: max_new_tokens=N (generated tokens) and/or queries='last' / a mask")
+    layers = list(range(model.cfg.n_layers)) if layers is None else sorted(int(layer) for layer in layers)
+    prompt_queries = None
+    if queries is not None:
+        layout = getattr(inputs, "layout", None)
+        if layout is None and not isinstance(queries, Tensor):
+            raise ValueError("queries by name need prepared inputs with a layout (model.prepare); or pass a bool mask")
+        prompt_queries = queries.bool().cpu() if isinstance(queries, Tensor) else position_mask(layout, queries).cpu()
+    recorder = _ShareRecorder(model, layers, prompt_queries, bool(max_new_tokens), last_prompt_as_generated)
+    hooks = [(f"blocks.{layer}.attn.hook_pattern", recorder.hook(slot)) for slot, layer in enumerate(layers)]
+    with torch.no_grad(), model.hooks(fwd_hooks=hooks):
+        if max_new_tokens:
+            tokens = model.generate(inputs, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id)
+        else:
+            model(inputs, return_type=None)
+            tokens = None
+    valid_until = None
+    if tokens is not None:
+        valid_until = _last_step(model, tokens, getattr(inputs, "input_ids", inputs).shape[1], eos_token_id)
+    return recorder.result(valid_until)
+
+
+def _last_step(model: Any, tokens: Tensor, n_prompt: int, eos_token_id: Any) -> Tensor:
+    """Per row, the last decoding step whose query belongs to the caption (up to its end token)."""
+    eos = eos_token_id if eos_token_id is not None else list(model.cfg.tokens.eos)
+    eos = torch.tensor([eos] if isinstance(eos, int) else list(eos), dtype=torch.long)
+    new = tokens[:, n_prompt:].cpu()
+    last = torch.full((tokens.shape[0],), new.shape[1], dtype=torch.long)
+    if eos.numel():
+        is_end = torch.isin(new, eos)
+        first_end = torch.where(is_end.any(1), is_end.float().argmax(1), torch.full_like(last, new.shape[1]))
+        # step s's query predicts new token s (0-based); keep the steps up to the one that predicts the end token
+        last = first_end
+    return last
+
+
+def shares_from_patterns(pattern: Float[Tensor, "batch head query key"],
+                         key_kinds: Int[Tensor, "batch key"]) -> Float[Tensor, "batch head query kind"]:
+    """Shares from a full pattern (for checking, or for patterns you already cached).
+
+    Example:
+        >>> p = torch.full((1, 1, 1, 4), 0.25)
+        >>> shares_from_patterns(p, torch.tensor([[0, 1, 1, 2]]))[0, 0, 0, :3].tolist()
+        [0.25, 0.5, 0.25]
+    """
+    onehot = torch.nn.functional.one_hot(key_kinds.long(), len(KINDS))[..., : len(SHARE_KINDS)].to(pattern.dtype)
+    return torch.einsum("bhqk,bkc->bhqc", pattern, onehot)
+
+
+__all__ = ["AttentionShare", "attention_share", "shares_from_patterns", "SHARE_KINDS", "GENERATED"]

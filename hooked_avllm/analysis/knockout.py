@@ -1,0 +1,288 @@
+"""Attention knockout (E3): block attention edges from one kind of position to another, in chosen
+layers, in prefill and in KV-cached decoding.
+
+A :class:`KnockoutRule` names a query kind, a key kind and a layer range; a :class:`Knockout`
+holds several rules and is an attention edit for :meth:`HookedAVLLM.edit_attention`: every layer a
+rule covers gets an additive ``-inf`` mask on those edges (SDPA still runs; a query always keeps
+its own position, so no row is empty). Kinds are ``text``, ``audio``, ``video``, ``image``,
+``generated``, ``media`` (audio, video or image) and ``any``. The last prompt position predicts the
+first generated token; ``last_prompt_as_generated=True`` treats it as generated (as a query and as
+a key).
+
+Example:
+    >>> rules = KnockoutRule("generated", "video", layers=range(18, 30))          # doctest: +SKIP
+    >>> tokens = generate_with_knockout(model, inputs, rules, max_new_tokens=50)  # doctest: +SKIP
+    >>> with knockout(model, [rules, KnockoutRule("generated", "audio")]):        # doctest: +SKIP
+    ...     logits = model(inputs)
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+from hooked_avllm.position_kinds import AUDIO, GENERATED, IMAGE, KIND_CODE, PADDING, VIDEO, ForwardContext
+
+GROUPS = {"media": (AUDIO, VIDEO, IMAGE), "any": tuple(c for c in KIND_CODE.values() if c != PADDING)}
+
+
+def _codes(kind: str | Sequence[str]) -> tuple[int, ...]:
+    names = [kind] if isinstance(kind, str) else list(kind)
+    codes: list[int] = []
+    for name in names:
+        if name in GROUPS:
+            codes += GROUPS[name]
+        elif name in KIND_CODE and name != "padding":
+            codes.append(KIND_CODE[name])
+        else:
+            raise ValueError(
+                f"unknown kind {name!r} in a knockout rule; use text, audio, video, image, generated, media or any"
+            )
+    return tuple(sorted(set(codes)))
+
+
+@dataclass(frozen=True)
+class KnockoutRule:
+    """Block attention from ``query`` positions to ``key`` positions in ``layers`` (all if ``None``).
+
+    ``layers`` is anything iterable of layer indices (``range(18, 30)``) or a ``(first, end)``
+    tuple (end exclusive), as in the study's (query, key, first layer, end layer) rules.
+
+    Example:
+        >>> KnockoutRule("generated", "video", layers=(18, 30)).covers(20)
+        True
+    """
+
+    query: str | tuple[str, ...]
+    key: str | tuple[str, ...]
+    layers: Any = None
+
+    def __post_init__(self) -> None:
+        _codes(self.query), _codes(self.key)  # validate names early
+        if isinstance(self.layers, tuple) and len(self.layers) == 2 and all(isinstance(x, int) for x in self.layers):
+            object.__setattr__(self, "layers", range(*self.layers))
+        if self.layers is not None:
+            object.__setattr__(self, "layers", frozenset(int(layer) for layer in self.layers))
+
+    def covers(self, layer: int) -> bool:
+        return self.layers is None or layer in self.layers
+
+    def __or__(self, other: "KnockoutRule | Knockout") -> "Knockout":
+        return Knockout([self]) | other
+
+    def __str__(self) -> str:
+        span = "all layers" if self.layers is None else _span(self.layers)
+        return f"{_name(self.query)}->{_name(self.key)} @ {span}"
+
+
+def _name(kind: str | tuple[str, ...]) -> str:
+    return kind if isinstance(kind, str) else "+".join(kind)
+
+
+def _span(layers: frozenset[int]) -> str:
+    ordered = sorted(layers)
+    if ordered and ordered == list(range(ordered[0], ordered[-1] + 1)):
+        return f"layers {ordered[0]}-{ordered[-1]}"
+    return "layers " + ",".join(map(str, ordered))
+
+
+class Knockout:
+    """A set of knockout rules, usable as an attention edit (``model.edit_attention(knockout)``).
+
+    Example:
+        >>> ko = Knockout([KnockoutRule("generated", "audio")], last_prompt_as_generated=True)
+        >>> len(ko.rules)
+        1
+    """
+
+    def __init__(self, rules: KnockoutRule | Sequence[KnockoutRule] = (), last_prompt_as_generated: bool = False):
+        self.rules = [rules] if isinstance(rules, KnockoutRule) else list(rules)
+        for rule in self.rules:
+            if not isinstance(rule, KnockoutRule):
+                raise TypeError(f"Knockout takes KnockoutRule objects, got {type(rule).__name__}")
+        self.last_prompt_as_generated = last_prompt_as_generated
+        self._memo: tuple[Any, tuple[int, ...], Tensor] | None = None  # (forward context, rules, edges)
+        self._code_tensors: dict[tuple, Tensor] = {}
+
+    def _code_tensor(self, kind: Any, device: torch.device) -> Tensor:
+        key = (kind, str(device))
+        if key not in self._code_tensors:
+            self._code_tensors[key] = torch.tensor(_codes(kind), device=device)
+        return self._code_tensors[key]
+
+    def __or__(self, other: "KnockoutRule | Knockout") -> "Knockout":
+        extra = [other] if isinstance(other, KnockoutRule) else other.rules
+        flag = self.last_prompt_as_generated or getattr(other, "last_prompt_as_generated", False)
+        return Knockout(self.rules + extra, flag)
+
+    def kinds(self, context: ForwardContext) -> Int[Tensor, "batch key_pos"]:
+        """Key kinds of this forward, with the last prompt position relabelled when asked."""
+        kinds = context.kinds
+        if self.last_prompt_as_generated and 0 < context.n_prompt <= kinds.shape[1]:
+            kinds = kinds.clone()
+            kinds[:, context.n_prompt - 1] = GENERATED
+        return kinds
+
+    def blocked(self, layer: int, context: ForwardContext) -> Bool[Tensor, "batch query key"] | None:
+        """Edges removed at ``layer`` in this forward (``None`` when no rule covers it)."""
+        covering = tuple(i for i, r in enumerate(self.rules) if r.covers(layer))
+        if not covering:
+            return None
+        if self._memo is not None and self._memo[0] is context and self._memo[1] == covering:
+            return self._memo[2]  # same rules as the previous layer of this forward: same edges
+        kinds = self.kinds(context)
+        queries = kinds[:, context.past : context.past + context.n_new]
+        blocked = None
+        for i in covering:
+            rule = self.rules[i]
+            q = torch.isin(queries, self._code_tensor(rule.query, kinds.device))
+            k = torch.isin(kinds, self._code_tensor(rule.key, kinds.device))
+            edges = q[:, :, None] & k[:, None, :]
+            blocked = edges if blocked is None else blocked | edges
+        self._memo = (context, covering, blocked)
+        return blocked
+
+    def __repr__(self) -> str:
+        flag = ", last prompt position as generated" if self.last_prompt_as_generated else ""
+        return f"Knockout([{'; '.join(map(str, self.rules))}]{flag})"
+
+
+def _as_knockout(rules: Any, last_prompt_as_generated: bool) -> Knockout:
+    if isinstance(rules, Knockout):
+        return Knockout(rules.rules, rules.last_prompt_as_generated or last_prompt_as_generated)
+    return Knockout(rules, last_prompt_as_generated)
+
+
+@contextmanager
+def knockout(
+    model: Any, rules: KnockoutRule | Sequence[KnockoutRule] | Knockout, last_prompt_as_generated: bool = False
+) -> Iterator[Knockout]:
+    """Apply knockout rules to every forward and generation step inside the ``with`` block.
+
+    Example:
+        >>> with knockout(model, KnockoutRule("any", "audio")):  # doctest: +SKIP
+        ...     logits = model(inputs)
+    """
+    edit = _as_knockout(rules, last_prompt_as_generated)
+    with model.edit_attention(edit):
+        yield edit
+
+
+def generate_with_knockout(
+    model: Any,
+    inputs: Any,
+    rules: KnockoutRule | Sequence[KnockoutRule] | Knockout,
+    max_new_tokens: int = 32,
+    last_prompt_as_generated: bool = False,
+    **generate_kwargs: Any,
+) -> Int[Tensor, "batch pos_plus_new"]:
+    """Greedy generation under knockout rules (prefill and every cached decoding step).
+
+    Example:
+        >>> tokens = generate_with_knockout(model, inputs, KnockoutRule("generated", "video", (18, 30)))  # doctest: +SKIP
+    """
+    with knockout(model, rules, last_prompt_as_generated):
+        return model.generate(inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
+
+
+@dataclass
+class KnockoutSweep:
+    """Scores of a knockout sweep: ``scores[rule, window, clip]`` (``baseline[clip]`` without rules)."""
+
+    scores: np.ndarray
+    baseline: np.ndarray
+    rule_names: list[str]
+    windows: list[tuple[int, int]]
+
+    def table(self) -> Any:
+        """Tidy DataFrame: rule, first_layer, end_layer, clip, score (plus the baseline rows)."""
+        import pandas as pd
+
+        rows = [
+            {"rule": "none", "first_layer": -1, "end_layer": -1, "clip": c, "score": float(s)}
+            for c, s in enumerate(self.baseline)
+        ]
+        for r, name in enumerate(self.rule_names):
+            for w, (first, end) in enumerate(self.windows):
+                for c in range(self.scores.shape[2]):
+                    rows.append({"rule": name, "first_layer": first, "end_layer": end, "clip": c,
+                                 "score": float(self.scores[r, w, c])})
+        return pd.DataFrame(rows)
+
+    def plot(self, path: Any = None, ylabel: str = "score") -> Any:
+        """Mean score per layer window, one line per rule, the no-knockout baseline dashed."""
+        from hooked_avllm.analysis.plotting import pyplot, save
+
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        centres = [(first + end - 1) / 2 for first, end in self.windows]
+        for r, name in enumerate(self.rule_names):
+            mean = self.scores[r].mean(-1)
+            sem = self.scores[r].std(-1) / max(1, self.scores.shape[2]) ** 0.5
+            ax.plot(centres, mean, marker="o", label=name)
+            ax.fill_between(centres, mean - sem, mean + sem, alpha=0.2)
+        ax.axhline(float(self.baseline.mean()), color="k", linestyle="--", label="no knockout")
+        ax.set_xlabel("layer window (centre)")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+        ax.set_title("Attention knockout during generation")
+        return save(fig, path)
+
+
+def knockout_sweep(
+    model: Any,
+    batches: Sequence[Any],
+    rules: dict[str, Callable[[range], KnockoutRule | Sequence[KnockoutRule]]],
+    windows: Sequence[tuple[int, int]],
+    score: Callable[[Tensor, int], float],
+    max_new_tokens: int = 32,
+    last_prompt_as_generated: bool = False,
+    progress: bool = True,
+    **generate_kwargs: Any,
+) -> KnockoutSweep:
+    """Generate under every rule x layer window for every clip and score the outputs.
+
+    ``batches`` are prepared inputs, each one clip or a left-padded batch of clips (see
+    :func:`hooked_avllm.inputs.concat_inputs`); rows are scored in order as clips 0, 1, ...
+    ``rules`` maps a name to a function of the layer range giving the rule(s), e.g.
+    ``{"gen->video": lambda layers: KnockoutRule("generated", "video", layers)}``. ``windows`` are
+    ``(first, end)`` layer ranges. ``score(new_tokens, clip)`` scores one row's generated tokens.
+
+    Example:
+        >>> sweep = knockout_sweep(model, batches, {"gen->video": lambda l: KnockoutRule("generated", "video", l)},
+        ...                        [(l, l + 4) for l in range(0, 36, 3)], score=audio_correct)  # doctest: +SKIP
+        >>> sweep.plot("knockout.png")  # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    def run(edit: Knockout | None) -> list[float]:
+        values = []
+        for inputs in batches:
+            n_prompt = inputs.input_ids.shape[1]
+            if edit is None:
+                tokens = model.generate(inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
+            else:
+                with model.edit_attention(edit):
+                    tokens = model.generate(inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
+            for row in tokens[:, n_prompt:]:
+                values.append(float(score(row, len(values))))
+        return values
+
+    total = 1 + len(rules) * len(windows)
+    bar = tqdm(total=total, desc="knockout sweep", disable=not progress)
+    baseline = np.array(run(None))
+    bar.update(1)
+    scores = np.zeros((len(rules), len(windows), len(baseline)))
+    for r, make in enumerate(rules.values()):
+        for w, (first, end) in enumerate(windows):
+            edit = _as_knockout(make(range(first, end)), last_prompt_as_generated)
+            scores[r, w] = run(edit)
+            bar.update(1)
+    bar.close()
+    return KnockoutSweep(scores, baseline, list(rules), [tuple(w) for w in windows])

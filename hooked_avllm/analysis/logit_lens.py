@@ -1,0 +1,584 @@
+"""Logit lens (PAPER.md E2): read the residual stream of chosen positions through the unembedding.
+
+Every chosen hook (by default ``blocks.{l}.hook_resid_post`` of every layer) is projected at the
+chosen positions (a bool mask, a modality such as ``"audio"``, or ``"last"``) through the final
+norm and the unembedding (``apply_final_norm=True``) or through the unembedding alone (what the
+study's code did). Only the top-k ids and probabilities survive, plus, if asked, the probability
+and rank of ``track`` tokens (e.g. the true sound word): the full ``[layer, pos, vocab]`` tensor
+(5 GB at 36 layers x 250 audio tokens x 151,936 ids in fp32) is never built, one hook and one
+chunk of positions at a time.
+
+Example:
+    >>> inputs = model.prepare(video="clip.mp4", prompt="Describe what you see and hear.")  # doctest: +SKIP
+    >>> lens = logit_lens(model, inputs, positions="audio", apply_final_norm=False, track=" drill")  # doctest: +SKIP
+    >>> lens.table().query("rank == 0 and layer >= 30")  # doctest: +SKIP
+    >>> lens.plot("lens.png")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from hooked_avllm.analysis.plotting import pyplot, save
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from hooked_avllm.model import HookedAVLLM
+
+PositionsLike = Union[str, Sequence[str], Tensor, Sequence[int]]
+_BLOCK = re.compile(r"^blocks\.(\d+)\.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared helpers (also used by token_shift and heatmap)
+
+
+def select_positions(
+    layout: Any,
+    positions: PositionsLike,
+    attention_mask: Int[Tensor, "batch seq"] | None = None,
+    *,
+    time: tuple[float, float] | None = None,
+    item: int | None = None,
+) -> Bool[Tensor, "batch seq"]:
+    """Resolve a position choice to a non-empty bool mask ``[batch, seq]`` (on the CPU).
+
+    ``positions`` is what :func:`hooked_avllm.analysis.select.position_mask` takes (a modality:
+    ``"text"``, ``"audio"``, ``"video"``, ``"image"``, ``"generated"``, ``"media"``; ``"all"``;
+    ``"last"``, each row's last real position, which predicts the next token; a list of names; a
+    bool mask ``[batch, seq]``), optionally narrowed by ``time`` (seconds) and ``item``; and also a
+    ``[seq]`` bool mask for one row or a list / 1-D long tensor of position indices (the same in
+    every row). Without a layout only masks, indices, ``"last"`` and ``"all"`` work (from
+    ``attention_mask``).
+
+    Example:
+        >>> mask = select_positions(inputs.layout, "audio", time=(0.0, 2.0))  # doctest: +SKIP
+        >>> bool((mask <= inputs.layout.audio).all())  # doctest: +SKIP
+        True
+    """
+    if attention_mask is None and layout is not None:
+        attention_mask = layout.attention_mask
+    if attention_mask is None:
+        raise ValueError("select_positions needs a layout or an attention mask to know the sequence shape")
+    batch, seq = attention_mask.shape
+    named = isinstance(positions, str) or (
+        isinstance(positions, (list, tuple)) and len(positions) > 0 and all(isinstance(p, str) for p in positions)
+    )
+    if isinstance(positions, Tensor) and positions.dtype == torch.bool:
+        mask = positions.cpu()
+        if mask.ndim == 1 and batch == 1:
+            mask = mask[None]
+        if tuple(mask.shape) != (batch, seq):
+            raise ValueError(f"the position mask has shape {tuple(mask.shape)}; the run has [batch, seq] = {[batch, seq]}")
+    elif named:
+        if layout is None:
+            if positions not in ("last", "all"):
+                raise ValueError(
+                    f"positions={positions!r} needs the inputs' TokenLayout; pass ModelInputs (model.prepare) or a "
+                    "cache from run_with_cache, or give a bool mask"
+                )
+            real = attention_mask.cpu().bool()
+            if positions == "all":
+                mask = real.clone()
+            else:
+                mask = torch.zeros(batch, seq, dtype=torch.bool)
+                mask[torch.arange(batch), seq - 1 - real.flip(-1).long().argmax(-1)] = True
+        else:
+            mask = None  # the shared selector below
+    else:
+        index = torch.as_tensor(list(positions) if not isinstance(positions, Tensor) else positions).long().flatten().cpu()
+        index = torch.where(index < 0, index + seq, index)
+        if len(index) and (index.min() < 0 or index.max() >= seq):
+            raise ValueError(f"position indices must lie in [-{seq}, {seq}); got {positions}")
+        mask = torch.zeros(batch, seq, dtype=torch.bool)
+        mask[:, index] = True
+    if layout is not None:
+        from hooked_avllm.analysis.select import position_mask
+
+        if tuple(layout.shape) != (batch, seq):
+            raise ValueError(f"the layout covers {tuple(layout.shape)} positions but the run has {(batch, seq)}")
+        mask = position_mask(layout, positions if mask is None else mask.to(layout.text.device), time=time, item=item)
+        mask = mask.cpu()
+    elif time is not None or item is not None:
+        raise ValueError("time= and item= need the inputs' TokenLayout")
+    if not bool(mask.any()):
+        what = f"{positions} positions" if isinstance(positions, str) else "positions of that choice"
+        hint = "; teacher-force a caption first (token_shift.teacher_forced_inputs)" if positions == "generated" else ""
+        raise ValueError(f"the inputs have no {what}" + (f" in time {time}" if time else "") + hint)
+    return mask.clone()
+
+
+def token_decoder(tokenizer: Any) -> Callable[[Sequence[int]], list[str]]:
+    """A function ids -> strings (``tokenizer.decode`` of each id, memoised; ``str(id)`` without one).
+
+    Example:
+        >>> token_decoder(None)([5, 7])
+        ['5', '7']
+    """
+    memo: dict[int, str] = {}
+
+    def decode(ids: Sequence[int]) -> list[str]:
+        out = []
+        for i in ids:
+            i = int(i)
+            if i not in memo:
+                if tokenizer is None:
+                    memo[i] = str(i)
+                else:
+                    try:
+                        memo[i] = tokenizer.decode([i])
+                    except Exception:  # ids past the tokenizer's table (padded vocab rows)
+                        memo[i] = f"<{i}>"
+            out.append(memo[i])
+        return out
+
+    return decode
+
+
+def token_ids_of(tokenizer: Any, tokens: int | str | Sequence[int | str]) -> tuple[list[int], list[str]]:
+    """Ids and labels of tokens given as ids or strings (a string's first token, without special tokens).
+
+    Example:
+        >>> token_ids_of(None, [5, 7])
+        ([5, 7], ['5', '7'])
+    """
+    if isinstance(tokens, (int, str)) or (isinstance(tokens, Tensor) and tokens.ndim == 0):
+        tokens = [tokens]
+    ids, labels = [], []
+    for token in tokens:
+        if isinstance(token, str):
+            if tokenizer is None:
+                raise ValueError(f"tracking {token!r} needs a tokenizer (model.tokenizer is None); pass token ids instead")
+            encoded = tokenizer.encode(token, add_special_tokens=False)
+            if not encoded:
+                raise ValueError(f"{token!r} encodes to no token")
+            ids.append(int(encoded[0]))
+            labels.append(token)
+        else:
+            ids.append(int(token))
+            labels.append(str(int(token)))
+    return ids, labels
+
+
+# ---------------------------------------------------------------------------------------------
+# Hook names
+
+
+def hook_names_for(model: "HookedAVLLM", hooks: str | Sequence[str] = "resid_post", layers: Sequence[int] | None = None) -> list[str]:
+    """The hook names a lens reads, in order.
+
+    ``hooks`` is a short name (``"resid_post"``, ``"resid_mid"``, ``"attn_out"``... -> ``blocks.{l}.hook_<name>``),
+    a template with ``{l}`` (``"blocks.{l}.hook_resid_pre"``), one full hook name (``"hook_embed"``), a list of
+    full names, or a regular expression matched against the model's hook names (``r"blocks\\.\\d+\\.hook_resid_(mid|post)"``).
+    ``layers`` (default: all; negative counts from the end) fills templates and short names.
+
+    Example:
+        >>> hook_names_for(model, "resid_pre", layers=[0, -1])  # doctest: +SKIP
+        ['blocks.0.hook_resid_pre', 'blocks.35.hook_resid_pre']
+    """
+    n_layers = model.cfg.n_layers
+    layer_list = list(range(n_layers)) if layers is None else [int(l) + n_layers if int(l) < 0 else int(l) for l in layers]
+    bad = [l for l in layer_list if not 0 <= l < n_layers]
+    if bad:
+        raise ValueError(f"layers {bad} are out of range for a {n_layers}-layer model")
+    known = model.hook_dict
+    if isinstance(hooks, str):
+        if "{l}" in hooks:
+            names = [hooks.format(l=l) for l in layer_list]
+        elif hooks in known:
+            names = [hooks]
+        elif f"blocks.0.hook_{hooks}" in known:
+            names = [f"blocks.{l}.hook_{hooks}" for l in layer_list]
+        elif f"blocks.0.{hooks}" in known:
+            names = [f"blocks.{l}.{hooks}" for l in layer_list]
+        else:
+            try:
+                pattern = re.compile(hooks)
+            except re.error:
+                pattern = None
+            names = [name for name in known if pattern is not None and pattern.fullmatch(name)]
+            if not names:
+                raise ValueError(
+                    f"no hook matches {hooks!r}; use a short name ('resid_post'), a template 'blocks.{{l}}.hook_resid_mid', "
+                    "a full hook name, a list of names or a regular expression"
+                )
+            names.sort(key=lambda n: (int(_BLOCK.match(n).group(1)) if _BLOCK.match(n) else -1, n))
+    else:
+        names = list(hooks)
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise ValueError(f"the model has no hook {missing[0]!r} (e.g. 'blocks.0.hook_resid_post', 'hook_embed')")
+    return names
+
+
+def _layer_of(name: str) -> int:
+    match = _BLOCK.match(name)
+    return int(match.group(1)) if match else -1
+
+
+# ---------------------------------------------------------------------------------------------
+# The result
+
+
+@dataclass
+class LogitLensResult:
+    """Top-k readouts of ``hook_names`` at ``n_pos`` selected positions.
+
+    ``layers[i]`` is the block of ``hook_names[i]`` (-1 for hooks outside the blocks, e.g.
+    ``hook_embed``). Positions are listed row-major over ``(batch_index, positions)``. Ranks are
+    0-based (0 = the top token). ``track_*`` are ``None`` unless ``track`` was given.
+    """
+
+    hook_names: list[str]
+    layers: list[int]
+    top_ids: Int[Tensor, "hook n_pos k"]
+    top_probs: Float[Tensor, "hook n_pos k"]
+    top_tokens: list[list[list[str]]]  # [hook][pos][rank]: decoded, or the id as text without a tokenizer
+    batch_index: Int[Tensor, "n_pos"]
+    positions: Int[Tensor, "n_pos"]
+    kinds: list[str]  # modality of each selected position
+    audio_time: Float[Tensor, "n_pos"]  # seconds; NaN off audio
+    input_ids: Int[Tensor, "n_pos"]  # the token at each position (-1 where the layout has none)
+    apply_final_norm: bool
+    track_ids: list[int] | None = None
+    track_labels: list[str] | None = None
+    track_probs: Float[Tensor, "hook n_pos n_track"] | None = None
+    track_ranks: Int[Tensor, "hook n_pos n_track"] | None = None
+
+    @property
+    def k(self) -> int:
+        return self.top_ids.shape[-1]
+
+    @property
+    def n_pos(self) -> int:
+        return self.top_ids.shape[1]
+
+    def top1(self) -> list[list[str]]:
+        """``[hook][pos]`` decoded top-1 tokens."""
+        return [[ranks[0] for ranks in row] for row in self.top_tokens]
+
+    def table(self) -> "pd.DataFrame":
+        """Tidy table: one row per (hook, position, rank) with the token and its probability.
+
+        Columns: hook, layer, batch, position, kind, audio_time, rank, token_id, token, prob.
+
+        Example:
+            >>> lens.table().query("rank == 0").pivot(index="layer", columns="position", values="token")  # doctest: +SKIP
+        """
+        import numpy as np
+        import pandas as pd
+
+        n_hook, n_pos, k = self.top_ids.shape
+        hook_i, pos_i, rank_i = (a.ravel() for a in np.meshgrid(np.arange(n_hook), np.arange(n_pos), np.arange(k), indexing="ij"))
+        return pd.DataFrame(
+            {
+                "hook": np.asarray(self.hook_names, dtype=object)[hook_i],
+                "layer": np.asarray(self.layers)[hook_i],
+                "batch": self.batch_index.numpy()[pos_i],
+                "position": self.positions.numpy()[pos_i],
+                "kind": np.asarray(self.kinds, dtype=object)[pos_i],
+                "audio_time": self.audio_time.numpy()[pos_i],
+                "rank": rank_i,
+                "token_id": self.top_ids.numpy().ravel(),
+                "token": [tok for row in self.top_tokens for ranks in row for tok in ranks],
+                "prob": self.top_probs.numpy().ravel(),
+            }
+        )
+
+    def track_table(self) -> "pd.DataFrame":
+        """One row per (hook, position, tracked token): its probability and 0-based rank.
+
+        Columns: hook, layer, batch, position, kind, audio_time, track, token_id, prob, rank.
+        """
+        import numpy as np
+        import pandas as pd
+
+        if self.track_probs is None:
+            raise ValueError("no tokens were tracked; pass track=[...] to logit_lens")
+        n_hook, n_pos, n_track = self.track_probs.shape
+        hook_i, pos_i, t_i = (a.ravel() for a in np.meshgrid(np.arange(n_hook), np.arange(n_pos), np.arange(n_track), indexing="ij"))
+        return pd.DataFrame(
+            {
+                "hook": np.asarray(self.hook_names, dtype=object)[hook_i],
+                "layer": np.asarray(self.layers)[hook_i],
+                "batch": self.batch_index.numpy()[pos_i],
+                "position": self.positions.numpy()[pos_i],
+                "kind": np.asarray(self.kinds, dtype=object)[pos_i],
+                "audio_time": self.audio_time.numpy()[pos_i],
+                "track": np.asarray(self.track_labels, dtype=object)[t_i],
+                "token_id": np.asarray(self.track_ids)[t_i],
+                "prob": self.track_probs.numpy().ravel(),
+                "rank": self.track_ranks.numpy().ravel(),
+            }
+        )
+
+    def plot(self, path: str | None = None, annotate_max: int = 32) -> Any:
+        """Heatmap of the top-1 probability per hook (rows) and position (columns), annotated with
+        the top-1 token when at most ``annotate_max`` positions are shown; with tracked tokens, a
+        second panel gives each tracked token's probability per layer (mean over positions, and
+        max dashed). Saves to ``path`` when given; returns the figure.
+
+        Example:
+            >>> logit_lens(model, inputs, positions="audio", track=[1234]).plot("lens.png")  # doctest: +SKIP
+        """
+        plt = pyplot()
+        tracked = self.track_probs is not None
+        n_hook, n_pos = self.top_ids.shape[:2]
+        width = min(4 + 0.45 * n_pos, 24)
+        fig, axes = plt.subplots(
+            1, 2 if tracked else 1, figsize=(width + (5 if tracked else 0), 1.5 + 0.32 * n_hook),
+            gridspec_kw={"width_ratios": [width, 5]} if tracked else None, squeeze=False,
+        )
+        ax = axes[0, 0]
+        image = ax.imshow(self.top_probs[:, :, 0].numpy(), aspect="auto", cmap="Blues", vmin=0, vmax=1,
+                          interpolation="nearest")
+        fig.colorbar(image, ax=ax, label="top-1 probability", fraction=0.03)
+        labels = [str(l) if l >= 0 else name for l, name in zip(self.layers, self.hook_names)]
+        ax.set_yticks(range(n_hook), labels)
+        ax.set_ylabel("layer")
+        all_audio = bool(torch.isfinite(self.audio_time).all()) and n_pos > 0
+        step = max(1, n_pos // 40)
+        ticks = list(range(0, n_pos, step))
+        if all_audio:
+            ax.set_xticks(ticks, [f"{float(self.audio_time[i]):.2f}" for i in ticks], rotation=90)
+            ax.set_xlabel("audio time (s)")
+        else:
+            ax.set_xticks(ticks, [f"{int(self.positions[i])}" for i in ticks], rotation=90)
+            ax.set_xlabel("position")
+        if n_pos <= annotate_max:
+            top1 = self.top1()
+            for h in range(n_hook):
+                for p in range(n_pos):
+                    prob = float(self.top_probs[h, p, 0])
+                    ax.text(p, h, top1[h][p].strip()[:8] or repr(top1[h][p]), ha="center", va="center", fontsize=7,
+                            color="white" if prob > 0.5 else "black")
+        norm = "final norm + unembedding" if self.apply_final_norm else "unembedding only"
+        ax.set_title(f"logit lens ({norm}): top-1 token")
+        if tracked:
+            ax2 = axes[0, 1]
+            x = [l if l >= 0 else i for i, l in enumerate(self.layers)]
+            for t, label in enumerate(self.track_labels):
+                line = ax2.plot(x, self.track_probs[:, :, t].mean(1).numpy(), label=f"{label!r} mean")[0]
+                ax2.plot(x, self.track_probs[:, :, t].amax(1).numpy(), "--", color=line.get_color(), label=f"{label!r} max")
+            ax2.set_xlabel("layer")
+            ax2.set_ylabel("probability")
+            ax2.set_title("tracked tokens")
+            ax2.legend(fontsize=7)
+        fig.tight_layout()
+        return save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The lens
+
+
+@torch.no_grad()
+def project_residual(
+    model: "HookedAVLLM",
+    resid: Float[Tensor, "n_pos d_model"],
+    apply_final_norm: bool = True,
+) -> Float[Tensor, "n_pos vocab"]:
+    """Residual rows -> fp32 logits through ``ln_final`` (optional) and ``unembed``.
+
+    Example:
+        >>> project_residual(model, cache["resid_post", 3][0, -5:]).shape  # doctest: +SKIP
+        torch.Size([5, 151936])
+    """
+    weight = model.unembed.weight
+    x = resid.to(device=weight.device, dtype=weight.dtype)
+    if apply_final_norm:
+        x = model.ln_final(x)
+    return model.unembed(x).float()
+
+
+@torch.no_grad()
+def lens_readout(
+    model: "HookedAVLLM",
+    resid: Float[Tensor, "n_pos d_model"],
+    k: int = 5,
+    apply_final_norm: bool = True,
+    track_ids: Sequence[int] | None = None,
+    chunk_size: int = 64,
+) -> tuple[Int[Tensor, "n_pos k"], Float[Tensor, "n_pos k"], Float[Tensor, "n_pos n_track"] | None, Int[Tensor, "n_pos n_track"] | None]:
+    """Top-k ids/probs (and tracked probs/ranks) of residual rows, ``chunk_size`` rows at a time.
+
+    Only ``[chunk_size, vocab]`` logits exist at once; everything returned is on the CPU.
+
+    Example:
+        >>> ids, probs, _, _ = lens_readout(model, cache["resid_post", 20][cache.layout.audio], k=5)  # doctest: +SKIP
+        >>> ids.shape  # [n_audio, 5]  # doctest: +SKIP
+    """
+    ids_out, probs_out, tprobs_out, tranks_out = [], [], [], []
+    track = torch.as_tensor(list(track_ids), dtype=torch.long) if track_ids else None
+    for start in range(0, resid.shape[0], chunk_size):
+        logits = project_residual(model, resid[start : start + chunk_size], apply_final_norm)  # [chunk, vocab]
+        log_probs = logits.log_softmax(-1)
+        top_logp, top_ids = log_probs.topk(min(k, logits.shape[-1]), dim=-1)  # [chunk, k]
+        ids_out.append(top_ids.cpu())
+        probs_out.append(top_logp.exp().cpu())
+        if track is not None:
+            t = track.to(logits.device)
+            tracked_logits = logits[:, t]  # [chunk, n_track]
+            tprobs_out.append(log_probs[:, t].exp().cpu())
+            tranks_out.append((logits[:, None, :] > tracked_logits[:, :, None]).sum(-1).cpu())  # [chunk, n_track]
+    if not ids_out:
+        empty = torch.zeros(0, k)
+        return empty.long(), empty, None, None
+    return (
+        torch.cat(ids_out),
+        torch.cat(probs_out),
+        torch.cat(tprobs_out) if track is not None else None,
+        torch.cat(tranks_out) if track is not None else None,
+    )
+
+
+def logit_lens(
+    model: "HookedAVLLM",
+    source: Any,
+    positions: PositionsLike = "audio",
+    hooks: str | Sequence[str] = "resid_post",
+    layers: Sequence[int] | None = None,
+    apply_final_norm: bool = True,
+    k: int = 5,
+    track: int | str | Sequence[int | str] | None = None,
+    chunk_size: int = 64,
+    progress: bool = True,
+    time: tuple[float, float] | None = None,
+    item: int | None = None,
+) -> LogitLensResult:
+    """Logit lens at chosen positions of every chosen hook.
+
+    Args:
+        model: the model (its ``ln_final``, ``unembed`` and ``tokenizer`` are used).
+        source: an activation cache from ``model.run_with_cache`` (it must hold the hooks), or
+            the inputs themselves (``ModelInputs`` or token ids): then one forward runs with hooks
+            that keep only the residual rows of the chosen positions (no logits, no full cache).
+        positions: a bool mask ``[batch, seq]``, a modality (``"audio"``, ``"video"``, ``"text"``,
+            ``"image"``, ``"generated"``), ``"last"``, ``"all"`` or a list of indices; see
+            :func:`select_positions`.
+        hooks, layers: which hooks (default ``blocks.{l}.hook_resid_post`` of every layer); see
+            :func:`hook_names_for`.
+        apply_final_norm: project through ``ln_final`` then ``unembed`` (True: at the last layer
+            this reproduces the model's logits) or ``unembed`` alone (the study's code).
+        k: how many top tokens to keep.
+        track: token ids or strings (first token of each) whose probability and rank to keep.
+        chunk_size: positions unembedded at once (memory: ``chunk_size x vocab`` fp32).
+        time, item: narrow the positions to a time range (seconds) or one media item (see
+            :func:`hooked_avllm.analysis.select.position_mask`).
+
+    Example:
+        >>> logits, cache = model.run_with_cache(inputs, names_filter=lambda n: n.endswith("resid_post"))  # doctest: +SKIP
+        >>> lens = logit_lens(model, cache, positions="audio", apply_final_norm=False)  # doctest: +SKIP
+        >>> lens.top1()[-1][:10]  # last layer, first ten audio tokens  # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    names = hook_names_for(model, hooks, layers)
+    track_ids, track_labels = token_ids_of(model.tokenizer, track) if track is not None else (None, None)
+    if track_ids:
+        bad = [t for t in track_ids if not 0 <= t < model.cfg.d_vocab]
+        if bad:
+            raise ValueError(f"tracked ids {bad} are outside the vocabulary (0..{model.cfg.d_vocab - 1})")
+
+    is_cache = hasattr(source, "cache_dict") or (isinstance(source, dict) and all(isinstance(v, Tensor) for v in source.values()) and names[0] in source)
+    if is_cache:
+        layout = getattr(source, "layout", None)
+        missing = [n for n in names if n not in source]
+        if missing:
+            raise ValueError(
+                f"the cache holds no {missing[0]!r}; run run_with_cache without a names_filter that drops it, or "
+                "pass the inputs to logit_lens instead"
+            )
+        first = source[names[0]]
+        mask = select_positions(layout, positions, _mask_for(layout, first), time=time, item=item)
+        rows = {name: source[name][mask.to(source[name].device)] for name in names}  # [n_pos, d_model] each
+    else:
+        inputs = source
+        layout = getattr(inputs, "layout", None)
+        if layout is None and isinstance(inputs, Tensor):
+            layout = model.layout_of(inputs if inputs.ndim == 2 else inputs[None])
+        mask = select_positions(layout, positions, getattr(inputs, "attention_mask", None), time=time, item=item)
+        rows = _collect_rows(model, inputs, names, mask)
+
+    decode = token_decoder(model.tokenizer)
+    top_ids, top_probs, t_probs, t_ranks, top_tokens = [], [], [], [], []
+    for name in tqdm(names, desc="logit lens", disable=not progress or len(names) < 4, leave=False):
+        resid = rows.pop(name)
+        if resid.shape[-1] != model.cfg.d_model:
+            raise ValueError(f"{name} has width {resid.shape[-1]}, not the LLM width {model.cfg.d_model}; lens reads LLM residuals")
+        ids, probs, tp, tr = lens_readout(model, resid, k, apply_final_norm, track_ids, chunk_size)
+        top_ids.append(ids)
+        top_probs.append(probs)
+        if tp is not None:
+            t_probs.append(tp)
+            t_ranks.append(tr)
+        flat = decode(ids.flatten().tolist())
+        top_tokens.append([flat[p * ids.shape[1] : (p + 1) * ids.shape[1]] for p in range(ids.shape[0])])
+
+    batch_index, seq_index = torch.nonzero(mask, as_tuple=True)
+    kinds = _kinds_at(layout, batch_index, seq_index)
+    audio_time = (
+        layout.audio_time.cpu()[batch_index, seq_index].float() if layout is not None else torch.full((len(seq_index),), float("nan"))
+    )
+    input_ids = torch.full((len(seq_index),), -1, dtype=torch.long)
+    if layout is not None:
+        in_prompt = seq_index < layout.n_prompt
+        input_ids[in_prompt] = layout.input_ids.cpu()[batch_index[in_prompt], seq_index[in_prompt]]
+    return LogitLensResult(
+        hook_names=names,
+        layers=[_layer_of(n) for n in names],
+        top_ids=torch.stack(top_ids),
+        top_probs=torch.stack(top_probs),
+        top_tokens=top_tokens,
+        batch_index=batch_index,
+        positions=seq_index,
+        kinds=kinds,
+        audio_time=audio_time,
+        input_ids=input_ids,
+        apply_final_norm=apply_final_norm,
+        track_ids=track_ids,
+        track_labels=track_labels,
+        track_probs=torch.stack(t_probs) if t_probs else None,
+        track_ranks=torch.stack(t_ranks) if t_ranks else None,
+    )
+
+
+def _mask_for(layout: Any, activation: Tensor) -> Tensor | None:
+    """An attention mask for position selection when the cache has no layout."""
+    if layout is not None:
+        return None
+    return torch.ones(activation.shape[:2], dtype=torch.long)
+
+
+@torch.no_grad()
+def _collect_rows(model: "HookedAVLLM", inputs: Any, names: list[str], mask: Bool[Tensor, "batch seq"]) -> dict[str, Tensor]:
+    """One forward whose hooks keep only the selected rows of each named activation."""
+    rows: dict[str, Tensor] = {}
+
+    def keep(activation: Tensor, hook: Any) -> None:
+        rows[hook.name] = activation[mask.to(activation.device)].detach()  # [n_pos, d_model]
+
+    with model.hooks(fwd_hooks=[(name, keep) for name in names]):
+        model(inputs, return_type=None)
+    missing = [n for n in names if n not in rows]
+    if missing:
+        raise RuntimeError(f"hook {missing[0]} did not fire during the forward")
+    return rows
+
+
+def _kinds_at(layout: Any, batch_index: Tensor, seq_index: Tensor) -> list[str]:
+    if layout is None:
+        return ["unknown"] * len(seq_index)
+    kinds = ["?"] * len(seq_index)
+    for name, mask in layout.masks().items():
+        hit = mask.cpu()[batch_index, seq_index]
+        for i in torch.nonzero(hit).flatten().tolist():
+            kinds[i] = name
+    return kinds

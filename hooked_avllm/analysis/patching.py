@@ -1,0 +1,791 @@
+"""Activation patching between runs whose token layouts differ, aligned by modality and order.
+
+The source run (e.g. audio only) and the target run (the same audio with a conflicting video) do
+not share positions: the audio-only run has no video tokens. :func:`align_positions` maps the k-th
+audio token of each source row onto the k-th audio token of its target row (any modality, a time
+window of the audio, or explicit masks), and every patch below goes through that map. Encoder
+activations (``audio.*``, ``vision.*``, ``*_proj.hook_out``) have no LLM positions and are
+patched whole, which needs the same shapes in both runs (the same media lengths).
+
+Example:
+    >>> source = model.prepare(prompt="What do you hear?", audio="dog.wav")               # doctest: +SKIP
+    >>> target = model.prepare(prompt="What do you hear?", video="car_with_dog_audio.mp4")  # doctest: +SKIP
+    >>> metric = logit_diff(" dog", " car", model)                                         # doctest: +SKIP
+    >>> logits = patch(model, source, target, "blocks.20.hook_resid_post", modality="audio")  # doctest: +SKIP
+    >>> sweep = patching_sweep(model, source, target, metric)                              # doctest: +SKIP
+    >>> sweep.plot("restoration.png"); sweep.table().head()                                # doctest: +SKIP
+
+Costs: :func:`patch` is one source forward (caching only the patched hooks at the aligned
+positions) plus one target forward. :func:`patching_sweep` runs the target's towers once and then
+one LLM-only forward per layer (or per ``layers_per_forward`` layers), with one batch row per
+swept component, so a 36-layer x 3-component sweep costs 36 LLM forwards, not 108 full ones.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+from transformer_lens.utilities import get_act_name
+
+__all__ = [
+    "PatchingSweep",
+    "PositionAlignment",
+    "align_positions",
+    "answer_prob",
+    "final_logits",
+    "kl_to_source",
+    "logit_diff",
+    "patch",
+    "patching_hooks",
+    "patching_sweep",
+    "restoration",
+]
+
+Modality = str | Tensor | tuple  # "audio" | "video" | "image" | "text" | "media" | "all" | mask | (src_mask, tgt_mask)
+HookSpec = str | tuple  # "blocks.3.hook_resid_pre" or ("resid_pre", 3)
+Metric = Callable[..., Tensor]  # metric(logits [batch, pos, vocab], inputs or None) -> [batch] or scalar
+
+_MODALITIES = ("audio", "video", "image", "text", "media", "all")
+_ENCODER_PREFIXES = ("audio.", "vision.", "audio_proj.", "vision_proj.")
+
+
+# ---------------------------------------------------------------------------------------- alignment
+
+
+@dataclass(frozen=True)
+class PositionAlignment:
+    """Index tensors pairing source positions with target positions, one entry per patched token.
+
+    ``target_act[target_batch, target_pos] = source_act[source_batch, source_pos]`` is the patch.
+    Entries are ordered by target row, then by position.
+    """
+
+    source_batch: Int[Tensor, " n"]
+    source_pos: Int[Tensor, " n"]
+    target_batch: Int[Tensor, " n"]
+    target_pos: Int[Tensor, " n"]
+    source_rows: Int[Tensor, " target_batch"]  # the source row patched into each target row
+    source_shape: tuple[int, int]  # (batch, seq) of the source layout
+    target_shape: tuple[int, int]
+    description: str = ""
+
+    def __len__(self) -> int:
+        return int(self.target_pos.numel())
+
+    def __repr__(self) -> str:
+        return (f"PositionAlignment({len(self)} positions, {self.description}, "
+                f"source {self.source_shape} -> target {self.target_shape})")
+
+
+def _layout_of(x: Any) -> Any:
+    """A TokenLayout from a layout, ModelInputs or AVActivationCache."""
+    layout = getattr(x, "layout", x)
+    if layout is None or not hasattr(layout, "audio"):
+        raise ValueError(
+            "patching needs the token layout of both runs: pass ModelInputs from model.prepare (or their .layout)"
+        )
+    return layout
+
+
+def _mask(layout: Any, modality: Any, side: str) -> Bool[Tensor, "batch seq"]:
+    if isinstance(modality, Tensor):
+        mask = modality.bool().cpu().clone()
+        if tuple(mask.shape) != tuple(layout.shape):
+            raise ValueError(
+                f"the {side} mask has shape {tuple(mask.shape)} but the {side} layout is {tuple(layout.shape)}; "
+                f"give a [batch, seq] mask per run as modality=(source_mask, target_mask)"
+            )
+        return mask
+    if modality == "all":
+        return ~layout.padding.cpu()
+    if modality == "media":
+        return (layout.audio | layout.video | layout.image).cpu()
+    if modality in ("audio", "video", "image", "text"):
+        return getattr(layout, modality).cpu().bool().clone()  # a copy: time= narrows it in place
+    raise ValueError(f"modality must be one of {_MODALITIES}, a [batch, seq] bool mask or a (source_mask, target_mask) pair; got {modality!r}")
+
+
+def align_positions(
+    source: Any,
+    target: Any,
+    modality: Modality = "audio",
+    *,
+    time: tuple[float, float] | None = None,
+    source_rows: Sequence[int] | None = None,
+) -> PositionAlignment:
+    """Map the k-th ``modality`` position of each source row to the k-th of its target row.
+
+    Args:
+        source, target: TokenLayouts (or ModelInputs / caches carrying one).
+        modality: ``"audio"``, ``"video"``, ``"image"``, ``"text"``, ``"media"`` (any media
+            token), ``"all"`` (every non-padding position: the identity for equal layouts), one
+            bool mask ``[batch, seq]`` used for both runs, or a pair ``(source_mask, target_mask)``.
+        time: ``(start_s, end_s)``: keep only audio positions with ``start_s <= audio_time < end_s``
+            (the clip time from ``layout.audio_time``), in both runs.
+        source_rows: the source row patched into each target row; by default row i -> row i, or
+            source row 0 into every target row when the source has one row.
+
+    Raises:
+        ValueError: when a pair of rows has different counts, or a row index is out of range.
+
+    Example:
+        >>> align = align_positions(audio_only.layout, audio_video.layout, "audio")  # doctest: +SKIP
+        >>> len(align), align.target_pos[:3]                                          # doctest: +SKIP
+        (75, tensor([8, 9, 10]))
+    """
+    src_layout, tgt_layout = _layout_of(source), _layout_of(target)
+    if isinstance(modality, tuple):
+        if len(modality) != 2:
+            raise ValueError("modality as a tuple must be (source_mask, target_mask)")
+        src_mask, tgt_mask = _mask(src_layout, modality[0], "source"), _mask(tgt_layout, modality[1], "target")
+        name = "masks"
+    else:
+        src_mask, tgt_mask = _mask(src_layout, modality, "source"), _mask(tgt_layout, modality, "target")
+        name = modality if isinstance(modality, str) else "mask"
+    window = ""
+    if time is not None:
+        start, end = float(time[0]), float(time[1])
+        if not end > start:
+            raise ValueError(f"time=(start_s, end_s) needs end_s > start_s; got {time}")
+        for mask, layout in ((src_mask, src_layout), (tgt_mask, tgt_layout)):
+            t = layout.audio_time.cpu()
+            mask &= (t >= start) & (t < end)  # NaN (non-audio) compares False
+        window = f" in [{start:g}, {end:g}) s"
+        name += window
+
+    n_src, n_tgt = src_mask.shape[0], tgt_mask.shape[0]
+    if source_rows is None:
+        if n_src == n_tgt:
+            source_rows = list(range(n_tgt))
+        elif n_src == 1:
+            source_rows = [0] * n_tgt
+        else:
+            raise ValueError(
+                f"the source has {n_src} rows and the target {n_tgt}: pass source_rows=[...] "
+                f"(the source row to patch into each target row, {n_tgt} entries)"
+            )
+    source_rows = [int(r) for r in source_rows]
+    if len(source_rows) != n_tgt:
+        raise ValueError(f"source_rows has {len(source_rows)} entries for {n_tgt} target rows; give one per target row")
+    for t_row, s_row in enumerate(source_rows):
+        if not 0 <= s_row < n_src:
+            raise ValueError(f"source_rows[{t_row}] = {s_row} is out of range: the source has {n_src} rows")
+
+    sb, sp, tb, tp = [], [], [], []
+    what = modality if isinstance(modality, str) else "selected"
+    for t_row, s_row in enumerate(source_rows):
+        s_pos = src_mask[s_row].nonzero().flatten()
+        t_pos = tgt_mask[t_row].nonzero().flatten()
+        if len(s_pos) != len(t_pos):
+            rows = "" if n_src == n_tgt == 1 else f" (source row {s_row}, target row {t_row})"
+            raise ValueError(
+                f"source has {len(s_pos)} {what} tokens{window}, target {len(t_pos)}{rows}: patching maps the k-th "
+                f"{what} token of the source onto the k-th of the target, so the counts must match. Use the "
+                f"same media length in both runs, restrict to a common window with time=(start_s, end_s), "
+                f"or pass explicit masks modality=(source_mask, target_mask) with equal counts per row."
+            )
+        sb.append(torch.full_like(s_pos, s_row)), sp.append(s_pos)
+        tb.append(torch.full_like(t_pos, t_row)), tp.append(t_pos)
+
+    def cat(parts: list[Tensor]) -> Tensor:
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+
+    return PositionAlignment(cat(sb), cat(sp), cat(tb), cat(tp), torch.tensor(source_rows, dtype=torch.long),
+                             tuple(src_layout.shape), tuple(tgt_layout.shape), name)
+
+
+# ---------------------------------------------------------------------------------------- hooks
+
+
+def _hook_name(spec: HookSpec) -> str:
+    if isinstance(spec, tuple):
+        return get_act_name(spec[0], int(spec[1]))
+    if not isinstance(spec, str):
+        raise TypeError(f"a hook is a full name ('blocks.3.hook_resid_pre') or a (component, layer) pair; got {spec!r}")
+    return spec
+
+
+def _is_encoder(name: str) -> bool:
+    return name.startswith(_ENCODER_PREFIXES)
+
+
+def _check_patchable(name: str, model: Any = None) -> None:
+    if model is not None and name not in model.hook_dict:
+        raise ValueError(f"the model has no hook {name!r}; names look like 'blocks.3.hook_resid_pre' or 'audio_proj.hook_out'")
+    if not _is_encoder(name) and ("hook_pattern" in name or "hook_attn_scores" in name):
+        raise ValueError(
+            f"{name} is indexed by query and key positions; patch hook_z (per head) or hook_attn_out instead"
+        )
+
+
+def _heads_index(heads: int | Sequence[int] | None) -> Tensor | None:
+    if heads is None:
+        return None
+    return torch.tensor([heads] if isinstance(heads, int) else list(heads), dtype=torch.long)
+
+
+def _check_range(align: PositionAlignment, act: Tensor, name: str, side: str, row_offset: int = 0) -> None:
+    batch = align.source_batch if side == "source" else align.target_batch
+    pos = align.source_pos if side == "source" else align.target_pos
+    if len(pos) == 0:
+        return
+    if int(pos.max()) >= act.shape[1] or int(batch.max()) + row_offset >= act.shape[0]:
+        raise ValueError(
+            f"the alignment reaches {side} row {int(batch.max()) + row_offset}, position {int(pos.max())} but {name} "
+            f"has shape {tuple(act.shape[:2])} here; build the alignment from the layouts of these very runs"
+        )
+
+
+def _gather(act: Tensor, align: PositionAlignment, name: str) -> Tensor:
+    """Source activation at the aligned positions, in target order: [n, ...]."""
+    if _is_encoder(name):
+        return act.detach().clone()
+    _check_range(align, act, name, "source")
+    return act[align.source_batch.to(act.device), align.source_pos.to(act.device)].detach().clone()
+
+
+def _write(
+    act: Tensor, src: Tensor, align: PositionAlignment, name: str, heads: Tensor | None, row_offset: int = 0, clone: bool = True
+) -> Tensor:
+    """``act`` (a copy unless ``clone=False``) with the aligned target positions (rows shifted by
+    ``row_offset``) overwritten. Copying keeps tensors other hooks already hold (caches) intact."""
+    if _is_encoder(name):
+        if act.shape != src.shape:
+            raise ValueError(
+                f"{name} has shape {tuple(src.shape)} in the source run and {tuple(act.shape)} in the target: encoder "
+                f"activations are patched whole, which needs the same media (length) in both runs; patch the LLM "
+                f"side (e.g. audio_proj.hook_out positions through blocks.0.hook_resid_pre) instead"
+            )
+        return src.to(act.dtype)
+    _check_range(align, act, name, "target", row_offset)
+    if clone:
+        act = act.clone()
+    rows = align.target_batch.to(act.device) + row_offset
+    pos = align.target_pos.to(act.device)
+    if heads is None:
+        act[rows, pos] = src.to(act.dtype)
+    else:
+        if act.ndim != 4:
+            raise ValueError(f"heads= applies to per-head hooks [batch, pos, head, d_head] such as hook_z; {name} has {act.ndim} dims")
+        h = heads.to(act.device)
+        act[rows[:, None], pos[:, None], h[None, :]] = src[:, h].to(act.dtype)
+    return act
+
+
+def _source_store(names: Sequence[str], align: PositionAlignment) -> tuple[dict[str, Tensor], list]:
+    store: dict[str, Tensor] = {}
+
+    def keep(act: Tensor, hook: Any) -> None:
+        store[hook.name] = _gather(act, align, hook.name)
+
+    return store, [(name, keep) for name in names]
+
+
+def _missing(store: dict, names: Sequence[str]) -> None:
+    for name in names:
+        if name not in store:
+            raise ValueError(f"{name} did not fire in the source run (is that tower used there?); the source has nothing to patch in")
+
+
+def patching_hooks(
+    source_store: dict[str, Tensor],
+    align: PositionAlignment,
+    hook_names: Sequence[str],
+    heads: int | Sequence[int] | None = None,
+) -> list[tuple[str, Callable]]:
+    """Forward hooks that write gathered source activations into a target run (building block).
+
+    ``source_store[name]`` holds the source activation at the aligned positions ([n, ...], in
+    target order; whole tensors for encoder hooks), as :func:`patch` gathers it. Useful to patch
+    from a cache you already have, or to combine patches with other hooks:
+
+    Example:
+        >>> align = align_positions(source, target, "audio")                                   # doctest: +SKIP
+        >>> name = "blocks.1.hook_resid_pre"                                                    # doctest: +SKIP
+        >>> store = {name: source_cache[name][align.source_batch, align.source_pos]}            # doctest: +SKIP
+        >>> logits = model.run_with_hooks(target, fwd_hooks=patching_hooks(store, align, [name]))  # doctest: +SKIP
+    """
+    h = _heads_index(heads)
+
+    def write(act: Tensor, hook: Any) -> Tensor:
+        return _write(act, source_store[hook.name], align, hook.name, None if _is_encoder(hook.name) else h)
+
+    return [(name, write) for name in hook_names]
+
+
+def patch(
+    model: Any,
+    source: Any,
+    target: Any,
+    hook_names: HookSpec | Sequence[HookSpec],
+    modality: Modality = "audio",
+    *,
+    heads: int | Sequence[int] | None = None,
+    time: tuple[float, float] | None = None,
+    source_rows: Sequence[int] | None = None,
+    return_cache: bool = False,
+) -> Float[Tensor, "batch pos vocab"] | tuple[Tensor, Any]:
+    """Run ``target`` with the ``modality`` positions of ``hook_names`` taken from ``source``.
+
+    LLM hooks (``blocks.{l}.hook_resid_pre/mid/post``, ``hook_attn_out``, ``hook_mlp_out``,
+    ``attn.hook_z``...) are patched at the positions :func:`align_positions` pairs; ``heads``
+    restricts per-head hooks (``hook_z``, ``hook_q``...) to those heads. Encoder hooks
+    (``audio.blocks.{l}.hook_resid_post``, ``audio_proj.hook_out``...) are replaced whole and need
+    equal shapes. The source run caches only these hooks, at the aligned positions.
+
+    Args:
+        hook_names: one or several full names, or ``(component, layer)`` pairs (``("resid_pre", 3)``).
+        return_cache: also return the patched run's :class:`AVActivationCache` (every hook).
+
+    Returns:
+        The target's logits ``[batch, pos, vocab]`` under the patch (and the cache if asked).
+
+    Example:
+        >>> logits = patch(model, audio_only, audio_video, [("resid_pre", 10)], modality="audio")  # doctest: +SKIP
+        >>> logits = patch(model, audio_only, audio_video, "blocks.10.attn.hook_z", heads=3)       # doctest: +SKIP
+    """
+    single = isinstance(hook_names, str) or (
+        isinstance(hook_names, tuple) and len(hook_names) == 2 and isinstance(hook_names[1], int)
+    )
+    specs = [hook_names] if single else list(hook_names)
+    names = [_hook_name(s) for s in specs]
+    for name in names:
+        _check_patchable(name, model)
+    align = align_positions(source, target, modality, time=time, source_rows=source_rows)
+    store, keep_hooks = _source_store(names, align)
+    with torch.no_grad():
+        model.run_with_hooks(source, fwd_hooks=keep_hooks)
+        _missing(store, names)
+        hooks = patching_hooks(store, align, names, heads)
+        if return_cache:
+            with model.hooks(fwd_hooks=hooks):
+                return model.run_with_cache(target)
+        return model.run_with_hooks(target, fwd_hooks=hooks)
+
+
+# ---------------------------------------------------------------------------------------- metrics
+
+
+def final_logits(logits: Float[Tensor, "batch pos vocab"], inputs: Any = None) -> Float[Tensor, "batch vocab"]:
+    """Logits at the last real position of each row (``inputs``' attention mask; last column if None).
+
+    ``inputs`` may be ModelInputs, a TokenLayout or an attention mask ``[batch, seq]``.
+    """
+    if logits.ndim == 2:
+        return logits
+    if inputs is None:
+        return logits[:, -1]
+    mask = inputs if isinstance(inputs, Tensor) else inputs.attention_mask
+    mask = mask[:, : logits.shape[1]].to(logits.device).long()
+    if mask.shape[0] != logits.shape[0]:
+        raise ValueError(f"the logits have {logits.shape[0]} rows but the inputs {mask.shape[0]}")
+    last = mask.shape[1] - 1 - mask.flip(-1).argmax(-1)  # [batch]: the last 1 of each row
+    return logits[torch.arange(logits.shape[0], device=logits.device), last]
+
+
+def _tokenizer(model: Any) -> Any:
+    if model is None:
+        return None
+    return getattr(model, "tokenizer", None) if hasattr(model, "cfg") else model
+
+
+def _token_ids(answer: Any, model: Any, what: str) -> Int[Tensor, "*batch"]:
+    """int | str | per-row sequence of those | tensor -> a long tensor (scalar or [batch])."""
+    if isinstance(answer, Tensor):
+        return answer.long()
+    if isinstance(answer, (list, tuple)):
+        return torch.stack([_token_ids(a, model, what) for a in answer])
+    if isinstance(answer, str):
+        tok = _tokenizer(model)
+        if tok is None:
+            raise ValueError(f"{what} {answer!r} is a string but no tokenizer is at hand: pass model= (with a tokenizer) or token ids")
+        ids = tok.encode(answer, add_special_tokens=False)
+        if not ids:
+            raise ValueError(f"{what} {answer!r} tokenizes to nothing")
+        return torch.tensor(ids[0])
+    return torch.tensor(int(answer))
+
+
+def _pick(final: Float[Tensor, "batch vocab"], ids: Tensor) -> Float[Tensor, " batch"]:
+    ids = ids.to(final.device)
+    if ids.ndim == 0:
+        return final[:, ids]
+    if ids.shape[0] != final.shape[0]:
+        raise ValueError(f"{ids.shape[0]} answers for {final.shape[0]} rows; give one per row or a single one")
+    return final.gather(-1, ids[:, None])[:, 0]
+
+
+@dataclass
+class _LogitDiff:
+    a: Tensor
+    b: Tensor
+    __name__ = "logit_diff"
+
+    def __call__(self, logits: Tensor, inputs: Any = None) -> Float[Tensor, " batch"]:
+        final = final_logits(logits, inputs).float()
+        return _pick(final, self.a) - _pick(final, self.b)
+
+
+@dataclass
+class _AnswerProb:
+    answer: Tensor
+    __name__ = "answer_prob"
+
+    def __call__(self, logits: Tensor, inputs: Any = None) -> Float[Tensor, " batch"]:
+        return _pick(final_logits(logits, inputs).float().softmax(-1), self.answer)
+
+
+@dataclass
+class _KLToSource:
+    source_logprobs: Tensor  # [batch or 1, vocab]
+    __name__ = "kl_to_source"
+
+    def __call__(self, logits: Tensor, inputs: Any = None) -> Float[Tensor, " batch"]:
+        logq = final_logits(logits, inputs).float().log_softmax(-1)
+        logp = self.source_logprobs.to(logq.device)
+        if logp.shape[0] not in (1, logq.shape[0]):
+            raise ValueError(f"source logits have {logp.shape[0]} rows for {logq.shape[0]} patched rows")
+        return (logp.exp() * (logp - logq)).sum(-1)
+
+
+def logit_diff(answer_a: Any, answer_b: Any, model: Any = None) -> Metric:
+    """Metric: logit of ``answer_a`` minus logit of ``answer_b`` at the last real position, per row.
+
+    Answers are token ids or strings (first token, through ``model.tokenizer``), one for all rows
+    or one per row. Positive means the run prefers ``answer_a`` (e.g. the audio-correct word).
+
+    Example:
+        >>> metric = logit_diff(" dog", " car", model)             # doctest: +SKIP
+        >>> metric(model(target), target)                           # doctest: +SKIP
+        tensor([-1.73])
+    """
+    return _LogitDiff(_token_ids(answer_a, model, "answer_a"), _token_ids(answer_b, model, "answer_b"))
+
+
+def answer_prob(answer: Any, model: Any = None) -> Metric:
+    """Metric: probability of ``answer`` (id or string, first token) at the last real position, per row.
+
+    Example:
+        >>> answer_prob(" dog", model)(logits, inputs)  # doctest: +SKIP
+    """
+    return _AnswerProb(_token_ids(answer, model, "answer"))
+
+
+def kl_to_source(source_logits: Float[Tensor, "batch pos vocab"] | Float[Tensor, "batch vocab"], source: Any = None) -> Metric:
+    """Metric: KL(source || run) of the next-token distributions at the last real positions, per row.
+
+    ``source_logits`` are the source run's logits (with ``source`` inputs to find the last real
+    position under right padding) or its final logits ``[batch, vocab]``. 0 means the run
+    predicts exactly what the source does.
+
+    Example:
+        >>> metric = kl_to_source(model(audio_only), audio_only)  # doctest: +SKIP
+    """
+    return _KLToSource(final_logits(source_logits.detach(), source).float().log_softmax(-1))
+
+
+def restoration(patched: Any, target: Any, source: Any) -> Any:
+    """(patched - target) / (source - target): 0 = the unpatched target, 1 = the source's value.
+
+    Example:
+        >>> restoration(1.5, target=1.0, source=2.0)
+        0.5
+    """
+    return (patched - target) / (source - target)
+
+
+def _scalar(value: Any) -> float:
+    return float(torch.as_tensor(value).float().mean())
+
+
+# ---------------------------------------------------------------------------------------- sweep
+
+
+@dataclass
+class PatchingSweep:
+    """Result of :func:`patching_sweep`.
+
+    ``values`` is ``[component, layer]`` (``[layer, head]`` for a ``"z"`` sweep), averaged over
+    the (source, target) pairs and the target rows; ``per_pair`` keeps the pairs
+    (``[pair, ...]``). ``source_value`` / ``target_value`` are the metric on the unpatched runs
+    (per pair) and ``restoration`` the normalised effect, averaged over pairs. Cells a component
+    does not have (an encoder with fewer layers) are NaN; an encoder hook without a layer fills its
+    whole row. ``n_forwards`` counts patched forwards (the two reference forwards per pair, the
+    source run and the unpatched target, come on top).
+    """
+
+    per_pair: Float[Tensor, "pair row col"]
+    source_value: Float[Tensor, " pair"]
+    target_value: Float[Tensor, " pair"]
+    row_labels: list  # components (or layers of a "z" sweep)
+    col_labels: list[int]  # layers (or heads)
+    axis_names: tuple[str, str]
+    metric_name: str
+    n_forwards: int
+    fixed_rows: list[int] = field(default_factory=list)  # rows of layer-less encoder hooks
+
+    @property
+    def values(self) -> Float[Tensor, "row col"]:
+        return self.per_pair.mean(0)
+
+    @property
+    def restoration(self) -> Float[Tensor, "row col"]:
+        diff = (self.source_value - self.target_value)[:, None, None]
+        return ((self.per_pair - self.target_value[:, None, None]) / diff).mean(0)
+
+    def table(self) -> Any:
+        """A long pandas DataFrame: one row per cell (component, layer | layer, head), with value and restoration."""
+        import pandas as pd
+
+        values, restored = self.values, self.restoration
+        rows = []
+        for i, r in enumerate(self.row_labels):
+            for j, c in enumerate(self.col_labels):
+                if math.isnan(float(values[i, j])):
+                    continue
+                if i in self.fixed_rows:
+                    if j > 0:
+                        continue
+                    c = None
+                rows.append({self.axis_names[0]: r, self.axis_names[1]: c,
+                             "value": float(values[i, j]), "restoration": float(restored[i, j])})
+        df = pd.DataFrame(rows, columns=[*self.axis_names, "value", "restoration"])
+        df[self.axis_names[1]] = df[self.axis_names[1]].astype("Int64")
+        if self.axis_names[0] == "layer":
+            df[self.axis_names[0]] = df[self.axis_names[0]].astype("Int64")
+        return df
+
+    def plot(self, path: str | Path | None = None, normalized: bool = True, title: str | None = None) -> Any:
+        """Heatmap of ``restoration`` (or raw ``values``); saved to ``path`` (PNG) when given. Returns the figure."""
+        import numpy as np
+
+        from hooked_avllm.analysis.plotting import pyplot, save
+
+        plt = pyplot()
+        data = (self.restoration if normalized else self.values).numpy()
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.3 * len(self.col_labels) + 2), max(2.0, 0.4 * len(self.row_labels) + 1.2)))
+        if normalized:
+            image = ax.imshow(data, aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1)
+        else:
+            finite = data[~np.isnan(data)]
+            bound = float(np.abs(finite).max()) if finite.size else 1.0
+            image = ax.imshow(data, aspect="auto", cmap="RdBu_r", vmin=-bound, vmax=bound)
+        ax.set_xticks(range(len(self.col_labels)), [str(c) for c in self.col_labels])
+        ax.set_yticks(range(len(self.row_labels)), [str(r) for r in self.row_labels])
+        ax.set_xlabel(self.axis_names[1]), ax.set_ylabel(self.axis_names[0])
+        ax.set_title(title or f"{'restoration' if normalized else self.metric_name} by {' x '.join(self.axis_names)}")
+        fig.colorbar(image, ax=ax, label="restoration" if normalized else self.metric_name)
+        return save(fig, path)
+
+
+def _llm_inputs(model: Any, inputs: Any) -> tuple[Tensor, Tensor, Tensor, dict]:
+    """What ``model.forward`` hands to ``model._decode`` for ``inputs``: the towers run here, once.
+
+    Returns embeddings [batch, pos, d_model], position ids [3, batch, pos], the attention mask
+    [batch, pos] and the extra per-row arguments (position kinds, for knockouts) of ``_decode``.
+    """
+    kw = inputs.model_kwargs()
+    ids, mask = kw["input_ids"], kw["attention_mask"]
+    layout = getattr(inputs, "layout", None)
+    fits = layout is not None and tuple(layout.shape) == tuple(ids.shape)
+    if fits:
+        position_ids = layout.position_ids.to(ids.device)
+    else:
+        position_ids, _ = model.compute_position_ids(
+            ids, mask, kw.get("image_grid_thw"), kw.get("video_grid_thw"),
+            kw.get("video_second_per_grid", kw.get("second_per_grid_ts")), kw.get("feature_attention_mask"),
+            kw.get("input_features"), kw.get("use_audio_in_video", False),
+        )
+    embeds = model.embed_inputs(ids, *(kw.get(k) for k in ("input_features", "feature_attention_mask", "pixel_values",
+                                                           "image_grid_thw", "pixel_values_videos", "video_grid_thw")))
+    extra: dict[str, Any] = {}
+    params = inspect.signature(model._decode).parameters
+    if "kinds" in params:
+        from hooked_avllm.position_kinds import position_kinds
+
+        extra["kinds"] = position_kinds(ids, mask, model.cfg.tokens, layout)
+    if "n_prompt" in params and fits:
+        extra["n_prompt"] = layout.n_prompt
+    return embeds, position_ids, mask, extra
+
+
+def _metric_value(metric: Metric, logits: Tensor, inputs: Any) -> float:
+    return _scalar(metric(logits, inputs))
+
+
+def _encoder_layers(model: Any, template: str) -> list[int]:
+    out, layer = [], 0
+    while template.format(l=layer, layer=layer) in model.hook_dict:
+        out.append(layer)
+        layer += 1
+    if not out:
+        raise ValueError(f"no hook matches {template!r} (e.g. 'audio.blocks.{{l}}.hook_resid_post')")
+    return out
+
+
+def _as_pairs(source: Any, target: Any) -> list[tuple[Any, Any]]:
+    sources = list(source) if isinstance(source, (list, tuple)) else [source]
+    targets = list(target) if isinstance(target, (list, tuple)) else [target]
+    if len(sources) != len(targets):
+        raise ValueError(f"{len(sources)} sources for {len(targets)} targets; give (source, target) pairs of equal-length lists")
+    return list(zip(sources, targets))
+
+
+def patching_sweep(
+    model: Any,
+    source: Any,
+    target: Any,
+    metric: Metric | Sequence[Metric],
+    layers: Sequence[int] | None = None,
+    components: Sequence[str] = ("resid_pre", "attn_out", "mlp_out"),
+    modality: Modality = "audio",
+    *,
+    heads: Sequence[int] | None = None,
+    time: tuple[float, float] | None = None,
+    source_rows: Sequence[int] | None = None,
+    layers_per_forward: int = 1,
+    progress: bool = True,
+) -> PatchingSweep:
+    """Patch each (component, layer) — or each (layer, head) of ``hook_z`` — from source to target.
+
+    The target's towers run once; then each group of ``layers_per_forward`` layers is ONE
+    LLM-only forward on a batch with one block of rows per swept cell, each block patched at a
+    single (layer, component/head). Encoder components cost one full forward per cell.
+
+    Args:
+        source, target: ModelInputs, or equal-length lists of them (pairs of clips); values are
+            averaged over pairs (``per_pair`` keeps them) and over target rows.
+        metric: ``metric(logits, inputs) -> [batch] or scalar`` (e.g. :func:`logit_diff`), or one
+            metric per pair (per-clip answers, :func:`kl_to_source` of each source).
+        layers: LLM layers to sweep (default all).
+        components: LLM components (``resid_pre``, ``resid_mid``, ``resid_post``, ``attn_out``,
+            ``mlp_out``, any ``get_act_name`` short name with positions), encoder hook templates
+            (``"audio.blocks.{l}.hook_resid_post"``, swept over the tower's layers) or fixed
+            encoder hooks (``"audio_proj.hook_out"``); or ``("z",)`` alone for a [layer, head] sweep.
+        heads: the heads of a ``"z"`` sweep (default all).
+        modality, time, source_rows: as in :func:`align_positions`.
+
+    Example:
+        >>> sweep = patching_sweep(model, audio_only, audio_video, logit_diff(" dog", " car", model))  # doctest: +SKIP
+        >>> sweep.values.shape, sweep.n_forwards                                                        # doctest: +SKIP
+        (torch.Size([3, 36]), 36)
+        >>> sweep.plot("patching.png")                                                                  # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    n_layers = model.cfg.n_layers
+    layers = list(range(n_layers)) if layers is None else [int(l) for l in layers]
+    for layer in layers:
+        if not 0 <= layer < n_layers:
+            raise ValueError(f"layer {layer} is out of range: the LLM has {n_layers} layers")
+    if layers_per_forward < 1:
+        raise ValueError("layers_per_forward must be >= 1")
+    components = [components] if isinstance(components, str) else list(components)
+    per_head = "z" in components
+    if per_head and len(components) > 1:
+        raise ValueError("sweep 'z' (per head, [layer, head]) in its own call; use 'attn_out' for all heads at once")
+
+    # cells: (row, col, hook name, head or None); llm cells are batched per layer group
+    llm_cells: dict[int, list[tuple[int, int, str, int | None]]] = {}
+    enc_cells: list[tuple[int, int, str]] = []
+    fixed_rows: list[int] = []
+    if per_head:
+        head_list = list(range(model.cfg.text.n_heads)) if heads is None else [int(h) for h in heads]
+        row_labels, col_labels = [int(l) for l in layers], head_list
+        axis_names = ("layer", "head")
+        for i, layer in enumerate(layers):
+            llm_cells[layer] = [(i, j, get_act_name("z", layer), h) for j, h in enumerate(head_list)]
+    else:
+        axis_names = ("component", "layer")
+        templates = {c: _encoder_layers(model, c) for c in components if _is_encoder(c) and "{" in c}
+        col_labels = sorted(set(layers).union(*templates.values()))
+        col = {c: j for j, c in enumerate(col_labels)}
+        row_labels = components
+        for i, comp in enumerate(components):
+            if comp in templates:
+                enc_cells += [(i, col[l], comp.format(l=l, layer=l)) for l in templates[comp]]
+            elif _is_encoder(comp):
+                _check_patchable(comp, model)
+                fixed_rows.append(i)
+                enc_cells.append((i, -1, comp))
+            else:
+                for layer in layers:
+                    name = get_act_name(comp, layer)
+                    _check_patchable(name, model)
+                    llm_cells.setdefault(layer, []).append((i, col[layer], name, None))
+    names = sorted({c[2] for cells in llm_cells.values() for c in cells} | {c[2] for c in enc_cells})
+    groups = [layers[k : k + layers_per_forward] for k in range(0, len(layers), layers_per_forward)]
+    groups = [g for g in groups if any(l in llm_cells for l in g)]
+
+    pairs = _as_pairs(source, target)
+    metrics = list(metric) if isinstance(metric, (list, tuple)) else [metric] * len(pairs)
+    if len(metrics) != len(pairs):
+        raise ValueError(f"{len(metrics)} metrics for {len(pairs)} (source, target) pairs; give one metric or one per pair")
+    per_pair = torch.full((len(pairs), len(row_labels), len(col_labels)), float("nan"))
+    source_values, target_values = torch.zeros(len(pairs)), torch.zeros(len(pairs))
+    n_forwards = 0
+    bar = tqdm(total=len(pairs) * (len(groups) + len(enc_cells)), disable=not progress, desc="patching")
+    for p, ((src, tgt), pair_metric) in enumerate(zip(pairs, metrics)):
+        align = align_positions(src, tgt, modality, time=time, source_rows=source_rows)
+        store, keep_hooks = _source_store(names, align)
+        with torch.no_grad():
+            source_logits = model.run_with_hooks(src, fwd_hooks=keep_hooks)
+            _missing(store, names)
+            src_final = final_logits(source_logits, src)[align.source_rows.to(source_logits.device)]
+            source_values[p] = _metric_value(pair_metric, src_final[:, None], None)
+
+            embeds, position_ids, mask, extra = _llm_inputs(model, tgt)  # the target's towers, once
+            batch = embeds.shape[0]
+            target_values[p] = _metric_value(pair_metric, model._decode(embeds, position_ids, mask, "logits", **extra), tgt)
+
+            for group in groups:
+                cells = [c for layer in group for c in llm_cells.get(layer, [])]
+                by_hook: dict[str, list[tuple[int, int | None]]] = {}
+                for k, cell in enumerate(cells):
+                    by_hook.setdefault(cell[2], []).append((k * batch, cell[3]))
+                hooks = [(name, _block_writer(store[name], align, blocks)) for name, blocks in by_hook.items()]
+                n = len(cells)
+                rows = {k: v.repeat(n, 1) if isinstance(v, Tensor) else v for k, v in extra.items()}
+                with model.hooks(fwd_hooks=hooks):
+                    logits = model._decode(
+                        embeds.repeat(n, 1, 1), position_ids.repeat(1, n, 1), mask.repeat(n, 1), "logits", **rows
+                    )
+                n_forwards += 1
+                for k, (i, j, _, _) in enumerate(cells):
+                    per_pair[p, i, j] = _metric_value(pair_metric, logits[k * batch : (k + 1) * batch], tgt)
+                bar.update(1)
+
+            for i, j, name in enc_cells:
+                hooks = patching_hooks(store, align, [name])
+                logits = model.run_with_hooks(tgt, fwd_hooks=hooks)
+                n_forwards += 1
+                value = _metric_value(pair_metric, logits, tgt)
+                if j < 0:
+                    per_pair[p, i, :] = value
+                else:
+                    per_pair[p, i, j] = value
+                bar.update(1)
+    bar.close()
+    name = getattr(metrics[0], "__name__", type(metrics[0]).__name__)
+    return PatchingSweep(per_pair, source_values, target_values, [str(r) if not per_head else r for r in row_labels],
+                         col_labels, axis_names, name, n_forwards, fixed_rows)
+
+
+def _block_writer(src: Tensor, align: PositionAlignment, blocks: list[tuple[int, int | None]]) -> Callable:
+    """One hook writing ``src`` into several row blocks (offset, head) of a batched run."""
+
+    def write(act: Tensor, hook: Any) -> Tensor:
+        act = act.clone()
+        for offset, head in blocks:
+            _write(act, src, align, hook.name, None if head is None else torch.tensor([head]), offset, clone=False)
+        return act
+
+    return write

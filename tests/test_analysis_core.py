@@ -1,0 +1,303 @@
+"""Modality selection, generation caching, knockout, token dropping and attention share: known answers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from analysis_support import batch_inputs, clip_inputs, tiny_model
+from hooked_avllm import HookedAVLLM
+from hooked_avllm.analysis.attention_share import attention_share, shares_from_patterns
+from hooked_avllm.analysis.knockout import Knockout, KnockoutRule, generate_with_knockout, knockout, knockout_sweep
+from hooked_avllm.analysis.token_dropping import drop_tokens
+from hooked_avllm.components.rotary import rotary_mrope
+from hooked_avllm.inputs import teacher_forced_inputs
+from hooked_avllm.position_kinds import AUDIO, GENERATED, VIDEO, position_kinds
+from reference_models import build_omni_thinker
+
+NEW = 6
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model(seed=3)
+
+
+@pytest.fixture(scope="module")
+def av(model):
+    return clip_inputs(model, seconds=3, seed=1)
+
+
+@pytest.fixture(scope="module")
+def batch(model):
+    return batch_inputs(model, [clip_inputs(model, seconds=3, seed=1), clip_inputs(model, seconds=2, seed=2)])
+
+
+def teacher_forced(inputs, tokens):
+    """The inputs with the generated tokens appended (the layout marks them generated)."""
+    return teacher_forced_inputs(inputs, tokens[:, inputs.input_ids.shape[1]:])
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def test_select_by_modality_time_and_item(model, batch):
+    _, cache = model.run_with_cache(batch, names_filter=lambda n: n.endswith("resid_post") or n.endswith("hook_pattern"))
+    layout = cache.layout
+    resid = cache["blocks.1.hook_resid_post"]
+    assert torch.equal(cache.select("blocks.1.hook_resid_post", "audio"), resid[layout.audio])
+    early = cache.select("blocks.1.hook_resid_post", "audio", time=(0.0, 2.0))
+    assert early.shape[0] == 2 * 50  # two clips, 2 s each at 25 tokens/s
+    assert torch.equal(cache.positions("audio", time=(0.0, 2.0)), layout.audio & (layout.audio_time < 2.0))
+    second_video = cache.select("blocks.1.hook_resid_post", "video", item=1)
+    span = layout.spans_of("video")[1]
+    assert torch.equal(second_video, resid[span.batch, span.positions])
+    assert cache.select("blocks.1.hook_resid_post", "audio", batch=1).shape[0] == 50
+    last = cache.select("blocks.0.attn.hook_pattern", "last")  # query axis: [n, head, key]
+    assert last.shape == (2, 4, batch.input_ids.shape[1])
+    assert torch.equal(last[0], cache["blocks.0.attn.hook_pattern"][0, :, -1])
+    with pytest.raises(ValueError, match="encoder activation"):
+        cache.select("audio.blocks.0.hook_resid_post", "audio")
+    with pytest.raises(ValueError, match="no video item 5"):
+        cache.select("blocks.1.hook_resid_post", "video", item=5)
+    with pytest.raises(ValueError, match="unknown positions"):
+        cache.select("blocks.1.hook_resid_post", "sound")
+
+
+def test_cache_of_hf_style_kwargs_gets_a_layout(model, av):
+    _, cache = model.run_with_cache(**av.model_kwargs())
+    assert cache.layout is not None
+    assert torch.equal(cache.layout.audio, av.layout.audio) and torch.equal(cache.layout.video, av.layout.video)
+
+
+# ----------------------------------------------------------------------------- generation caching
+
+
+def test_generate_with_cache_concatenated_equals_teacher_forced_forward(model, batch):
+    names = lambda n: n.endswith("hook_resid_post") or n == "blocks.1.attn.hook_pattern"  # noqa: E731
+    tokens, cache = model.generate_with_cache(batch, NEW, names_filter=names, eos_token_id=[], device="cpu")
+    assert cache.layout.shape == tuple(tokens.shape) and int(cache.layout.generated.sum()) == 2 * NEW
+    _, full = model.run_with_cache(teacher_forced(batch, tokens), names_filter=names)
+    real = cache.layout.attention_mask.bool()
+    for name in ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post"):
+        assert (cache[name][real] - full[name][real]).abs().max() < 1e-5
+    pattern, reference = cache["blocks.1.attn.hook_pattern"], full["blocks.1.attn.hook_pattern"]
+    assert pattern.shape == reference.shape
+    assert (pattern - reference).abs().max() < 1e-5
+    assert cache.select("blocks.1.hook_resid_post", "generated").shape == (2 * NEW, 64)
+
+
+def test_generate_with_cache_per_step(model, av):
+    tokens, caches = model.generate_with_cache(av, 4, names_filter=["blocks.0.hook_resid_post", "audio.hook_out"],
+                                               concat=False, eos_token_id=[])
+    assert len(caches) == 5  # prefill + 4 steps (the last token is run too)
+    assert caches[0]["blocks.0.hook_resid_post"].shape[1] == av.input_ids.shape[1]
+    assert all(c["blocks.0.hook_resid_post"].shape[1] == 1 for c in caches[1:])
+    assert "audio.hook_out" in caches[0].cache_dict and "audio.hook_out" not in caches[1].cache_dict
+
+
+# ----------------------------------------------------------------------------- knockout
+
+
+def test_empty_knockout_equals_plain_forward_and_generate(model, batch):
+    with torch.no_grad():
+        plain = model(batch)
+        with knockout(model, []):
+            edited = model(batch)
+    assert torch.equal(plain, edited)
+    assert torch.equal(model.generate(batch, NEW, eos_token_id=[]),
+                       generate_with_knockout(model, batch, [], NEW, eos_token_id=[]))
+
+
+@pytest.fixture(scope="module")
+def reference_pair(tmp_path_factory):
+    reference = build_omni_thinker("a", seed=1)
+    folder = tmp_path_factory.mktemp("knockout_ref")
+    reference.save_pretrained(folder)
+    return reference, HookedAVLLM.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("rule,layers", [(("any", "audio"), None), (("text", "video"), (1, 2))])
+def test_knockout_equals_masked_reference(reference_pair, rule, layers):
+    """The Hugging Face thinker run with an explicit 4D additive mask built here (edges blocked in
+    every layer) is the independent reference; with a layer range, only the covered layers differ,
+    checked through each layer's residual."""
+    reference, ours = reference_pair
+    inputs = clip_inputs(ours, seconds=3, seed=5)
+    n = inputs.input_ids.shape[1]
+    kinds = position_kinds(inputs.input_ids, inputs.attention_mask, ours.cfg.tokens)
+    codes = {"any": [0, 1, 2, 3], "audio": [AUDIO], "video": [VIDEO], "text": [0]}
+    q = torch.isin(kinds, torch.tensor(codes[rule[0]]))[:, :, None]
+    k = torch.isin(kinds, torch.tensor(codes[rule[1]]))[:, None, :]
+    allowed = torch.ones(n, n, dtype=torch.bool).tril()[None] & ~(q & k) | torch.eye(n, dtype=torch.bool)[None]
+    mask = torch.zeros(1, 1, n, n).masked_fill(~allowed[:, None], float("-inf"))
+    kwargs = dict(inputs.model_kwargs(), attention_mask=mask)
+    with torch.no_grad():
+        ref = reference(**kwargs, position_ids=inputs.layout.position_ids, output_hidden_states=True)
+        with knockout(ours, KnockoutRule(*rule, layers=layers)):
+            logits, cache = ours.run_with_cache(inputs, names_filter=lambda name: name.endswith("resid_post"))
+        plain = ours(inputs)
+    if layers is None:
+        assert (logits - ref.logits).abs().max() < 1e-4
+        assert (plain - ref.logits).abs().max() > 1e-2  # the rule matters
+    else:
+        # layer 0 is not covered: its output equals the plain run's; layer 1 is: equals the reference's
+        # layer-1 block applied to the plain layer-0 output, which is what the masked reference computes
+        _, plain_cache = ours.run_with_cache(inputs, names_filter=lambda name: name.endswith("resid_post"))
+        assert torch.allclose(cache["blocks.0.hook_resid_post"], plain_cache["blocks.0.hook_resid_post"])
+        text_model = getattr(reference.model, "language_model", reference.model)  # transformers 5.x layouts
+        block = text_model.layers[1]
+        rotary = text_model.rotary_emb(plain_cache["blocks.0.hook_resid_post"], inputs.layout.position_ids)
+        out = block(plain_cache["blocks.0.hook_resid_post"], attention_mask=mask, position_embeddings=rotary,
+                    position_ids=inputs.layout.position_ids)
+        out = out[0] if isinstance(out, tuple) else out
+        assert (cache["blocks.1.hook_resid_post"] - out).abs().max() < 1e-4
+
+
+def test_knockout_generation_with_cache_equals_without(model, batch):
+    rules = Knockout([KnockoutRule("generated", "video", layers=(1, 2)), KnockoutRule("generated", "audio", (0, 1))],
+                     last_prompt_as_generated=True)
+    with knockout(model, rules):
+        cached = model.generate(batch, NEW, eos_token_id=[])
+        tokens = batch.input_ids
+        with torch.no_grad():
+            for _ in range(NEW):  # no cache: the whole sequence every step, generated positions marked
+                logits = model(teacher_forced(batch, tokens))
+                tokens = torch.cat([tokens, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(cached, tokens)
+    assert not torch.equal(cached, model.generate(batch, NEW, eos_token_id=[]))  # the rules change the text
+
+
+def test_last_prompt_as_generated_moves_the_last_prompt_query(model, av):
+    rule = KnockoutRule("generated", "audio")
+    with torch.no_grad():
+        plain = model(av)
+        with knockout(model, rule):  # no generated positions in a plain forward: nothing changes
+            same = model(av)
+        with knockout(model, rule, last_prompt_as_generated=True):
+            moved = model(av)
+    assert torch.equal(plain, same)
+    assert torch.equal(moved[:, :-1], plain[:, :-1]) and not torch.allclose(moved[:, -1], plain[:, -1])
+
+
+def test_knockout_rules_are_checked_and_compose():
+    with pytest.raises(ValueError, match="unknown kind"):
+        KnockoutRule("generated", "sound")
+    combined = KnockoutRule("generated", "video", (18, 30)) | KnockoutRule("generated", "audio")
+    assert isinstance(combined, Knockout) and len(combined.rules) == 2
+    assert "generated->video @ layers 18-29" in repr(combined)
+
+
+def test_knockout_sweep_table_and_plot(model, av, tmp_path):
+    sweep = knockout_sweep(
+        model, [av], {"gen->audio": lambda layers: KnockoutRule("generated", "audio", layers)},
+        windows=[(0, 1), (1, 2)], score=lambda new_tokens, clip: float(new_tokens[0]), max_new_tokens=3,
+        eos_token_id=[], progress=False,
+    )
+    assert sweep.scores.shape == (1, 2, 1) and sweep.baseline.shape == (1,)
+    assert len(sweep.table()) == 1 + 2
+    sweep.plot(tmp_path / "ko.png")
+    assert (tmp_path / "ko.png").stat().st_size > 0
+
+
+# ----------------------------------------------------------------------------- token dropping
+
+
+def test_dropping_equals_removing_the_tokens(model, av):
+    """After layer 0, drop the video tokens: later layers equal a run where they are deleted from
+    the sequence (remaining tokens keep their position ids), computed here block by block."""
+    with torch.no_grad():
+        with drop_tokens(model, "video", after_layer=0):
+            dropped = model(av)
+        _, cache = model.run_with_cache(av, names_filter="blocks.0.hook_resid_post")
+        keep = ~av.layout.video[0]
+        resid = cache["blocks.0.hook_resid_post"][:, keep]
+        t = model.cfg.text
+        rotary = rotary_mrope(av.layout.position_ids[:, :, keep], t.d_head, t.rope_theta, t.mrope_section)
+        for block in model.blocks[1:]:
+            resid = block(resid, rotary=rotary, causal=True)
+        removed = model.unembed(model.ln_final(resid))
+    assert (dropped[:, keep] - removed).abs().max() < 1e-5
+
+
+def test_dropping_in_generation_matches_recomputation(model, av):
+    with drop_tokens(model, "audio", after_layer=0):
+        cached = model.generate(av, NEW, eos_token_id=[])
+        with torch.no_grad():
+            full = model(teacher_forced(av, cached))
+    assert torch.equal(full[:, av.input_ids.shape[1] - 1 : -1].argmax(-1), cached[:, av.input_ids.shape[1]:])
+
+
+# ----------------------------------------------------------------------------- attention share
+
+
+def test_shares_sum_to_one_and_match_full_patterns(model, batch):
+    shares = attention_share(model, batch, queries="all")
+    assert shares.values.shape[1:] == (2, 4, 5)
+    assert (shares.values.sum(-1) - 1).abs().max() < 1e-5
+    _, cache = model.run_with_cache(batch, names_filter=lambda n: n.endswith("hook_pattern"))
+    kinds = position_kinds(batch.input_ids, batch.attention_mask, model.cfg.tokens, batch.layout)
+    for layer in range(2):
+        full = shares_from_patterns(cache["pattern", layer], kinds)  # [batch, head, query, kind]
+        expected = full[shares.batch, :, shares.position]
+        assert (shares.values[:, layer] - expected).abs().max() < 1e-5
+
+
+def test_shares_during_generation_match_cached_patterns(model, batch):
+    shares = attention_share(model, batch, max_new_tokens=NEW, eos_token_id=[])
+    n_prompt = batch.input_ids.shape[1]
+    assert shares.values.shape[0] == 2 * NEW  # last prompt position + NEW - 1 fed tokens, per row
+    assert sorted(set(shares.step.tolist())) == list(range(NEW))
+    tokens, cache = model.generate_with_cache(batch, NEW, names_filter=lambda n: n.endswith("hook_pattern"),
+                                              eos_token_id=[])
+    kinds = position_kinds(tokens, cache.layout.attention_mask, model.cfg.tokens, cache.layout)
+    for layer in range(2):
+        full = shares_from_patterns(cache["pattern", layer], kinds)
+        expected = full[shares.batch, :, shares.position]
+        assert (shares.values[:, layer] - expected).abs().max() < 1e-5
+    assert set(shares.position.tolist()) == set(range(n_prompt - 1, n_prompt + NEW - 1))
+    assert (kinds[:, n_prompt:] == GENERATED).all()
+
+
+def test_share_steps_after_the_end_token_are_left_out(model, av):
+    first = int(model.generate(av, 1, eos_token_id=[])[0, -1])
+    shares = attention_share(model, av, max_new_tokens=NEW, eos_token_id=first)
+    assert shares.values.shape[0] == 1  # only the query that predicted the end token
+
+
+def test_share_table_and_plot(model, batch, tmp_path):
+    shares = attention_share(model, batch, max_new_tokens=3, eos_token_id=[])
+    table = shares.table()
+    assert set(table.columns) == {"clip", "layer", "kind", "share"} and len(table) == 2 * 2 * 5
+    sums = table.groupby(["clip", "layer"]).share.sum()
+    assert (sums - 1).abs().max() < 1e-5
+    assert shares.mean().shape == (2, 5)
+    shares.plot(tmp_path / "share.png")
+    assert (tmp_path / "share.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="choose the queries"):
+        attention_share(model, batch)
+
+
+def test_shares_during_generation_equal_hf_eager_output_attentions(reference_pair):
+    """The reference generates with eager attention and returns every step's patterns; shares
+    reduced from those equal ours, step by step (float32, so the greedy tokens agree)."""
+    reference, ours = reference_pair
+    inputs = clip_inputs(ours, seconds=3, seed=6)
+    n_prompt = inputs.input_ids.shape[1]
+    previous = reference.config._attn_implementation
+    reference.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            out = reference.generate(**inputs.model_kwargs(), max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False,
+                                     eos_token_id=None, pad_token_id=0, output_attentions=True,
+                                     return_dict_in_generate=True)
+    finally:
+        reference.set_attn_implementation(previous)
+    shares = attention_share(ours, inputs, max_new_tokens=NEW, eos_token_id=[])
+    kinds = position_kinds(out.sequences, None, ours.cfg.tokens)
+    kinds[:, n_prompt:] = GENERATED
+    for step, layers in enumerate(out.attentions):  # step 0: prefill, its last row is the last prompt position
+        ours_step = shares.values[shares.step == step][0]  # [layer, head, kind]
+        for layer, pattern in enumerate(layers):
+            expected = shares_from_patterns(pattern[:, :, -1:], kinds[:, : pattern.shape[-1]])[0, :, 0]
+            assert (ours_step[layer] - expected).abs().max() < 1e-5, (step, layer)
