@@ -9,6 +9,8 @@ module                  what it does
 ``knockout``            E3: block query-kind -> key-kind attention in chosen layers; sweeps
 ``token_shift``         E4: teacher-force a caption through a base model; KL, rank, shift labels
 ``heatmap``             E4: attention (or any score) on video tokens drawn over the frames
+``alignment``           pair the k-th audio/video/... token of one run with the k-th of another
+``metrics``             logit difference, answer probability, KL to a source run, restoration
 ``patching``            activation patching across layouts (audio-only -> audio + video); sweeps
 ``token_dropping``      drop audio or video tokens after a layer, in prefill and generation
 ======================  ==========================================================================
@@ -18,6 +20,7 @@ Example:
     >>> shares = attention_share(model, inputs, max_new_tokens=50)                  # doctest: +SKIP
 """
 
+from hooked_avllm.analysis.alignment import align_positions
 from hooked_avllm.analysis.attention_share import AttentionShare, attention_share, shares_from_patterns
 from hooked_avllm.analysis.heatmap import attention_to_video, plot_frame_heatmaps, video_token_grid
 from hooked_avllm.analysis.knockout import (
@@ -29,16 +32,8 @@ from hooked_avllm.analysis.knockout import (
     knockout_sweep,
 )
 from hooked_avllm.analysis.logit_lens import LogitLensResult, logit_lens
-from hooked_avllm.analysis.patching import (
-    PatchingSweep,
-    align_positions,
-    answer_prob,
-    kl_to_source,
-    logit_diff,
-    patch,
-    patching_sweep,
-    restoration,
-)
+from hooked_avllm.analysis.metrics import answer_prob, kl_to_source, logit_diff, restoration
+from hooked_avllm.analysis.patching import PatchingSweep, patch, patching_sweep
 from hooked_avllm.analysis.select import position_mask
 from hooked_avllm.analysis.token_dropping import DropTokens, drop_tokens
 from hooked_avllm.analysis.token_shift import TokenShiftResult, shift_summary, token_shift

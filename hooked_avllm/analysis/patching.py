@@ -31,9 +31,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
+
+from hooked_avllm.analysis.alignment import Modality, PositionAlignment, align_positions
+from hooked_avllm.analysis.metrics import (
+    Metric,
+    _scalar,
+    answer_prob,
+    final_logits,
+    kl_to_source,
+    logit_diff,
+    restoration,
+)
 
 __all__ = [
     "PatchingSweep",
@@ -49,157 +60,8 @@ __all__ = [
     "restoration",
 ]
 
-Modality = str | Tensor | tuple  # "audio" | "video" | "image" | "text" | "media" | "all" | mask | (src_mask, tgt_mask)
 HookSpec = str | tuple  # "blocks.3.hook_resid_pre" or ("resid_pre", 3)
-Metric = Callable[..., Tensor]  # metric(logits [batch, pos, vocab], inputs or None) -> [batch] or scalar
-
-_MODALITIES = ("audio", "video", "image", "text", "media", "all")
 _ENCODER_PREFIXES = ("audio.", "vision.", "audio_proj.", "vision_proj.")
-
-
-# ---------------------------------------------------------------------------------------- alignment
-
-
-@dataclass(frozen=True)
-class PositionAlignment:
-    """Index tensors pairing source positions with target positions, one entry per patched token.
-
-    ``target_act[target_batch, target_pos] = source_act[source_batch, source_pos]`` is the patch.
-    Entries are ordered by target row, then by position.
-    """
-
-    source_batch: Int[Tensor, " n"]
-    source_pos: Int[Tensor, " n"]
-    target_batch: Int[Tensor, " n"]
-    target_pos: Int[Tensor, " n"]
-    source_rows: Int[Tensor, " target_batch"]  # the source row patched into each target row
-    source_shape: tuple[int, int]  # (batch, seq) of the source layout
-    target_shape: tuple[int, int]
-    description: str = ""
-
-    def __len__(self) -> int:
-        return int(self.target_pos.numel())
-
-    def __repr__(self) -> str:
-        return (f"PositionAlignment({len(self)} positions, {self.description}, "
-                f"source {self.source_shape} -> target {self.target_shape})")
-
-
-def _layout_of(x: Any) -> Any:
-    """A TokenLayout from a layout, ModelInputs or AVActivationCache."""
-    layout = getattr(x, "layout", x)
-    if layout is None or not hasattr(layout, "audio"):
-        raise ValueError(
-            "patching needs the token layout of both runs: pass ModelInputs from model.prepare (or their .layout)"
-        )
-    return layout
-
-
-def _mask(layout: Any, modality: Any, side: str) -> Bool[Tensor, "batch seq"]:
-    if isinstance(modality, Tensor):
-        mask = modality.bool().cpu().clone()
-        if tuple(mask.shape) != tuple(layout.shape):
-            raise ValueError(
-                f"the {side} mask has shape {tuple(mask.shape)} but the {side} layout is {tuple(layout.shape)}; "
-                f"give a [batch, seq] mask per run as modality=(source_mask, target_mask)"
-            )
-        return mask
-    if modality == "all":
-        return ~layout.padding.cpu()
-    if modality == "media":
-        return (layout.audio | layout.video | layout.image).cpu()
-    if modality in ("audio", "video", "image", "text"):
-        return getattr(layout, modality).cpu().bool().clone()  # a copy: time= narrows it in place
-    raise ValueError(f"modality must be one of {_MODALITIES}, a [batch, seq] bool mask or a (source_mask, target_mask) pair; got {modality!r}")
-
-
-def align_positions(
-    source: Any,
-    target: Any,
-    modality: Modality = "audio",
-    *,
-    time: tuple[float, float] | None = None,
-    source_rows: Sequence[int] | None = None,
-) -> PositionAlignment:
-    """Map the k-th ``modality`` position of each source row to the k-th of its target row.
-
-    Args:
-        source, target: TokenLayouts (or ModelInputs / caches carrying one).
-        modality: ``"audio"``, ``"video"``, ``"image"``, ``"text"``, ``"media"`` (any media
-            token), ``"all"`` (every non-padding position: the identity for equal layouts), one
-            bool mask ``[batch, seq]`` used for both runs, or a pair ``(source_mask, target_mask)``.
-        time: ``(start_s, end_s)``: keep only audio positions with ``start_s <= audio_time < end_s``
-            (the clip time from ``layout.audio_time``), in both runs.
-        source_rows: the source row patched into each target row; by default row i -> row i, or
-            source row 0 into every target row when the source has one row.
-
-    Raises:
-        ValueError: when a pair of rows has different counts, or a row index is out of range.
-
-    Example:
-        >>> align = align_positions(audio_only.layout, audio_video.layout, "audio")  # doctest: +SKIP
-        >>> len(align), align.target_pos[:3]                                          # doctest: +SKIP
-        (75, tensor([8, 9, 10]))
-    """
-    src_layout, tgt_layout = _layout_of(source), _layout_of(target)
-    if isinstance(modality, tuple):
-        if len(modality) != 2:
-            raise ValueError("modality as a tuple must be (source_mask, target_mask)")
-        src_mask, tgt_mask = _mask(src_layout, modality[0], "source"), _mask(tgt_layout, modality[1], "target")
-        name = "masks"
-    else:
-        src_mask, tgt_mask = _mask(src_layout, modality, "source"), _mask(tgt_layout, modality, "target")
-        name = modality if isinstance(modality, str) else "mask"
-    window = ""
-    if time is not None:
-        start, end = float(time[0]), float(time[1])
-        if not end > start:
-            raise ValueError(f"time=(start_s, end_s) needs end_s > start_s; got {time}")
-        for mask, layout in ((src_mask, src_layout), (tgt_mask, tgt_layout)):
-            t = layout.audio_time.cpu()
-            mask &= (t >= start) & (t < end)  # NaN (non-audio) compares False
-        window = f" in [{start:g}, {end:g}) s"
-        name += window
-
-    n_src, n_tgt = src_mask.shape[0], tgt_mask.shape[0]
-    if source_rows is None:
-        if n_src == n_tgt:
-            source_rows = list(range(n_tgt))
-        elif n_src == 1:
-            source_rows = [0] * n_tgt
-        else:
-            raise ValueError(
-                f"the source has {n_src} rows and the target {n_tgt}: pass source_rows=[...] "
-                f"(the source row to patch into each target row, {n_tgt} entries)"
-            )
-    source_rows = [int(r) for r in source_rows]
-    if len(source_rows) != n_tgt:
-        raise ValueError(f"source_rows has {len(source_rows)} entries for {n_tgt} target rows; give one per target row")
-    for t_row, s_row in enumerate(source_rows):
-        if not 0 <= s_row < n_src:
-            raise ValueError(f"source_rows[{t_row}] = {s_row} is out of range: the source has {n_src} rows")
-
-    sb, sp, tb, tp = [], [], [], []
-    what = modality if isinstance(modality, str) else "selected"
-    for t_row, s_row in enumerate(source_rows):
-        s_pos = src_mask[s_row].nonzero().flatten()
-        t_pos = tgt_mask[t_row].nonzero().flatten()
-        if len(s_pos) != len(t_pos):
-            rows = "" if n_src == n_tgt == 1 else f" (source row {s_row}, target row {t_row})"
-            raise ValueError(
-                f"source has {len(s_pos)} {what} tokens{window}, target {len(t_pos)}{rows}: patching maps the k-th "
-                f"{what} token of the source onto the k-th of the target, so the counts must match. Use the "
-                f"same media length in both runs, restrict to a common window with time=(start_s, end_s), "
-                f"or pass explicit masks modality=(source_mask, target_mask) with equal counts per row."
-            )
-        sb.append(torch.full_like(s_pos, s_row)), sp.append(s_pos)
-        tb.append(torch.full_like(t_pos, t_row)), tp.append(t_pos)
-
-    def cat(parts: list[Tensor]) -> Tensor:
-        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
-
-    return PositionAlignment(cat(sb), cat(sp), cat(tb), cat(tp), torch.tensor(source_rows, dtype=torch.long),
-                             tuple(src_layout.shape), tuple(tgt_layout.shape), name)
 
 
 # ---------------------------------------------------------------------------------------- hooks
@@ -369,141 +231,6 @@ def patch(
             with model.hooks(fwd_hooks=hooks):
                 return model.run_with_cache(target)
         return model.run_with_hooks(target, fwd_hooks=hooks)
-
-
-# ---------------------------------------------------------------------------------------- metrics
-
-
-def final_logits(logits: Float[Tensor, "batch pos vocab"], inputs: Any = None) -> Float[Tensor, "batch vocab"]:
-    """Logits at the last real position of each row (``inputs``' attention mask; last column if None).
-
-    ``inputs`` may be ModelInputs, a TokenLayout or an attention mask ``[batch, seq]``.
-    """
-    if logits.ndim == 2:
-        return logits
-    if inputs is None:
-        return logits[:, -1]
-    mask = inputs if isinstance(inputs, Tensor) else inputs.attention_mask
-    mask = mask[:, : logits.shape[1]].to(logits.device).long()
-    if mask.shape[0] != logits.shape[0]:
-        raise ValueError(f"the logits have {logits.shape[0]} rows but the inputs {mask.shape[0]}")
-    last = mask.shape[1] - 1 - mask.flip(-1).argmax(-1)  # [batch]: the last 1 of each row
-    return logits[torch.arange(logits.shape[0], device=logits.device), last]
-
-
-def _tokenizer(model: Any) -> Any:
-    if model is None:
-        return None
-    return getattr(model, "tokenizer", None) if hasattr(model, "cfg") else model
-
-
-def _token_ids(answer: Any, model: Any, what: str) -> Int[Tensor, "*batch"]:
-    """int | str | per-row sequence of those | tensor -> a long tensor (scalar or [batch])."""
-    if isinstance(answer, Tensor):
-        return answer.long()
-    if isinstance(answer, (list, tuple)):
-        return torch.stack([_token_ids(a, model, what) for a in answer])
-    if isinstance(answer, str):
-        tok = _tokenizer(model)
-        if tok is None:
-            raise ValueError(f"{what} {answer!r} is a string but no tokenizer is at hand: pass model= (with a tokenizer) or token ids")
-        ids = tok.encode(answer, add_special_tokens=False)
-        if not ids:
-            raise ValueError(f"{what} {answer!r} tokenizes to nothing")
-        return torch.tensor(ids[0])
-    return torch.tensor(int(answer))
-
-
-def _pick(final: Float[Tensor, "batch vocab"], ids: Tensor) -> Float[Tensor, " batch"]:
-    ids = ids.to(final.device)
-    if ids.ndim == 0:
-        return final[:, ids]
-    if ids.shape[0] != final.shape[0]:
-        raise ValueError(f"{ids.shape[0]} answers for {final.shape[0]} rows; give one per row or a single one")
-    return final.gather(-1, ids[:, None])[:, 0]
-
-
-@dataclass
-class _LogitDiff:
-    a: Tensor
-    b: Tensor
-    __name__ = "logit_diff"
-
-    def __call__(self, logits: Tensor, inputs: Any = None) -> Float[Tensor, " batch"]:
-        final = final_logits(logits, inputs).float()
-        return _pick(final, self.a) - _pick(final, self.b)
-
-
-@dataclass
-class _AnswerProb:
-    answer: Tensor
-    __name__ = "answer_prob"
-
-    def __call__(self, logits: Tensor, inputs: Any = None) -> Float[Tensor, " batch"]:
-        return _pick(final_logits(logits, inputs).float().softmax(-1), self.answer)
-
-
-@dataclass
-class _KLToSource:
-    source_logprobs: Tensor  # [batch or 1, vocab]
-    __name__ = "kl_to_source"
-
-    def __call__(self, logits: Tensor, inputs: Any = None) -> Float[Tensor, " batch"]:
-        logq = final_logits(logits, inputs).float().log_softmax(-1)
-        logp = self.source_logprobs.to(logq.device)
-        if logp.shape[0] not in (1, logq.shape[0]):
-            raise ValueError(f"source logits have {logp.shape[0]} rows for {logq.shape[0]} patched rows")
-        return (logp.exp() * (logp - logq)).sum(-1)
-
-
-def logit_diff(answer_a: Any, answer_b: Any, model: Any = None) -> Metric:
-    """Metric: logit of ``answer_a`` minus logit of ``answer_b`` at the last real position, per row.
-
-    Answers are token ids or strings (first token, through ``model.tokenizer``), one for all rows
-    or one per row. Positive means the run prefers ``answer_a`` (e.g. the audio-correct word).
-
-    Example:
-        >>> metric = logit_diff(" dog", " car", model)             # doctest: +SKIP
-        >>> metric(model(target), target)                           # doctest: +SKIP
-        tensor([-1.73])
-    """
-    return _LogitDiff(_token_ids(answer_a, model, "answer_a"), _token_ids(answer_b, model, "answer_b"))
-
-
-def answer_prob(answer: Any, model: Any = None) -> Metric:
-    """Metric: probability of ``answer`` (id or string, first token) at the last real position, per row.
-
-    Example:
-        >>> answer_prob(" dog", model)(logits, inputs)  # doctest: +SKIP
-    """
-    return _AnswerProb(_token_ids(answer, model, "answer"))
-
-
-def kl_to_source(source_logits: Float[Tensor, "batch pos vocab"] | Float[Tensor, "batch vocab"], source: Any = None) -> Metric:
-    """Metric: KL(source || run) of the next-token distributions at the last real positions, per row.
-
-    ``source_logits`` are the source run's logits (with ``source`` inputs to find the last real
-    position under right padding) or its final logits ``[batch, vocab]``. 0 means the run
-    predicts exactly what the source does.
-
-    Example:
-        >>> metric = kl_to_source(model(audio_only), audio_only)  # doctest: +SKIP
-    """
-    return _KLToSource(final_logits(source_logits.detach(), source).float().log_softmax(-1))
-
-
-def restoration(patched: Any, target: Any, source: Any) -> Any:
-    """(patched - target) / (source - target): 0 = the unpatched target, 1 = the source's value.
-
-    Example:
-        >>> restoration(1.5, target=1.0, source=2.0)
-        0.5
-    """
-    return (patched - target) / (source - target)
-
-
-def _scalar(value: Any) -> float:
-    return float(torch.as_tensor(value).float().mean())
 
 
 # ---------------------------------------------------------------------------------------- sweep
