@@ -28,6 +28,27 @@ from hooked_avllm.towers import PatchMerger, QwenOmniAudioTower, QwenVisionTower
 from hooked_avllm.towers.whisper_audio import audio_token_counts
 
 
+def _media_metadata(
+    input_features: Tensor | None,
+    feature_attention_mask: Tensor | None,
+    video_grid_thw: Tensor | None,
+    video_second_per_grid: Tensor | None,
+) -> tuple[Tensor | None, Tensor | None]:
+    """Audio tokens per clip (from the feature mask, or the full feature length) and the seconds
+    per video frame group (1.0 when not given, as the reference assumes)."""
+    counts = None
+    if input_features is not None:
+        lengths = (
+            feature_attention_mask.sum(-1)
+            if feature_attention_mask is not None
+            else torch.full((input_features.shape[0],), input_features.shape[-1])
+        )
+        counts = audio_token_counts(lengths.cpu())
+    if video_grid_thw is not None and video_second_per_grid is None:
+        video_second_per_grid = torch.ones(video_grid_thw.shape[0])
+    return counts, video_second_per_grid
+
+
 class AudioProjector(nn.Module):
     """The audio tower's output projection into the LLM width (``proj`` in Qwen2.5-Omni)."""
 
@@ -254,16 +275,9 @@ class HookedAVLLM(HookedRootModule):
         from hooked_avllm.inputs import TokenLayout
         from hooked_avllm.inputs.model_spec import ModelInputSpec
 
-        counts = None
-        if input_features is not None:
-            lengths = (
-                feature_attention_mask.sum(-1)
-                if feature_attention_mask is not None
-                else torch.full((input_features.shape[0],), input_features.shape[-1])
-            )
-            counts = audio_token_counts(lengths.cpu())
-        if video_grid_thw is not None and video_second_per_grid is None:
-            video_second_per_grid = torch.ones(video_grid_thw.shape[0])
+        counts, video_second_per_grid = _media_metadata(
+            input_features, feature_attention_mask, video_grid_thw, video_second_per_grid
+        )
         left = attention_mask is None or bool(attention_mask[:, -1].all())
         return TokenLayout.from_input_ids(
             input_ids, attention_mask, ModelInputSpec.from_config(self.cfg),
@@ -350,16 +364,9 @@ class HookedAVLLM(HookedRootModule):
         use_audio_in_video: bool = False,
     ) -> tuple[Int[Tensor, "3 batch pos"], Int[Tensor, "batch 1"]]:
         """M-RoPE / TMRoPE position ids of the prompt (see :mod:`hooked_avllm.inputs.positions`)."""
-        counts = None
-        if input_features is not None:
-            lengths = (
-                feature_attention_mask.sum(-1)
-                if feature_attention_mask is not None
-                else torch.full((input_features.shape[0],), input_features.shape[-1])
-            )
-            counts = audio_token_counts(lengths.cpu())
-        if video_grid_thw is not None and video_second_per_grid is None:
-            video_second_per_grid = torch.ones(video_grid_thw.shape[0])
+        counts, video_second_per_grid = _media_metadata(
+            input_features, feature_attention_mask, video_grid_thw, video_second_per_grid
+        )
         return rope_position_ids(
             input_ids,
             attention_mask,

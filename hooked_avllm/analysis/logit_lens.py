@@ -279,18 +279,26 @@ class LogitLensResult:
         hook_i, pos_i, rank_i = (a.ravel() for a in np.meshgrid(np.arange(n_hook), np.arange(n_pos), np.arange(k), indexing="ij"))
         return pd.DataFrame(
             {
-                "hook": np.asarray(self.hook_names, dtype=object)[hook_i],
-                "layer": np.asarray(self.layers)[hook_i],
-                "batch": self.batch_index.numpy()[pos_i],
-                "position": self.positions.numpy()[pos_i],
-                "kind": np.asarray(self.kinds, dtype=object)[pos_i],
-                "audio_time": self.audio_time.numpy()[pos_i],
+                **self._where(hook_i, pos_i),
                 "rank": rank_i,
                 "token_id": self.top_ids.numpy().ravel(),
                 "token": [tok for row in self.top_tokens for ranks in row for tok in ranks],
                 "prob": self.top_probs.numpy().ravel(),
             }
         )
+
+    def _where(self, hook_i: "np.ndarray", pos_i: "np.ndarray") -> dict:
+        """The hook/layer/batch/position/kind/audio_time columns for flattened (hook, position) indices."""
+        import numpy as np
+
+        return {
+            "hook": np.asarray(self.hook_names, dtype=object)[hook_i],
+            "layer": np.asarray(self.layers)[hook_i],
+            "batch": self.batch_index.numpy()[pos_i],
+            "position": self.positions.numpy()[pos_i],
+            "kind": np.asarray(self.kinds, dtype=object)[pos_i],
+            "audio_time": self.audio_time.numpy()[pos_i],
+        }
 
     def track_table(self) -> "pd.DataFrame":
         """One row per (hook, position, tracked token): its probability and 0-based rank.
@@ -306,12 +314,7 @@ class LogitLensResult:
         hook_i, pos_i, t_i = (a.ravel() for a in np.meshgrid(np.arange(n_hook), np.arange(n_pos), np.arange(n_track), indexing="ij"))
         return pd.DataFrame(
             {
-                "hook": np.asarray(self.hook_names, dtype=object)[hook_i],
-                "layer": np.asarray(self.layers)[hook_i],
-                "batch": self.batch_index.numpy()[pos_i],
-                "position": self.positions.numpy()[pos_i],
-                "kind": np.asarray(self.kinds, dtype=object)[pos_i],
-                "audio_time": self.audio_time.numpy()[pos_i],
+                **self._where(hook_i, pos_i),
                 "track": np.asarray(self.track_labels, dtype=object)[t_i],
                 "token_id": np.asarray(self.track_ids)[t_i],
                 "prob": self.track_probs.numpy().ravel(),
