@@ -121,7 +121,7 @@ def test_alignment_errors_are_clear(model, conflict):
         align_positions(batch_inputs(model, [src, src]).layout, batch_inputs(model, [tgt, tgt, tgt]).layout)
     with pytest.raises(ValueError, match="mask has shape"):
         align_positions(src, tgt, torch.ones(1, 5, dtype=torch.bool))
-    with pytest.raises(ValueError, match="modality must be one of"):
+    with pytest.raises(ValueError, match="unknown positions .sound."):
         align_positions(src, tgt, "sound")
     with pytest.raises(ValueError, match="query and key positions"):
         patch(model, src, tgt, "blocks.0.attn.hook_pattern")

@@ -24,9 +24,8 @@ from torch import Tensor
 
 __all__ = ["Modality", "PositionAlignment", "align_positions"]
 
-Modality = str | Tensor | tuple  # "audio" | "video" | "image" | "text" | "media" | "all" | mask | (src_mask, tgt_mask)
+Modality = str | Tensor | tuple  # a position_mask choice ("audio", "last", ...) | mask | (src_mask, tgt_mask)
 
-_MODALITIES = ("audio", "video", "image", "text", "media", "all")
 
 
 @dataclass(frozen=True)
@@ -73,13 +72,9 @@ def _mask(layout: Any, modality: Any, side: str) -> Bool[Tensor, "batch seq"]:
                 f"give a [batch, seq] mask per run as modality=(source_mask, target_mask)"
             )
         return mask
-    if modality == "all":
-        return ~layout.padding.cpu()
-    if modality == "media":
-        return (layout.audio | layout.video | layout.image).cpu()
-    if modality in ("audio", "video", "image", "text"):
-        return getattr(layout, modality).cpu().bool().clone()  # a copy: time= narrows it in place
-    raise ValueError(f"modality must be one of {_MODALITIES}, a [batch, seq] bool mask or a (source_mask, target_mask) pair; got {modality!r}")
+    from hooked_avllm.analysis.select import position_mask
+
+    return position_mask(layout, modality).cpu().clone()  # a copy: time= narrows it in place
 
 
 def align_positions(
@@ -94,9 +89,11 @@ def align_positions(
 
     Args:
         source, target: TokenLayouts (or ModelInputs / caches carrying one).
-        modality: ``"audio"``, ``"video"``, ``"image"``, ``"text"``, ``"media"`` (any media
-            token), ``"all"`` (every non-padding position: the identity for equal layouts), one
-            bool mask ``[batch, seq]`` used for both runs, or a pair ``(source_mask, target_mask)``.
+        modality: any position choice of :func:`hooked_avllm.analysis.select.position_mask`
+            (``"audio"``, ``"video"``, ``"image"``, ``"text"``, ``"media"``, ``"generated"``,
+            ``"last"`` (each row's last real position), ``"all"`` (every non-padding position: the
+            identity for equal layouts), a list of those), one bool mask ``[batch, seq]`` used for
+            both runs, or a pair ``(source_mask, target_mask)``.
         time: ``(start_s, end_s)``: keep only audio positions with ``start_s <= audio_time < end_s``
             (the clip time from ``layout.audio_time``), in both runs.
         source_rows: the source row patched into each target row; by default row i -> row i, or

@@ -90,6 +90,11 @@ class ModelInputs:
         if self.layout.spec.family == "qwen2_5_vl":
             if self.video_second_per_grid is not None:
                 kwargs["second_per_grid_ts"] = self.video_second_per_grid
+            # transformers 5.x's Qwen2.5-VL finds media positions from these (0 text, 1 image, 2 video)
+            kinds = torch.zeros_like(self.input_ids)
+            kinds[self.input_ids == self.layout.spec.tokens.image] = 1
+            kinds[self.input_ids == self.layout.spec.tokens.video] = 2
+            kwargs["mm_token_type_ids"] = kinds
         else:
             names += ["input_features", "feature_attention_mask", "video_second_per_grid"]
             kwargs["use_audio_in_video"] = self.use_audio_in_video
