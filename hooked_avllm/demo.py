@@ -311,7 +311,7 @@ def _run_real(folder: Path, name: str, video: str | None, audio: str | None, pro
     from hooked_avllm import HookedAVLLM
     from hooked_avllm.analysis import KnockoutRule, attention_share, generate_with_knockout, kl_to_source, logit_lens
     from hooked_avllm.analysis import patching_sweep
-    from hooked_avllm.inputs import load_audio, load_video
+    from hooked_avllm.inputs import PreprocessorConfig, load_audio, load_video
 
     if video is None:
         raise SystemExit("--model needs --video PATH (and optionally --audio PATH for the counterfactual sound)")
@@ -322,19 +322,22 @@ def _run_real(folder: Path, name: str, video: str | None, audio: str | None, pro
     report = Report(folder)
     steps = tqdm(total=5, desc="demo", disable=not progress)
     prompt = "Describe what you see and hear."
-    clip = load_video(video)
-    factual = model.prepare(prompt=prompt, video=clip)
+    config = PreprocessorConfig.from_pretrained(model.checkpoint_folder)  # the checkpoint's own frame sizes
+    factual = model.prepare(prompt=prompt, video=load_video(video, config))
     caption = _caption(model, factual)
     lines = [f"Factual ({video} with its own sound): {caption}"]
     conflict = None
     if audio is not None:
-        swapped = load_video(clip.frames.to(torch.uint8), audio=load_audio(audio))
+        swapped = load_video(video, config, with_audio=False, audio=load_audio(audio))
         conflict = model.prepare(prompt=prompt, video=swapped)
         lines.append(f"Counterfactual (its frames with the sound of {audio}): {_caption(model, conflict)}")
     report.section(f"Captions ({name})", *lines)
     steps.update(1)
     target = conflict if conflict is not None else factual
     shares = attention_share(model, target, max_new_tokens=32)
+    mean = shares.mean()
+    report.section("Attention share of the generated tokens", "Mean over layers: " + ", ".join(
+        f"{kind} {float(mean[:, k].mean()):.2f}" for k, kind in enumerate(shares.kinds)))
     report.figure(shares.plot(), "attention_share.png", "attention share")
     steps.update(1)
     lens = logit_lens(model, target, positions="audio", apply_final_norm=False, progress=progress)
@@ -353,6 +356,9 @@ def _run_real(folder: Path, name: str, video: str | None, audio: str | None, pro
         with torch.no_grad():
             source_logits = model(source)
         sweep = patching_sweep(model, source, conflict, kl_to_source(source_logits, source), progress=progress)
+        report.section("Activation patching: audio-only run -> counterfactual run",
+                       "KL divergence from the audio-only run's next-token distribution after patching each layer's "
+                       "component at the audio positions (lower: closer to what the model says from the sound alone).")
         report.figure(sweep.plot(normalized=False, title="KL to the audio-only run"), "patching.png", "patching")
     steps.update(1)
     steps.close()

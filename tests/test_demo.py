@@ -35,3 +35,24 @@ def test_demo_writes_the_report_with_its_numbers_and_plots(tmp_path, capsys):
     assert numbers["patching_restoration"]["answer position"]["resid_pre"][-1] > 0.5
     assert set(numbers["token_shift"]["all_tokens"]) >= {"unshifted", "marginal", "shifted", "n_tokens"}
     assert numbers["seconds"] < 120
+
+
+def test_demo_on_a_checkpoint_with_video_and_audio_files(tmp_path):
+    """``--model --video --audio``: the real-checkpoint path, here on the shipped toy checkpoint and
+    media files written by the test (an mp4 with its sound track and another sound as a wav)."""
+    import numpy as np
+    import soundfile
+    from test_inputs_support import write_mp4
+
+    from hooked_avllm.toy import OMNI_PATH
+
+    mp4 = write_mp4(tmp_path / "clip.mp4", seconds=2.0, fps=10, size=(112, 112), tone=440.0)
+    t = np.arange(32000) / 16000
+    soundfile.write(tmp_path / "other.wav", 0.3 * np.sin(2 * np.pi * 2000 * t), 16000)
+    out = tmp_path / "real"
+    assert main(["demo", "--model", str(OMNI_PATH), "--video", str(mp4), "--audio", str(tmp_path / "other.wav"),
+                 "--out", str(out), "--no-progress"]) == 0
+    report = (out / "report.md").read_text()
+    assert "Factual" in report and "Counterfactual" in report and "Knockout" in report
+    for plot in ("attention_share.png", "patching.png"):
+        assert (out / plot).stat().st_size > 5000
