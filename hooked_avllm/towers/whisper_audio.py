@@ -9,6 +9,8 @@ only within itself. After the blocks, neighbouring frames are averaged (40 ms pe
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +20,28 @@ from transformer_lens.hook_points import HookPoint
 
 from hooked_avllm.components import Attention, AttentionSegments, LayerNorm, PlainMLP, TransformerBlock
 from hooked_avllm.config import AudioConfig
+
+
+@contextmanager
+def exact_float32_convolutions(dtype: torch.dtype) -> Iterator[None]:
+    """cuDNN runs float32 convolutions in TF32 by default (~1e-3 relative error on GPU); inside this
+    block float32 convolutions are exact float32 (other dtypes are left alone)."""
+    if dtype != torch.float32 or not torch.backends.cudnn.is_available():
+        yield
+        return
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
+        previous, conv.fp32_precision = conv.fp32_precision, "ieee"
+        try:
+            yield
+        finally:
+            conv.fp32_precision = previous
+        return
+    previous, torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.allow_tf32, False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = previous
 
 
 def audio_token_counts(mel_lengths: Int[Tensor, "audio"] | int) -> Int[Tensor, "audio"] | int:
@@ -98,9 +122,10 @@ class QwenOmniAudioTower(nn.Module):
         lengths = torch.tensor(chunk_lengths, device=device)
         frame_real = torch.arange(chunks.shape[1], device=device)[None, :] < lengths[:, None]
 
-        x = F.gelu(self.conv1(chunks.transpose(1, 2).to(dtype))) * frame_real[:, None, :]
-        x = self.hook_conv1(x.transpose(1, 2)).transpose(1, 2)
-        x = self.hook_conv2(F.gelu(self.conv2(x)).transpose(1, 2))  # [chunk, frame/2, d_model]
+        with exact_float32_convolutions(dtype):
+            x = F.gelu(self.conv1(chunks.transpose(1, 2).to(dtype))) * frame_real[:, None, :]
+            x = self.hook_conv1(x.transpose(1, 2)).transpose(1, 2)
+            x = self.hook_conv2(F.gelu(self.conv2(x)).transpose(1, 2))  # [chunk, frame/2, d_model]
         x = x + self.positional_table(x.shape[1], device).to(x.dtype)
         after_conv = (lengths - 1) // 2 + 1
         keep = torch.arange(x.shape[1], device=device)[None, :] < after_conv[:, None]
