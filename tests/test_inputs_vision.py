@@ -121,3 +121,21 @@ def test_video_frames_given_as_sampled_lists():
     assert clip.frames.shape[0] == 6  # odd count padded by repeating the last frame
     assert torch.equal(clip.frames[4], clip.frames[5])
     assert video_patches([clip], CONFIG)[2].tolist() == [0.5]  # temporal_patch_size / fps
+
+
+def test_a_video_sized_for_other_settings_is_flagged():
+    """A Video loaded with the default (Qwen) budgets and prepared for the toy checkpoint, whose
+    preprocessing keeps 112x112 frames, warns; loaded with the checkpoint's settings it does not."""
+    import warnings
+
+    from hooked_avllm.inputs import PreprocessorConfig
+    from hooked_avllm.inputs.vision import check_video_size
+    from hooked_avllm.toy import OMNI_PATH
+
+    frames = np.zeros((4, 112, 112, 3), np.uint8)
+    toy = PreprocessorConfig.from_pretrained(OMNI_PATH)
+    with pytest.warns(UserWarning, match="loaded with other settings"):
+        check_video_size(load_video(frames), toy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_video_size(load_video(frames, toy), toy)

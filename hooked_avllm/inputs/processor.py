@@ -40,7 +40,15 @@ from hooked_avllm.inputs.prompt import (
     split_placeholders,
     tokenize,
 )
-from hooked_avllm.inputs.vision import Image, Video, image_patches, load_image, load_video, video_patches
+from hooked_avllm.inputs.vision import (
+    Image,
+    Video,
+    check_video_size,
+    image_patches,
+    load_image,
+    load_video,
+    video_patches,
+)
 
 
 @dataclass
@@ -253,6 +261,8 @@ def _load_media(
                 images.append(load_image(item, config))
                 plan.append(("image", len(images) - 1, None))
             elif kind == "video":
+                if isinstance(item, Video):
+                    check_video_size(item, config)
                 video = load_video(item, config, fps=video_fps, with_audio=audio_in_video)
                 videos.append(video)
                 if audio_in_video and video.audio is None:

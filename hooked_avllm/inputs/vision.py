@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence, Union
@@ -260,6 +261,25 @@ def _frames_from_arrays(source: np.ndarray | Tensor | Sequence) -> Tensor:
     if len({a.shape for a in arrays}) > 1:
         raise InputError("Video frames differ in size; resize them to one size first.")
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+
+
+def check_video_size(video: "Video", config: PreprocessorConfig) -> None:
+    """Warn when a loaded :class:`Video` was sized under other preprocessing settings than ``config``
+    (its frames are not what the model's own preprocessing would make of them)."""
+    n_frames, _, height, width = video.frames.shape
+    budget = video_max_pixels(
+        n_frames, min_pixels=config.video_min_pixels, max_pixels=config.video_max_pixels,
+        total_pixels=config.video_total_pixels, frame_factor=config.temporal_patch_size,
+    )
+    expected = tuple(smart_resize(height, width, config.resize_factor, config.video_min_pixels, budget,
+                                  config.max_aspect_ratio))
+    if expected != (height, width):
+        warnings.warn(
+            f"Video {video.source or ''} has {height}x{width} frames, but this model's preprocessing would size "
+            f"them {expected[0]}x{expected[1]}: it was loaded with other settings. Load it with "
+            "load_video(source, PreprocessorConfig.from_pretrained(checkpoint)) or pass the raw frames/path.",
+            stacklevel=3,
+        )
 
 
 def _frame_resizer(n_frames: int, config: PreprocessorConfig):
