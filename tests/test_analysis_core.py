@@ -301,3 +301,20 @@ def test_shares_during_generation_equal_hf_eager_output_attentions(reference_pai
         for layer, pattern in enumerate(layers):
             expected = shares_from_patterns(pattern[:, :, -1:], kinds[:, : pattern.shape[-1]])[0, :, 0]
             assert (ours_step[layer] - expected).abs().max() < 1e-5, (step, layer)
+
+
+def test_share_over_a_list_of_clips_equals_the_batch(model):
+    clips = [clip_inputs(model, seconds=3, seed=1), clip_inputs(model, seconds=2, seed=2)]
+    separate = attention_share(model, clips, max_new_tokens=3, eos_token_id=[], progress=False)
+    together = attention_share(model, batch_inputs(model, clips), max_new_tokens=3, eos_token_id=[])
+    assert sorted(separate.batch.tolist()) == sorted(together.batch.tolist())
+    assert (separate.per_clip() - together.per_clip()).abs().max() < 1e-5
+
+
+def test_knockout_sweep_regroups_clips_into_batches(model):
+    clips = [clip_inputs(model, seconds=3, seed=1), clip_inputs(model, seconds=2, seed=2), clip_inputs(model, seed=4)]
+    kwargs = dict(rules={"gen->video": lambda layers: KnockoutRule("generated", "video", layers)}, windows=[(0, 2)],
+                  score=lambda new_tokens, clip: float(new_tokens[-1]), max_new_tokens=3, eos_token_id=[], progress=False)
+    one_by_one = knockout_sweep(model, clips, **kwargs)
+    batched = knockout_sweep(model, clips, batch_size=2, **kwargs)
+    assert (one_by_one.scores == batched.scores).all() and (one_by_one.baseline == batched.baseline).all()

@@ -41,6 +41,19 @@ class AttentionShare:
     layers: list[int]
     kinds: tuple[str, ...] = SHARE_KINDS
 
+    @classmethod
+    def concat(cls, parts: Sequence["AttentionShare"], rows: Sequence[int]) -> "AttentionShare":
+        """One result from several runs; the batch rows of run i are numbered after those of runs < i."""
+        offsets = [sum(rows[:i]) for i in range(len(parts))]
+        return cls(
+            torch.cat([p.values for p in parts]),
+            torch.cat([p.batch + offset for p, offset in zip(parts, offsets)]),
+            torch.cat([p.position for p in parts]),
+            torch.cat([p.step for p in parts]),
+            parts[0].layers,
+            parts[0].kinds,
+        )
+
     def per_clip(self) -> Float[Tensor, "clip layer kind"]:
         """Mean over heads and queries for each batch row (clip)."""
         rows = sorted(set(self.batch.tolist()))
@@ -184,6 +197,7 @@ def attention_share(
     last_prompt_as_generated: bool = True,
     layers: Sequence[int] | None = None,
     eos_token_id: int | list[int] | None = None,
+    progress: bool = True,
 ) -> AttentionShare:
     """Attention share per key kind for chosen queries, per layer and head.
 
@@ -196,9 +210,21 @@ def attention_share(
     Example:
         >>> shares = attention_share(model, inputs, max_new_tokens=50)   # doctest: +SKIP
         >>> shares.table().groupby(["layer", "kind"]).share.mean()       # doctest: +SKIP
+
+    A list of inputs (one clip or one batch each) runs one after the other with a progress bar;
+    the result numbers the clips (batch rows) across the list.
     """
     from hooked_avllm.analysis.select import position_mask
 
+    if isinstance(inputs, (list, tuple)):
+        from tqdm.auto import tqdm
+
+        parts = [
+            attention_share(model, item, queries=queries, max_new_tokens=max_new_tokens,
+                            last_prompt_as_generated=last_prompt_as_generated, layers=layers, eos_token_id=eos_token_id)
+            for item in tqdm(inputs, desc="attention share", disable=not progress or len(inputs) < 2)
+        ]
+        return AttentionShare.concat(parts, [getattr(i, "input_ids", i).shape[0] for i in inputs])
     if queries is None and not max_new_tokens:
         raise ValueError("choose the queries: max_new_tokens=N (generated tokens) and/or queries='last' / a mask")
     layers = list(range(model.cfg.n_layers)) if layers is None else sorted(int(layer) for layer in layers)

@@ -244,6 +244,7 @@ def knockout_sweep(
     max_new_tokens: int = 32,
     last_prompt_as_generated: bool = False,
     progress: bool = True,
+    batch_size: int | None = None,
     **generate_kwargs: Any,
 ) -> KnockoutSweep:
     """Generate under every rule x layer window for every clip and score the outputs.
@@ -253,6 +254,7 @@ def knockout_sweep(
     ``rules`` maps a name to a function of the layer range giving the rule(s), e.g.
     ``{"gen->video": lambda layers: KnockoutRule("generated", "video", layers)}``. ``windows`` are
     ``(first, end)`` layer ranges. ``score(new_tokens, clip)`` scores one row's generated tokens.
+    ``batch_size`` regroups the clips into left-padded batches of that many rows first.
 
     Example:
         >>> sweep = knockout_sweep(model, batches, {"gen->video": lambda l: KnockoutRule("generated", "video", l)},
@@ -260,6 +262,12 @@ def knockout_sweep(
         >>> sweep.plot("knockout.png")  # doctest: +SKIP
     """
     from tqdm.auto import tqdm
+
+    if batch_size is not None:
+        from hooked_avllm.inputs import concat_inputs
+
+        pad = model.cfg.tokens.pad if model.cfg.tokens.pad is not None else 0  # any valid id: padding is masked
+        batches = [concat_inputs(batches[i : i + batch_size], pad_id=pad) for i in range(0, len(batches), batch_size)]
 
     def run(edit: Knockout | None) -> list[float]:
         values = []
