@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 
-from hooked_avllm.config import AudioConfig, AVLLMConfig, TokenIds
-from weights_conversion.qwen_common import llm_targets, text_config, token_id, vision_config, vision_targets
+from hooked_avllm.config import AudioConfig, AVLLMConfig
+from weights_conversion.qwen_common import llm_targets, text_config, token_ids, vision_config, vision_targets
 from weights_conversion.targets import Target
 
 SKIPPED_PREFIXES = ("talker.", "token2wav.")
@@ -34,19 +34,7 @@ def config_from_hf(config_json: dict) -> AVLLMConfig:
     text, audio = th["text_config"], th["audio_config"]
     # The thinker-level flag governs (the reference leaves lm_head untied when only text_config says True).
     tie = bool(th.get("tie_word_embeddings", False))
-    tokens = TokenIds(
-        image=token_id(th, "image_token_id", "image_token_index"),
-        video=token_id(th, "video_token_id", "video_token_index"),
-        audio=token_id(th, "audio_token_id", "audio_token_index"),
-        vision_start=token_id(th, "vision_start_token_id"),
-        vision_end=token_id(th, "vision_end_token_id"),
-        audio_start=token_id(th, "audio_start_token_id"),
-        audio_end=token_id(th, "audio_end_token_id"),
-        pad=token_id(th, "pad_token_id"),
-        eos=tuple(x for x in [token_id(th, "eos_token_id")] if x is not None),
-    )
-    if tokens.vision_start is None:
-        raise ValueError("config.json lacks vision_start_token_id; position ids cannot be computed without it")
+    tokens = token_ids(th, audio=True)
     return AVLLMConfig(
         architecture="qwen2_5_omni_thinker",
         text=text_config(text, tie),

@@ -8,8 +8,8 @@ The released configs keep the LLM fields at the top level; transformers 5.x nest
 
 from __future__ import annotations
 
-from hooked_avllm.config import AVLLMConfig, TokenIds
-from weights_conversion.qwen_common import llm_targets, text_config, token_id, vision_config, vision_targets
+from hooked_avllm.config import AVLLMConfig
+from weights_conversion.qwen_common import llm_targets, text_config, token_ids, vision_config, vision_targets
 from weights_conversion.targets import Target
 
 
@@ -19,14 +19,7 @@ def config_from_hf(config_json: dict) -> AVLLMConfig:
     text.update(config_json.get("text_config") or {})
     tie = bool(config_json.get("tie_word_embeddings", text.get("tie_word_embeddings", False)))
     vision = config_json["vision_config"]
-    tokens = TokenIds(
-        image=token_id(config_json, "image_token_id"),
-        video=token_id(config_json, "video_token_id"),
-        vision_start=token_id(config_json, "vision_start_token_id"),
-        vision_end=token_id(config_json, "vision_end_token_id"),
-        pad=token_id(config_json, "pad_token_id"),
-        eos=tuple(x for x in [token_id(config_json, "eos_token_id")] if x is not None),
-    )
+    tokens = token_ids(config_json, audio=False)
     return AVLLMConfig(
         architecture="qwen2_5_vl",
         text=text_config(text, tie),

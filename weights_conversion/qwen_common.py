@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from hooked_avllm.config import AVLLMConfig, TextConfig, VisionConfig
+from hooked_avllm.config import AVLLMConfig, TextConfig, TokenIds, VisionConfig
 from weights_conversion.targets import Target
 
 
@@ -62,6 +62,28 @@ def token_id(d: dict, *names: str) -> int | None:
         if d.get(name) is not None:
             return int(d[name])
     return None
+
+
+def token_ids(d: dict, audio: bool) -> TokenIds:
+    """The layout's special token ids from a Qwen config section (``*_token_id`` or the older
+    ``*_token_index`` names); audio ids only when the model has an audio tower."""
+    def get(name: str) -> int | None:
+        return token_id(d, f"{name}_token_id", f"{name}_token_index")
+
+    tokens = TokenIds(
+        image=get("image"),
+        video=get("video"),
+        vision_start=get("vision_start"),
+        vision_end=get("vision_end"),
+        audio=get("audio") if audio else None,
+        audio_start=get("audio_start") if audio else None,
+        audio_end=get("audio_end") if audio else None,
+        pad=get("pad"),
+        eos=tuple(x for x in [get("eos")] if x is not None),
+    )
+    if tokens.vision_start is None:
+        raise ValueError("config.json lacks vision_start_token_id; position ids cannot be computed without it")
+    return tokens
 
 
 def llm_targets(rest: str, cfg: AVLLMConfig) -> list[Target] | None:
