@@ -7,6 +7,7 @@ live under ``vision.*`` and ``audio.*``, projectors under ``vision_proj.*`` and 
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator, Literal
@@ -77,7 +78,7 @@ class HookedAVLLM(HookedRootModule):
 
     def __init__(self, cfg: AVLLMConfig):
         super().__init__()
-        self.cfg = cfg
+        self.cfg = dataclasses.replace(cfg)  # a copy per model: it records the model's device
         t = cfg.text
         self.vision = self.vision_proj = self.audio = self.audio_proj = None
         if cfg.vision is not None:
