@@ -27,6 +27,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from hooked_avllm.toy.data import K, QUESTIONS, SOUND_WORDS, Clip, parse_answer
+from hooked_avllm.toy.evaluate import generate_answers, prepare_clips, score
+
 
 @dataclass
 class Report:
@@ -79,17 +82,28 @@ def run_demo(
     return _run_toy(folder, n_clips, seed, progress)
 
 
+@dataclass
+class ToyStudy:
+    """What every step of the toy study works on."""
+
+    omni: Any
+    base: Any
+    factual: list
+    conflict: list
+    report: Report
+    n_clips: int
+    seed: int
+
+
 def _run_toy(folder: Path, n_clips: int, seed: int, progress: bool) -> Path:
-    from hooked_avllm.toy import QUESTIONS, ToyScenes, load_toy, parse_answer
-    from hooked_avllm.toy.evaluate import generate_answers, prepare_clips, score
+    from hooked_avllm.toy import ToyScenes, load_toy
 
     start = time.perf_counter()
     report = Report(folder)
-    steps = tqdm(total=8, desc="demo", disable=not progress)
     omni, base = load_toy("omni"), load_toy("vl")
     scenes = ToyScenes(seed)
-    factual = [scenes.clip("congruent", i) for i in range(n_clips)]
-    conflict = [scenes.clip("counterfactual", i) for i in range(n_clips)]
+    study = ToyStudy(omni, base, [scenes.clip("congruent", i) for i in range(n_clips)],
+                     [scenes.clip("counterfactual", i) for i in range(n_clips)], report, n_clips, seed)
     report.section(
         "Model and clips",
         f"Toy Qwen2.5-Omni thinker (`hooked_avllm/toy/checkpoints/omni`, {_params(omni)} parameters, "
@@ -97,9 +111,19 @@ def _run_toy(folder: Path, n_clips: int, seed: int, progress: bool) -> Path:
         f"object with its own sound) and {n_clips} counterfactual clips (the same kind of picture with another "
         f"object's sound), 2 s each, seed {seed}.",
     )
-    steps.update(1)
+    for step in tqdm(TOY_STEPS, desc="demo", disable=not progress):
+        step(study)
 
-    # 1. behaviour: captions and audio accuracy
+    elapsed = time.perf_counter() - start
+    report.numbers["seconds"] = elapsed
+    report.section("Run", f"{elapsed:.0f} s on {torch.get_num_threads()} CPU thread(s); `hooked-avllm demo "
+                   f"--clips {n_clips} --seed {seed}` reproduces it.")
+    return report.write("hooked_avllm demo: does the toy AVLLM see and hear?")
+
+
+def _captions(s: ToyStudy) -> None:
+    """Captions and audio accuracy on factual and counterfactual clips."""
+    omni, factual, conflict, report = s.omni, s.factual, s.conflict, s.report
     hear_f = score(generate_answers(omni, factual, "hear"), factual, "hear")
     hear_c = score(generate_answers(omni, conflict, "hear"), conflict, "hear")
     see_f = score(generate_answers(omni, factual, "see"), factual, "see")
@@ -114,12 +138,14 @@ def _run_toy(folder: Path, n_clips: int, seed: int, progress: bool) -> Path:
         f"\"{QUESTIONS['hear']}\" answered with the true sound: **{_pct(hear_f['true_sound_share'])}** on factual "
         f"clips, **{_pct(hear_c['true_sound_share'])}** on counterfactual clips, where "
         f"**{_pct(hear_c['visual_sound_share'])}** of the answers name the sound the *picture* implies (chance "
-        f"{_pct(1 / 10)}). \"{QUESTIONS['see']}\" on factual clips: {_pct(see_f['see_accuracy'])}.",
+        f"{_pct(1 / K)}). \"{QUESTIONS['see']}\" on factual clips: {_pct(see_f['see_accuracy'])}.",
         "", f"\"{QUESTIONS['describe']}\" on counterfactual clips:", "", "| clip | caption |", "|---|---|", *rows,
     )
-    steps.update(1)
 
-    # 2. attention share per layer while captioning the counterfactual clips
+
+def _attention_share(s: ToyStudy) -> None:
+    """E1: attention share per modality while captioning counterfactual clips."""
+    omni, conflict, report = s.omni, s.conflict, s.report
     from hooked_avllm.analysis import attention_share
 
     describe = prepare_clips(omni, conflict, "describe")
@@ -131,11 +157,13 @@ def _run_toy(folder: Path, n_clips: int, seed: int, progress: bool) -> Path:
     table += [f"| {layer} | " + " | ".join(f"{float(v):.2f}" for v in mean[layer]) + " |" for layer in shares.layers]
     report.section("E1: attention share per modality (generated tokens, counterfactual clips)", *table)
     report.figure(shares.plot(title="Attention share of generated tokens"), "attention_share.png", "attention share")
-    steps.update(1)
 
-    # 3. logit lens on the audio tokens: is the true sound there?
+
+def _lens_and_probe(s: ToyStudy) -> None:
+    """E2: logit lens on the audio tokens, and a linear probe."""
+    omni, conflict, report = s.omni, s.conflict, s.report
+    n_clips, seed = s.n_clips, s.seed
     from hooked_avllm.analysis import logit_lens
-    from hooked_avllm.toy.data import SOUND_WORDS
 
     hear = prepare_clips(omni, conflict, "hear")
     lens = logit_lens(omni, hear, positions="audio", track=list(SOUND_WORDS), progress=False)
@@ -171,9 +199,12 @@ def _run_toy(folder: Path, n_clips: int, seed: int, progress: bool) -> Path:
         *[f"| {layer} | {_pct(a)} | {_pct(t)} | {_pct(v)} |" for layer, a, t, v in zip(
             probe["layers"], probe["probe_audio_true"], probe["probe_last_true"], probe["probe_last_visual"])],
     )
-    steps.update(1)
 
-    # 4. knockout sweep during generation
+
+def _knockout(s: ToyStudy) -> None:
+    """E3: knockout sweep while answering "What do you hear?"."""
+    omni, conflict, report = s.omni, s.conflict, s.report
+    n_layers = s.omni.cfg.n_layers
     from hooked_avllm.analysis import KnockoutRule, knockout_sweep
 
     n_layers = omni.cfg.n_layers
@@ -201,11 +232,13 @@ def _run_toy(folder: Path, n_clips: int, seed: int, progress: bool) -> Path:
         "| layers | " + " | ".join(sweep.rule_names) + " |", "|---" * (len(sweep.rule_names) + 1) + "|", *rows,
     )
     report.figure(sweep.plot(ylabel="true sound named"), "knockout.png", "knockout sweep")
-    steps.update(1)
 
-    # 5. activation patching: audio-only run -> conflicting run
+
+def _patching(s: ToyStudy) -> None:
+    """Activation patching from audio-only runs into the conflicting runs."""
+    omni, conflict, report = s.omni, s.conflict, s.report
+    n_clips, n_layers = s.n_clips, s.omni.cfg.n_layers
     from hooked_avllm.analysis import logit_diff, patching_sweep
-    from hooked_avllm.toy.data import Clip
 
     pairs = conflict[: min(8, n_clips)]
     sources = [prepare_clips(omni, [Clip("audio_only", None, c.audio, None, c.sound)], "hear") for c in pairs]
@@ -238,9 +271,12 @@ def _run_toy(folder: Path, n_clips: int, seed: int, progress: bool) -> Path:
     for where, sweep in patched.items():
         name = "patching_" + where.split()[0] + ".png"
         report.figure(sweep.plot(title=f"Restoration of the true sound ({where})"), name, f"patching at the {where}")
-    steps.update(1)
 
-    # 6. token shift against the vision-language base, and a frame heatmap
+
+def _shift_and_heatmap(s: ToyStudy) -> None:
+    """E4: token shift against the vision-language base, and a frame heatmap."""
+    omni, base, conflict, report = s.omni, s.base, s.conflict, s.report
+    n_clips = s.n_clips
     from hooked_avllm.analysis import attention_to_video, plot_frame_heatmaps, token_shift, video_token_grid
     from hooked_avllm.inputs import teacher_forced_inputs
 
@@ -273,15 +309,9 @@ def _run_toy(folder: Path, n_clips: int, seed: int, progress: bool) -> Path:
     grid = video_token_grid(forced.layout, scores)
     fig = plot_frame_heatmaps(clip.frames, grid, title="Attention from the caption to the video tokens")
     report.figure(fig, "frame_heatmap.png", "frame heatmap")
-    steps.update(1)
 
-    elapsed = time.perf_counter() - start
-    report.numbers["seconds"] = elapsed
-    report.section("Run", f"{elapsed:.0f} s on {torch.get_num_threads()} CPU thread(s); `hooked-avllm demo "
-                   f"--clips {n_clips} --seed {seed}` reproduces it.")
-    steps.update(1)
-    steps.close()
-    return report.write("hooked_avllm demo: does the toy AVLLM see and hear?")
+
+TOY_STEPS = (_captions, _attention_share, _lens_and_probe, _knockout, _patching, _shift_and_heatmap)
 
 
 def _params(model: Any) -> str:
