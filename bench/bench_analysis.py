@@ -76,6 +76,24 @@ def interleaved(runs, results, repeats=7):
     return outputs
 
 
+def batch_throughput(model, one_clip, n, results):
+    """Plain generation and attention share on a batch of ``n`` copies of the clip: seconds per clip."""
+    from hooked_avllm.inputs import concat_inputs
+
+    batch = concat_inputs([one_clip] * n, pad_id=0)
+    runs = {
+        f"batch{n}_plain_generate": lambda: model.generate(batch, max_new_tokens=NEW, eos_token_id=[]),
+        f"batch{n}_attention_share_generate": lambda: attention_share(model, batch, max_new_tokens=NEW, eos_token_id=[]),
+    }
+    with torch.no_grad():
+        interleaved(runs, results, repeats=5)
+    for name in runs:
+        results[name]["s_per_clip"] = results[name]["s"] / n
+    plain, share = (results[name]["all_s"] for name in runs)
+    ratios = sorted(b / a for a, b in zip(plain, share))
+    results[f"batch{n}_share_vs_plain_per_round_median"] = ratios[len(ratios) // 2]
+
+
 def as_model_inputs(model, kwargs):
     layout = model.layout_of(**{k: v for k, v in kwargs.items() if k not in ("pixel_values_videos",)})
     media = {k: v for k, v in kwargs.items() if k not in ("input_ids", "attention_mask", "use_audio_in_video")}
@@ -98,6 +116,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--skip-patching", action="store_true")
+    parser.add_argument("--batch", type=int, default=0, help="only measure plain generation and attention share on a "
+                        "batch of this many clips (throughput for sweeps over many clips)")
     args = parser.parse_args()
     import transformers
     from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
@@ -124,6 +144,12 @@ def main():
     results["seq_len"] = n_prompt
     model_inputs = as_model_inputs(ours, inputs)
 
+    if args.batch:
+        batch_throughput(ours, model_inputs, args.batch, results)
+        print(json.dumps(results, indent=1))
+        if args.out:
+            args.out.write_text(json.dumps(results, indent=1))
+        return
     with torch.no_grad():
         rule = KnockoutRule("generated", "video", layers=range(18, 30))
         runs = {

@@ -318,3 +318,17 @@ def test_knockout_sweep_regroups_clips_into_batches(model):
     one_by_one = knockout_sweep(model, clips, **kwargs)
     batched = knockout_sweep(model, clips, batch_size=2, **kwargs)
     assert (one_by_one.scores == batched.scores).all() and (one_by_one.baseline == batched.baseline).all()
+
+
+def test_shares_under_knockout_match_the_knocked_out_patterns(model, batch):
+    rules = Knockout([KnockoutRule("generated", "video", layers=(1, 2)), KnockoutRule("any", "audio", (0, 1))],
+                     last_prompt_as_generated=True)
+    with knockout(model, rules):
+        shares = attention_share(model, batch, max_new_tokens=4, eos_token_id=[])
+        tokens, cache = model.generate_with_cache(batch, 4, names_filter=lambda n: n.endswith("hook_pattern"),
+                                                  eos_token_id=[])
+    kinds = position_kinds(tokens, cache.layout.attention_mask, model.cfg.tokens, cache.layout)
+    for layer in range(2):
+        expected = shares_from_patterns(cache["pattern", layer], kinds)[shares.batch, :, shares.position]
+        assert (shares.values[:, layer] - expected).abs().max() < 1e-5
+    assert float(shares.values[:, 0, :, 1].max()) < 1e-6  # no attention to audio in layer 0

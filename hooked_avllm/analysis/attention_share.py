@@ -1,9 +1,10 @@
 """Attention share per modality (E1): for chosen query positions, the share of attention each kind
 of key position receives, per layer and head, also during generation.
 
-The share is reduced inside each layer's ``hook_pattern`` hook (``pattern @ one_hot(key kinds)``),
-so only one layer's pattern exists at a time, and during cached decoding the pattern has a single
-query row. Key kinds are ``text`` (the prompt's text, bracket tokens included), ``audio``,
+Inside each layer's ``hook_rot_q``/``hook_rot_k`` hooks only the attention rows of the chosen
+queries are computed (with the model's causal, padding and knockout masks) and reduced at once
+(``rows @ one_hot(key kinds)``): the layer itself keeps its fused SDPA path, no full pattern is
+ever formed, and during cached decoding each row is a single query. Key kinds are ``text`` (the prompt's text, bracket tokens included), ``audio``,
 ``video``, ``image`` and ``generated``; for every query they sum to 1.
 
 Example:
@@ -21,7 +22,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from hooked_avllm.position_kinds import GENERATED, KINDS
+from hooked_avllm.position_kinds import GENERATED, KINDS, PADDING
 
 SHARE_KINDS = KINDS[:5]  # padding keys get no attention
 
@@ -109,68 +110,131 @@ class AttentionShare:
 
 
 class _ShareRecorder:
-    """Hook functions that reduce each layer's pattern to shares for the selected queries."""
+    """Hooks that compute, per layer, the attention rows of the selected queries only and reduce
+    them to shares; the layer's own attention keeps its fused SDPA path.
+
+    ``hook_rot_q`` gives this forward's rotated queries; ``hook_rot_k`` its rotated keys, kept per
+    layer across decoding steps (a copy of the KV cache's keys). A selected query's row is
+    ``softmax(q k^T * scale + mask)`` with the model's causal, padding and attention-edit masks,
+    computed as the explicit attention path does.
+    """
 
     def __init__(self, model: Any, layers: list[int], prompt_queries: Tensor | None, decode_queries: bool,
-                 last_prompt_as_generated: bool):
+                 last_prompt_as_generated: bool, room: int = 0):
         self.model = model
+        self.room = room  # generated positions to allocate key storage for
+        self.all_rows = False  # this forward is a decoding step (every row's one query is selected)
+        self.neg: Tensor | None = None  # that step's additive mask, [batch * kv_head, group, key]
         self.layers = layers
         self.prompt_queries = prompt_queries  # [batch, prompt_pos] bool, or None
         self.decode_queries = decode_queries
         self.last_prompt_as_generated = last_prompt_as_generated
         self.chunks: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []  # values [q, L, H, K], batch, pos, step
-        self.current: Tensor | None = None
+        self.current: Tensor | None = None  # [query, layer, head, kind] of the current forward
         self.onehot: Tensor | None = None  # [batch, key, kind] of the current forward
-        self.index: tuple[Tensor, Tensor] | str | None = None  # (rows, queries), "decode" or None
+        self.index: tuple[Tensor, Tensor] | None = None  # (rows, query positions within this forward)
+        self.keys: dict[int, Tensor] = {}  # slot -> rotated keys so far [batch, kv_head, key, d_head]
+        self.q: Tensor | None = None
 
-    def hook(self, layer_slot: int):
-        def fn(pattern: Tensor, hook: Any) -> None:  # pattern [batch, head, query, key]
-            if layer_slot == 0:
-                self._start(self.model.forward_context, pattern)
-            if self.index is None:
-                return None
-            if self.index == "decode":  # one query per row: [batch, head, key] @ [batch, key, kind]
-                shares = torch.matmul(pattern[:, :, 0, :].float(), self.onehot)
-            else:
-                rows, queries = self.index
-                shares = torch.einsum("qhk,qkc->qhc", pattern[rows, :, queries].float(), self.onehot[rows])
-            self.current[:, layer_slot] = shares
-            if layer_slot == len(self.layers) - 1:
-                self._finish(self.model.forward_context)
+    def hooks(self) -> list[tuple[str, Any]]:
+        out = []
+        for slot, layer in enumerate(self.layers):
+            out.append((f"blocks.{layer}.attn.hook_rot_q", self._save_q(slot)))
+            out.append((f"blocks.{layer}.attn.hook_rot_k", self._reduce(slot, layer)))
+        return out
+
+    def _save_q(self, slot: int):
+        def fn(q: Tensor, hook: Any) -> None:  # q [batch, pos, head, d_head]
+            if slot == 0:
+                self._start(self.model.forward_context, q)
+            self.q = q
             return None
 
         return fn
 
-    def _start(self, context: Any, pattern: Tensor) -> None:
+    def _reduce(self, slot: int, layer: int):
+        def fn(k: Tensor, hook: Any) -> None:  # k [batch, pos, kv_head, d_head]
+            context = self.model.forward_context
+            keys = self._store_keys(slot, k, context)
+            if self.index is not None:
+                self.current[:, slot] = self._shares(layer, context, keys)
+                if slot == len(self.layers) - 1:
+                    self._finish(context)
+            return None
+
+        return fn
+
+    def _store_keys(self, slot: int, k: Tensor, context: Any) -> Tensor:
+        """All rotated keys of this layer so far, ``[batch, kv_head, key, d_head]`` (a view: the store
+        is allocated once with room for the generated tokens, so decoding copies only the new key)."""
+        if context.past == 0:
+            self.keys[slot] = k.new_empty(k.shape[0], k.shape[2], k.shape[1] + self.room, k.shape[3])
+        store = self.keys[slot]
+        end = context.past + k.shape[1]
+        if end > store.shape[2]:  # more steps than announced: grow
+            grown = store.new_empty(*store.shape[:2], end + self.room, store.shape[3])
+            grown[:, :, : store.shape[2]] = store
+            self.keys[slot] = store = grown
+        store[:, :, context.past : end] = k.transpose(1, 2)
+        return store[:, :, :end]
+
+    def _shares(self, layer: int, context: Any, keys: Tensor) -> Tensor:
+        """Shares ``[query, head, kind]`` of the selected queries at ``layer`` (keys ``[batch, kv, key, d]``)."""
+        rows, queries = self.index
+        attn = self.model.blocks[layer].attn
+        n_kv, n_keys, d_head = keys.shape[1:]
+        if self.all_rows:  # a decoding step: every row's single query; one fused product per layer
+            q = self.q[:, 0]  # [batch, head, d_head]
+            batch, n_heads = q.shape[:2]
+            group = n_heads // n_kv
+            if self.neg is None:  # the causal/padding mask of this step, shared by every layer
+                blocked = (context.kinds == PADDING)[:, None, None, :].expand(batch, n_kv, group, n_keys)
+                self.neg = torch.zeros(blocked.shape, dtype=q.dtype, device=q.device).masked_fill_(blocked, float("-inf"))
+                self.neg = self.neg.reshape(batch * n_kv, group, n_keys)
+            scores = torch.baddbmm(self.neg, q.reshape(batch * n_kv, group, d_head),
+                                   keys.reshape(batch * n_kv, n_keys, d_head).transpose(1, 2), alpha=attn.scale)
+            scores = scores.view(batch, n_heads, n_keys)
+            onehot = self.onehot
+        else:
+            q, keys, kinds, onehot = self.q[rows, queries], keys[rows], context.kinds[rows], self.onehot[rows]
+            n, n_heads = q.shape[:2]
+            grouped = q.view(n, n_kv, n_heads // n_kv, d_head)
+            scores = torch.einsum("nkgd,nksd->nkgs", grouped, keys).reshape(n, n_heads, n_keys) * attn.scale
+            key_pos = torch.arange(n_keys, device=keys.device)
+            allowed = (key_pos[None, :] <= (queries + context.past)[:, None]) & (kinds != PADDING)
+            scores = scores.masked_fill(~allowed[:, None, :], float("-inf"))
+        if self.model._attention_edits:
+            edit = self.model._edit_mask(layer, context, scores.dtype)  # [batch, 1, query, key] or None
+            if edit is not None:
+                scores = scores + edit[rows, :, queries]
+        return torch.bmm(torch.softmax(scores, dim=-1, dtype=torch.float32), onehot)
+
+    def _start(self, context: Any, q: Tensor) -> None:
         """Once per forward (at the first watched layer): which queries, and the key kinds one-hot."""
         batch = context.kinds.shape[0]
         self.onehot = torch.nn.functional.one_hot(context.kinds, len(KINDS))[..., : len(SHARE_KINDS)].float()
+        self.index = None
+        self.neg = None
+        self.all_rows = context.step > 0
         if context.step > 0:  # a decoding step: the single new position of every row
-            self.index = "decode" if self.decode_queries else None
-            if self.index:
-                self.current = torch.zeros(batch, len(self.layers), pattern.shape[1], len(SHARE_KINDS),
-                                           device=pattern.device)
-            return
-        selected = self.prompt_queries
-        if selected is None:
-            selected = torch.zeros(batch, context.n_new, dtype=torch.bool)
-        selected = selected.clone()
-        if self.last_prompt_as_generated and self.decode_queries:
-            selected[:, context.n_prompt - 1] = True
-        if not bool(selected.any()):
-            self.index = None
-            return
-        rows, queries = torch.nonzero(selected.to(pattern.device), as_tuple=True)
-        self.index = (rows, queries)
-        self.current = torch.zeros(len(rows), len(self.layers), pattern.shape[1], len(SHARE_KINDS),
-                                   device=pattern.device)
+            if self.decode_queries:
+                rows = torch.arange(batch, device=q.device)
+                self.index = (rows, torch.zeros_like(rows))
+        else:
+            selected = self.prompt_queries
+            if selected is None:
+                selected = torch.zeros(batch, context.n_new, dtype=torch.bool)
+            selected = selected.clone()
+            if self.last_prompt_as_generated and self.decode_queries:
+                selected[:, context.n_prompt - 1] = True
+            if bool(selected.any()):
+                self.index = torch.nonzero(selected.to(q.device), as_tuple=True)
+        if self.index is not None:
+            self.current = torch.zeros(len(self.index[0]), len(self.layers), q.shape[2], len(SHARE_KINDS),
+                                       device=q.device)
 
     def _finish(self, context: Any) -> None:
-        if self.index == "decode":
-            rows = torch.arange(self.current.shape[0], device=self.current.device)
-            queries = torch.zeros_like(rows)
-        else:
-            rows, queries = self.index
+        rows, queries = self.index
         step = torch.full_like(rows, context.step)
         self.chunks.append((self.current, rows, queries + context.past, step))
         self.index = None
@@ -234,8 +298,9 @@ def attention_share(
         if layout is None and not isinstance(queries, Tensor):
             raise ValueError("queries by name need prepared inputs with a layout (model.prepare); or pass a bool mask")
         prompt_queries = queries.bool().cpu() if isinstance(queries, Tensor) else position_mask(layout, queries).cpu()
-    recorder = _ShareRecorder(model, layers, prompt_queries, bool(max_new_tokens), last_prompt_as_generated)
-    hooks = [(f"blocks.{layer}.attn.hook_pattern", recorder.hook(slot)) for slot, layer in enumerate(layers)]
+    recorder = _ShareRecorder(model, layers, prompt_queries, bool(max_new_tokens), last_prompt_as_generated,
+                              room=max_new_tokens or 0)
+    hooks = recorder.hooks()
     with torch.no_grad(), model.hooks(fwd_hooks=hooks):
         if max_new_tokens:
             tokens = model.generate(inputs, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id)
