@@ -383,6 +383,22 @@ class HookedAVLLM(HookedRootModule):
         )
 
     def forward(
+        self, *inputs: Any, return_type: Literal["logits", "normalized", None] = "logits", **kwargs: Any
+    ) -> Float[Tensor, "batch pos vocab"] | None:
+        """Run the model on the tensors a Hugging Face processor (or ``model.prepare``) produces.
+
+        Takes the arguments of :meth:`decoder_inputs` (the thinker's tensor keyword arguments, or
+        prepared inputs); ``return_type`` is ``"logits"``, ``"normalized"`` (final-norm residual)
+        or ``None``.
+
+        Example:
+            >>> model = HookedAVLLM.from_config(AVLLMConfig.tiny())
+            >>> model(torch.tensor([[1, 2, 3]])).shape
+            torch.Size([1, 3, 256])
+        """
+        return self._decode(**self.decoder_inputs(*inputs, **kwargs), return_type=return_type)
+
+    def decoder_inputs(
         self,
         input_ids: Int[Tensor, "batch pos"] | Any = None,
         attention_mask: Int[Tensor, "batch pos"] | None = None,
@@ -395,27 +411,30 @@ class HookedAVLLM(HookedRootModule):
         video_second_per_grid: Float[Tensor, "video"] | None = None,
         use_audio_in_video: bool = False,
         position_ids: Int[Tensor, "3 batch pos"] | None = None,
-        return_type: Literal["logits", "normalized", None] = "logits",
         layout: Any = None,
         **extra: Any,
-    ) -> Float[Tensor, "batch pos vocab"] | None:
-        """Run the model on the tensors a Hugging Face processor (or ``model.prepare``) produces.
+    ) -> dict[str, Any]:
+        """What the LLM gets for these inputs: the towers run here, once.
+
+        Returns ``embeds`` [batch, pos, d_model] (media scattered in), ``position_ids``
+        [3, batch, pos], ``attention_mask`` [batch, pos], ``kinds`` [batch, pos] and ``n_prompt``:
+        the keyword arguments of the LLM pass that ``forward`` and ``generate`` run, and that
+        analyses re-run with edited embeddings or batches (e.g. a patching sweep).
 
         Args:
             input_ids: token ids with media placeholders expanded; or a prepared inputs object
                 (anything with ``model_kwargs()`` and a ``layout``), or a dict of these arguments.
             attention_mask: 1 for real tokens, 0 for padding (left or right).
-            return_type: ``"logits"``, ``"normalized"`` (final-norm residual) or ``None``.
             layout: the inputs' :class:`~hooked_avllm.inputs.TokenLayout`, if known (it marks
-                generated positions, e.g. of a teacher-forced caption); parsed from the ids
-                otherwise when an analysis needs it.
+                generated positions, e.g. of a teacher-forced caption, and has the position ids);
+                parsed from the ids inside ``run_with_cache``.
             extra: ``second_per_grid_ts`` (Qwen2.5-VL's name for ``video_second_per_grid``) and
                 ``mm_token_type_ids`` are accepted; other Hugging Face-only arguments are refused.
         """
         if hasattr(input_ids, "model_kwargs") or isinstance(input_ids, dict):
             kwargs = input_ids.model_kwargs() if hasattr(input_ids, "model_kwargs") else dict(input_ids)
             layout = getattr(input_ids, "layout", None) if layout is None else layout
-            return self.forward(**kwargs, return_type=return_type, position_ids=position_ids, layout=layout, **extra)
+            return self.decoder_inputs(**kwargs, position_ids=position_ids, layout=layout, **extra)
         if "second_per_grid_ts" in extra:
             video_second_per_grid = extra.pop("second_per_grid_ts")
         extra.pop("mm_token_type_ids", None)
@@ -433,17 +452,23 @@ class HookedAVLLM(HookedRootModule):
         if layout is None and self.is_caching:  # run_with_cache: the cache gets a layout
             layout = self._layout_or_none(input_ids, attention_mask, media)
         self._last_layout = layout
+        if layout is not None and tuple(layout.shape) != tuple(input_ids.shape):
+            layout = None  # another sequence's layout: positions and kinds come from the ids
         if position_ids is None:
-            if layout is not None and tuple(layout.shape) == tuple(input_ids.shape):
+            if layout is not None:
                 position_ids = layout.position_ids.to(input_ids.device)
             else:
                 position_ids, _ = self.compute_position_ids(input_ids, attention_mask, **media)
         embeds = self.embed_inputs(
             input_ids, input_features, feature_attention_mask, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw
         )
-        kinds = position_kinds(input_ids, attention_mask, self.cfg.tokens, layout)
-        n_prompt = layout.n_prompt if layout is not None and tuple(layout.shape) == tuple(input_ids.shape) else None
-        return self._decode(embeds, position_ids, attention_mask, return_type, kinds=kinds, n_prompt=n_prompt)
+        return dict(
+            embeds=embeds,
+            position_ids=position_ids,
+            attention_mask=attention_mask,
+            kinds=position_kinds(input_ids, attention_mask, self.cfg.tokens, layout),
+            n_prompt=layout.n_prompt if layout is not None else input_ids.shape[1],
+        )
 
     def _layout_or_none(self, input_ids: Tensor, attention_mask: Tensor, media: dict) -> Any:
         """The parsed layout, or ``None`` with a warning when the ids do not parse (the forward itself still runs)."""
@@ -476,7 +501,7 @@ class HookedAVLLM(HookedRootModule):
         past = kv_caches[0].length if kv_caches is not None else 0
         if kinds is None:
             kinds = torch.where(attention_mask.bool(), TEXT, PADDING).long()
-        n_prompt = n_prompt if n_prompt is not None else int((kinds != GENERATED).sum(-1).max())
+        n_prompt = kinds.shape[1] if n_prompt is None else n_prompt
         self.forward_context = ForwardContext(kinds.to(resid.device), past, resid.shape[1], step, n_prompt)
         rotary = rotary_mrope(position_ids.to(resid.device), t.d_head, t.rope_theta, t.mrope_section)
         # one host sync here rather than one per layer: no mask at all when nothing is padding
@@ -543,38 +568,22 @@ class HookedAVLLM(HookedRootModule):
             >>> model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=4).shape
             torch.Size([1, 7])
         """
+        llm = self.decoder_inputs(input_ids, layout=layout, **inputs)
         if hasattr(input_ids, "model_kwargs") or isinstance(input_ids, dict):
-            kwargs = input_ids.model_kwargs() if hasattr(input_ids, "model_kwargs") else dict(input_ids)
-            layout = getattr(input_ids, "layout", None) if layout is None else layout
-            return self.generate(**kwargs, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id, layout=layout,
-                                 forward_last=forward_last, **inputs)
-        if input_ids.ndim == 1:
-            input_ids = input_ids[None]
-        attention_mask = inputs.pop("attention_mask", None)
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+            input_ids = input_ids["input_ids"] if isinstance(input_ids, dict) else input_ids.input_ids
+        input_ids = input_ids if input_ids.ndim == 2 else input_ids[None]
+        attention_mask, kinds, n_prompt = llm["attention_mask"], llm["kinds"], llm["n_prompt"]
         if bool((attention_mask[:, -1] == 0).any()):
             raise ValueError("generate needs left padding (the last column must be real tokens for every row)")
-        if "second_per_grid_ts" in inputs:
-            inputs["video_second_per_grid"] = inputs.pop("second_per_grid_ts")
-        inputs.pop("mm_token_type_ids", None)
-        use_audio_in_video = inputs.pop("use_audio_in_video", False)
-        position_ids, deltas = self.compute_position_ids(
-            input_ids, attention_mask, inputs.get("image_grid_thw"), inputs.get("video_grid_thw"),
-            inputs.get("video_second_per_grid"), inputs.get("feature_attention_mask"), inputs.get("input_features"),
-            use_audio_in_video,
-        )
-        inputs.pop("video_second_per_grid", None)
-        embeds = self.embed_inputs(input_ids, **inputs)
-        kinds = position_kinds(input_ids, attention_mask, self.cfg.tokens, layout)
-        n_prompt = input_ids.shape[1]
+        # a new text token gets t = h = w = (real tokens so far - 1) + delta, delta = max prompt position + 1 - length
+        real = attention_mask.bool()
+        deltas = llm["position_ids"].masked_fill(~real[None], 0).amax(dim=(0, 2))[:, None] + 1 - real.sum(-1, keepdim=True)
         caches = [LayerKVCache() for _ in self.blocks]
-        logits = self._decode(embeds, position_ids, attention_mask, "logits", caches, kinds, 0, n_prompt)
+        logits = self._decode(**llm, return_type="logits", kv_caches=caches)
         eos = eos_token_id if eos_token_id is not None else list(self.cfg.tokens.eos)
         eos = torch.tensor([eos] if isinstance(eos, int) else list(eos), device=input_ids.device, dtype=torch.long)
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         tokens = input_ids
-        deltas = deltas.to(input_ids.device)
         generated = torch.full_like(kinds[:, :1], GENERATED)
         for step in range(1, max_new_tokens + 1):
             next_token = logits[:, -1].argmax(-1)
@@ -588,7 +597,6 @@ class HookedAVLLM(HookedRootModule):
             last = step == max_new_tokens or (eos.numel() and bool(done.all()))
             if last and not forward_last:
                 break  # the last token needs no forward of its own
-            # a new text token: t = h = w = (real tokens so far - 1) + the prompt's rope delta
             step_pos = (attention_mask.sum(-1, keepdim=True) - 1 + deltas).expand(-1, 1)
             logits = self._decode(self.embed(next_token[:, None]), step_pos[None].expand(3, -1, -1), attention_mask,
                                   "logits", caches, kinds, step, n_prompt)

@@ -42,17 +42,17 @@ def position_kinds(
 ) -> Int[Tensor, "batch pos"]:
     """Kind code of every position: from the layout's masks when given (it knows generated
     positions), else from the placeholder ids (bracket tokens count as text) and the padding mask."""
-    if layout is not None and tuple(layout.shape) == tuple(input_ids.shape):
-        kinds = torch.full(input_ids.shape, TEXT, dtype=torch.long)
-        for name in KINDS[1:]:
-            kinds[getattr(layout, name).cpu()] = KIND_CODE[name]
-        return kinds.to(input_ids.device)
     kinds = torch.full_like(input_ids, TEXT, dtype=torch.long)
-    for name, token in (("audio", tokens.audio), ("video", tokens.video), ("image", tokens.image)):
-        if token is not None:
-            kinds[input_ids == token] = KIND_CODE[name]
-    if attention_mask is not None:
-        kinds[attention_mask.to(input_ids.device) == 0] = PADDING
+    if layout is not None and tuple(layout.shape) == tuple(input_ids.shape):
+        masks = {name: getattr(layout, name) for name in KINDS[1:]}
+    else:
+        masks = {name: input_ids == token
+                 for name, token in (("audio", tokens.audio), ("video", tokens.video), ("image", tokens.image))
+                 if token is not None}
+        if attention_mask is not None:
+            masks["padding"] = attention_mask == 0
+    for name, mask in masks.items():  # torch.where: no host sync on a GPU
+        kinds = torch.where(mask.to(kinds.device), KIND_CODE[name], kinds)
     return kinds
 
 

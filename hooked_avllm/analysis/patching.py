@@ -23,7 +23,6 @@ swept component, so a 36-layer x 3-component sweep costs 36 LLM forwards, not 10
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -313,37 +312,6 @@ class PatchingSweep:
         return save(fig, path)
 
 
-def _llm_inputs(model: Any, inputs: Any) -> tuple[Tensor, Tensor, Tensor, dict]:
-    """What ``model.forward`` hands to ``model._decode`` for ``inputs``: the towers run here, once.
-
-    Returns embeddings [batch, pos, d_model], position ids [3, batch, pos], the attention mask
-    [batch, pos] and the extra per-row arguments (position kinds, for knockouts) of ``_decode``.
-    """
-    kw = inputs.model_kwargs()
-    ids, mask = kw["input_ids"], kw["attention_mask"]
-    layout = getattr(inputs, "layout", None)
-    fits = layout is not None and tuple(layout.shape) == tuple(ids.shape)
-    if fits:
-        position_ids = layout.position_ids.to(ids.device)
-    else:
-        position_ids, _ = model.compute_position_ids(
-            ids, mask, kw.get("image_grid_thw"), kw.get("video_grid_thw"),
-            kw.get("video_second_per_grid", kw.get("second_per_grid_ts")), kw.get("feature_attention_mask"),
-            kw.get("input_features"), kw.get("use_audio_in_video", False),
-        )
-    embeds = model.embed_inputs(ids, *(kw.get(k) for k in ("input_features", "feature_attention_mask", "pixel_values",
-                                                           "image_grid_thw", "pixel_values_videos", "video_grid_thw")))
-    extra: dict[str, Any] = {}
-    params = inspect.signature(model._decode).parameters
-    if "kinds" in params:
-        from hooked_avllm.position_kinds import position_kinds
-
-        extra["kinds"] = position_kinds(ids, mask, model.cfg.tokens, layout)
-    if "n_prompt" in params and fits:
-        extra["n_prompt"] = layout.n_prompt
-    return embeds, position_ids, mask, extra
-
-
 def _metric_value(metric: Metric, logits: Tensor, inputs: Any) -> float:
     return _scalar(metric(logits, inputs))
 
@@ -469,9 +437,9 @@ def patching_sweep(
             src_final = final_logits(source_logits, src)[align.source_rows.to(source_logits.device)]
             source_values[p] = _metric_value(pair_metric, src_final[:, None], None)
 
-            embeds, position_ids, mask, extra = _llm_inputs(model, tgt)  # the target's towers, once
-            batch = embeds.shape[0]
-            target_values[p] = _metric_value(pair_metric, model._decode(embeds, position_ids, mask, "logits", **extra), tgt)
+            llm = model.decoder_inputs(tgt)  # the target's towers, once
+            batch = llm["embeds"].shape[0]
+            target_values[p] = _metric_value(pair_metric, model._decode(**llm, return_type="logits"), tgt)
 
             for group in groups:
                 cells = [c for layer in group for c in llm_cells.get(layer, [])]
@@ -480,11 +448,10 @@ def patching_sweep(
                     by_hook.setdefault(cell[2], []).append((k * batch, cell[3]))
                 hooks = [(name, _block_writer(store[name], align, blocks)) for name, blocks in by_hook.items()]
                 n = len(cells)
-                rows = {k: v.repeat(n, 1) if isinstance(v, Tensor) else v for k, v in extra.items()}
+                repeated = dict(llm, embeds=llm["embeds"].repeat(n, 1, 1), position_ids=llm["position_ids"].repeat(1, n, 1),
+                                attention_mask=llm["attention_mask"].repeat(n, 1), kinds=llm["kinds"].repeat(n, 1))
                 with model.hooks(fwd_hooks=hooks):
-                    logits = model._decode(
-                        embeds.repeat(n, 1, 1), position_ids.repeat(1, n, 1), mask.repeat(n, 1), "logits", **rows
-                    )
+                    logits = model._decode(**repeated, return_type="logits")
                 n_forwards += 1
                 for k, (i, j, _, _) in enumerate(cells):
                     per_pair[p, i, j] = _metric_value(pair_metric, logits[k * batch : (k + 1) * batch], tgt)
