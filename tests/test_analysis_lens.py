@@ -4,7 +4,8 @@ import pytest
 import torch
 from analysis_support import batch_inputs, clip_inputs, tiny_model
 
-from hooked_avllm.analysis.logit_lens import hook_names_for, logit_lens, select_positions
+from hooked_avllm.analysis.logit_lens import hook_names_for, logit_lens
+from hooked_avllm.analysis.select import select_positions
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from hooked_avllm.analysis.logit_lens import select_positions
+from hooked_avllm.analysis.select import select_positions
 from hooked_avllm.analysis.plotting import pyplot, save
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -19,100 +19,26 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from hooked_avllm.analysis.plotting import pyplot, save
+from hooked_avllm.analysis.select import PositionsOrIndices as PositionsLike
+from hooked_avllm.analysis.select import select_positions
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from hooked_avllm.model import HookedAVLLM
 
-PositionsLike = Union[str, Sequence[str], Tensor, Sequence[int]]
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
 
 
 # ---------------------------------------------------------------------------------------------
 # Shared helpers (also used by token_shift and heatmap)
-
-
-def select_positions(
-    layout: Any,
-    positions: PositionsLike,
-    attention_mask: Int[Tensor, "batch seq"] | None = None,
-    *,
-    time: tuple[float, float] | None = None,
-    item: int | None = None,
-) -> Bool[Tensor, "batch seq"]:
-    """Resolve a position choice to a non-empty bool mask ``[batch, seq]`` (on the CPU).
-
-    ``positions`` is what :func:`hooked_avllm.analysis.select.position_mask` takes (a modality:
-    ``"text"``, ``"audio"``, ``"video"``, ``"image"``, ``"generated"``, ``"media"``; ``"all"``;
-    ``"last"``, each row's last real position, which predicts the next token; a list of names; a
-    bool mask ``[batch, seq]``), optionally narrowed by ``time`` (seconds) and ``item``; and also a
-    ``[seq]`` bool mask for one row or a list / 1-D long tensor of position indices (the same in
-    every row). Without a layout only masks, indices, ``"last"`` and ``"all"`` work (from
-    ``attention_mask``).
-
-    Example:
-        >>> mask = select_positions(inputs.layout, "audio", time=(0.0, 2.0))  # doctest: +SKIP
-        >>> bool((mask <= inputs.layout.audio).all())  # doctest: +SKIP
-        True
-    """
-    if attention_mask is None and layout is not None:
-        attention_mask = layout.attention_mask
-    if attention_mask is None:
-        raise ValueError("select_positions needs a layout or an attention mask to know the sequence shape")
-    batch, seq = attention_mask.shape
-    named = isinstance(positions, str) or (
-        isinstance(positions, (list, tuple)) and len(positions) > 0 and all(isinstance(p, str) for p in positions)
-    )
-    if isinstance(positions, Tensor) and positions.dtype == torch.bool:
-        mask = positions.cpu()
-        if mask.ndim == 1 and batch == 1:
-            mask = mask[None]
-        if tuple(mask.shape) != (batch, seq):
-            raise ValueError(f"the position mask has shape {tuple(mask.shape)}; the run has [batch, seq] = {[batch, seq]}")
-    elif named:
-        if layout is None:
-            if positions not in ("last", "all"):
-                raise ValueError(
-                    f"positions={positions!r} needs the inputs' TokenLayout; pass ModelInputs (model.prepare) or a "
-                    "cache from run_with_cache, or give a bool mask"
-                )
-            real = attention_mask.cpu().bool()
-            if positions == "all":
-                mask = real.clone()
-            else:
-                mask = torch.zeros(batch, seq, dtype=torch.bool)
-                mask[torch.arange(batch), seq - 1 - real.flip(-1).long().argmax(-1)] = True
-        else:
-            mask = None  # the shared selector below
-    else:
-        index = torch.as_tensor(list(positions) if not isinstance(positions, Tensor) else positions).long().flatten().cpu()
-        index = torch.where(index < 0, index + seq, index)
-        if len(index) and (index.min() < 0 or index.max() >= seq):
-            raise ValueError(f"position indices must lie in [-{seq}, {seq}); got {positions}")
-        mask = torch.zeros(batch, seq, dtype=torch.bool)
-        mask[:, index] = True
-    if layout is not None:
-        from hooked_avllm.analysis.select import position_mask
-
-        if tuple(layout.shape) != (batch, seq):
-            raise ValueError(f"the layout covers {tuple(layout.shape)} positions but the run has {(batch, seq)}")
-        mask = position_mask(layout, positions if mask is None else mask.to(layout.text.device), time=time, item=item)
-        mask = mask.cpu()
-    elif time is not None or item is not None:
-        raise ValueError("time= and item= need the inputs' TokenLayout")
-    if not bool(mask.any()):
-        what = f"{positions} positions" if isinstance(positions, str) else "positions of that choice"
-        hint = "; teacher-force a caption first (token_shift.teacher_forced_inputs)" if positions == "generated" else ""
-        raise ValueError(f"the inputs have no {what}" + (f" in time {time}" if time else "") + hint)
-    return mask.clone()
 
 
 def token_decoder(tokenizer: Any) -> Callable[[Sequence[int]], list[str]]:

@@ -44,6 +44,7 @@ from hooked_avllm.analysis.metrics import (
     logit_diff,
     restoration,
 )
+from hooked_avllm.cache import ENCODER_PREFIXES
 
 __all__ = [
     "PatchingSweep",
@@ -60,7 +61,6 @@ __all__ = [
 ]
 
 HookSpec = str | tuple  # "blocks.3.hook_resid_pre" or ("resid_pre", 3)
-_ENCODER_PREFIXES = ("audio.", "vision.", "audio_proj.", "vision_proj.")
 
 
 # ---------------------------------------------------------------------------------------- hooks
@@ -75,7 +75,7 @@ def _hook_name(spec: HookSpec) -> str:
 
 
 def _is_encoder(name: str) -> bool:
-    return name.startswith(_ENCODER_PREFIXES)
+    return name.startswith(ENCODER_PREFIXES)
 
 
 def _check_patchable(name: str, model: Any = None) -> None:

@@ -18,11 +18,12 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-from jaxtyping import Bool
+from jaxtyping import Bool, Int
 from torch import Tensor
 
 MODALITIES = ("text", "audio", "video", "image", "generated", "padding")
 PositionsLike = str | Sequence[str] | Tensor
+PositionsOrIndices = PositionsLike | Sequence[int]  # select_positions also takes position indices
 
 
 def position_mask(
@@ -69,14 +70,87 @@ def _named_mask(layout: Any, name: str) -> Tensor:
     if name == "all":
         return ~layout.padding
     if name == "last":
-        real = (~layout.padding).long()
-        last = real.shape[1] - 1 - real.flip(1).argmax(1)  # index of each row's last real position
-        mask = torch.zeros(layout.shape, dtype=torch.bool, device=layout.padding.device)
-        mask[torch.arange(mask.shape[0]), last] = True
-        return mask
+        return last_real(~layout.padding)
     raise ValueError(
         f"unknown positions {name!r}; use one of {', '.join(MODALITIES + ('media', 'all', 'last'))} or a bool mask"
     )
+
+
+def last_real(real: Bool[Tensor, "batch pos"]) -> Bool[Tensor, "batch pos"]:
+    """Each row's last real position (the one that predicts the next token), as a mask."""
+    last = real.shape[1] - 1 - real.long().flip(1).argmax(1)
+    mask = torch.zeros(real.shape, dtype=torch.bool, device=real.device)
+    mask[torch.arange(real.shape[0], device=real.device), last] = True
+    return mask
+
+
+def select_positions(
+    layout: Any,
+    positions: PositionsOrIndices,
+    attention_mask: Int[Tensor, "batch seq"] | None = None,
+    *,
+    time: tuple[float, float] | None = None,
+    item: int | None = None,
+) -> Bool[Tensor, "batch seq"]:
+    """Resolve a position choice to a non-empty bool mask ``[batch, seq]`` (on the CPU).
+
+    ``positions`` is what :func:`hooked_avllm.analysis.select.position_mask` takes (a modality:
+    ``"text"``, ``"audio"``, ``"video"``, ``"image"``, ``"generated"``, ``"media"``; ``"all"``;
+    ``"last"``, each row's last real position, which predicts the next token; a list of names; a
+    bool mask ``[batch, seq]``), optionally narrowed by ``time`` (seconds) and ``item``; and also a
+    ``[seq]`` bool mask for one row or a list / 1-D long tensor of position indices (the same in
+    every row). Without a layout only masks, indices, ``"last"`` and ``"all"`` work (from
+    ``attention_mask``).
+
+    Example:
+        >>> mask = select_positions(inputs.layout, "audio", time=(0.0, 2.0))  # doctest: +SKIP
+        >>> bool((mask <= inputs.layout.audio).all())  # doctest: +SKIP
+        True
+    """
+    if attention_mask is None and layout is not None:
+        attention_mask = layout.attention_mask
+    if attention_mask is None:
+        raise ValueError("select_positions needs a layout or an attention mask to know the sequence shape")
+    batch, seq = attention_mask.shape
+    named = isinstance(positions, str) or (
+        isinstance(positions, (list, tuple)) and len(positions) > 0 and all(isinstance(p, str) for p in positions)
+    )
+    if isinstance(positions, Tensor) and positions.dtype == torch.bool:
+        mask = positions.cpu()
+        if mask.ndim == 1 and batch == 1:
+            mask = mask[None]
+        if tuple(mask.shape) != (batch, seq):
+            raise ValueError(f"the position mask has shape {tuple(mask.shape)}; the run has [batch, seq] = {[batch, seq]}")
+    elif named:
+        if layout is None:
+            if positions not in ("last", "all"):
+                raise ValueError(
+                    f"positions={positions!r} needs the inputs' TokenLayout; pass ModelInputs (model.prepare) or a "
+                    "cache from run_with_cache, or give a bool mask"
+                )
+            real = attention_mask.cpu().bool()
+            mask = real.clone() if positions == "all" else last_real(real)
+        else:
+            mask = None  # the shared selector below
+    else:
+        index = torch.as_tensor(list(positions) if not isinstance(positions, Tensor) else positions).long().flatten().cpu()
+        index = torch.where(index < 0, index + seq, index)
+        if len(index) and (index.min() < 0 or index.max() >= seq):
+            raise ValueError(f"position indices must lie in [-{seq}, {seq}); got {positions}")
+        mask = torch.zeros(batch, seq, dtype=torch.bool)
+        mask[:, index] = True
+    if layout is not None:
+        if tuple(layout.shape) != (batch, seq):
+            raise ValueError(f"the layout covers {tuple(layout.shape)} positions but the run has {(batch, seq)}")
+        mask = position_mask(layout, positions if mask is None else mask.to(layout.text.device), time=time, item=item)
+        mask = mask.cpu()
+    elif time is not None or item is not None:
+        raise ValueError("time= and item= need the inputs' TokenLayout")
+    if not bool(mask.any()):
+        what = f"{positions} positions" if isinstance(positions, str) else "positions of that choice"
+        hint = "; teacher-force a caption first (token_shift.teacher_forced_inputs)" if positions == "generated" else ""
+        raise ValueError(f"the inputs have no {what}" + (f" in time {time}" if time else "") + hint)
+    return mask.clone()
 
 
 def _item_mask(layout: Any, positions: PositionsLike, item: int) -> Tensor:
