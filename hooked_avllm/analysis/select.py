@@ -148,7 +148,7 @@ def select_positions(
         raise ValueError("time= and item= need the inputs' TokenLayout")
     if not bool(mask.any()):
         what = f"{positions} positions" if isinstance(positions, str) else "positions of that choice"
-        hint = "; teacher-force a caption first (token_shift.teacher_forced_inputs)" if positions == "generated" else ""
+        hint = "; teacher-force a caption first (hooked_avllm.inputs.teacher_forced_inputs)" if positions == "generated" else ""
         raise ValueError(f"the inputs have no {what}" + (f" in time {time}" if time else "") + hint)
     return mask.clone()
 
