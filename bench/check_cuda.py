@@ -22,14 +22,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 
 def run_notebook(dtype: torch.dtype) -> float:
-    import hooked_avllm.toy.evaluate as evaluate
+    import hooked_avllm.toy as toy
 
-    original = evaluate.load_toy
-
-    def on_cuda(kind: str = "omni", dtype_arg: torch.dtype = torch.float32):
-        return original(kind).to("cuda", dtype)
-
-    evaluate.load_toy = on_cuda
+    original = toy.load_toy
+    toy.load_toy = lambda kind="omni", **_: original(kind, dtype=dtype, device="cuda")
     try:
         start = time.perf_counter()
         cells = json.loads((ROOT / "notebooks" / "toy_study.ipynb").read_text())["cells"]
@@ -39,7 +35,7 @@ def run_notebook(dtype: torch.dtype) -> float:
         assert namespace["omni"].embed.weight.device.type == "cuda"
         return time.perf_counter() - start
     finally:
-        evaluate.load_toy = original
+        toy.load_toy = original
 
 
 def main() -> None:

@@ -32,11 +32,15 @@ OMNI_PATH = CHECKPOINTS / "omni"
 VL_PATH = CHECKPOINTS / "vl"
 
 
-def load_toy(kind: str = "omni", **kwargs):
+def load_toy(kind: str = "omni", dtype=None, device: str = "cpu"):
     """The shipped toy audio-visual model (``"omni"``) or its vision-language base (``"vl"``)."""
-    from hooked_avllm.toy.evaluate import load_toy as _load
+    import torch
 
-    return _load(kind, **kwargs)
+    from hooked_avllm import HookedAVLLM
+
+    if kind not in ("omni", "vl"):
+        raise ValueError(f"kind must be 'omni' or 'vl', got {kind!r}")
+    return HookedAVLLM.from_pretrained(CHECKPOINTS / kind, dtype=dtype or torch.float32, device=device)
 
 
 __all__ = [

@@ -16,6 +16,7 @@ Everything goes through the public API: ``model.prepare`` on the clips, ``model.
   sound is lost.
 
 Example:
+    >>> from hooked_avllm.toy import load_toy                             # doctest: +SKIP
     >>> results = evaluate_omni(load_toy("omni"), n=100)                  # doctest: +SKIP
     >>> results["counterfactual"]["hear"]["visual_sound_share"]           # doctest: +SKIP
 """
@@ -28,6 +29,7 @@ from pathlib import Path
 import torch
 
 from hooked_avllm import HookedAVLLM
+from hooked_avllm.toy import CHECKPOINTS
 from hooked_avllm.toy.data import (
     QUESTIONS,
     SOUND_WORDS,
@@ -37,15 +39,7 @@ from hooked_avllm.toy.data import (
     parse_answer,
 )
 
-CHECKPOINTS = Path(__file__).parent / "checkpoints"
 EVAL_SEED = 1000  # held out: training pools use seed 0 (a different stream for every seed)
-
-
-def load_toy(kind: str = "omni", dtype: torch.dtype = torch.float32) -> HookedAVLLM:
-    """The shipped toy audio-visual model (``"omni"``) or its vision-language base (``"vl"``)."""
-    if kind not in ("omni", "vl"):
-        raise ValueError(f"kind must be 'omni' or 'vl', got {kind!r}")
-    return HookedAVLLM.from_pretrained(CHECKPOINTS / kind, dtype=dtype)
 
 
 def prepare_clips(model, clips: list[Clip], question: str, audio: bool = True):

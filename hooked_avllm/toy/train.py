@@ -36,12 +36,12 @@ from hooked_avllm.inputs import (
     prepare_inputs,
     video_patches,
 )
+from hooked_avllm.toy import CHECKPOINTS
 from hooked_avllm.toy.configs import toy_config
 from hooked_avllm.toy.data import QUESTIONS, Clip, K, ToyScenes, answer
 from hooked_avllm.toy.export import preprocessor_config, save_pretrained
 from hooked_avllm.toy.tokenizer import EOS_ID, PAD_ID, save_tokenizer
 
-CHECKPOINTS = Path(__file__).parent / "checkpoints"
 
 
 @dataclass
