@@ -19,19 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from jaxtyping import Bool, Int
+from jaxtyping import Int
 from torch import Tensor
 
 KINDS: tuple[str, ...] = ("text", "audio", "video", "image", "generated", "padding")
 TEXT, AUDIO, VIDEO, IMAGE, GENERATED, PADDING = range(len(KINDS))
 KIND_CODE = {name: code for code, name in enumerate(KINDS)}
-
-
-def kind_code(kind: str) -> int:
-    """The integer code of a kind name, with a clear error for unknown names."""
-    if kind not in KIND_CODE:
-        raise ValueError(f"unknown position kind {kind!r}; use one of {', '.join(KINDS)}")
-    return KIND_CODE[kind]
 
 
 def position_kinds(
@@ -70,11 +63,3 @@ class ForwardContext:
     n_new: int
     step: int = 0
     n_prompt: int = 0  # positions before the first generated one (the last prompt position is n_prompt - 1)
-
-    @property
-    def query_kinds(self) -> Int[Tensor, "batch query_pos"]:
-        return self.kinds[:, self.past : self.past + self.n_new]
-
-    def key_onehot(self, dtype: torch.dtype) -> Bool[Tensor, "batch key_pos kind"]:
-        """``[batch, key_pos, len(KINDS)]`` one-hot of the key kinds."""
-        return torch.nn.functional.one_hot(self.kinds, len(KINDS)).to(dtype)
