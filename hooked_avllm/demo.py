@@ -352,12 +352,12 @@ def _run_real(folder: Path, name: str, video: str | None, audio: str | None, pro
     report = Report(folder)
     steps = tqdm(total=5, desc="demo", disable=not progress)
     prompt = "Describe what you see and hear."
-    config = PreprocessorConfig.from_pretrained(model.checkpoint_folder)  # the checkpoint's own frame sizes
-    factual = model.prepare(prompt=prompt, video=load_video(video, config))
+    factual = model.prepare(prompt=prompt, video=video)  # frames sized by the checkpoint's preprocessing
     caption = _caption(model, factual)
     lines = [f"Factual ({video} with its own sound): {caption}"]
     conflict = None
     if audio is not None:
+        config = PreprocessorConfig.from_pretrained(model.checkpoint_folder)  # the checkpoint's own frame sizes
         swapped = load_video(video, config, with_audio=False, audio=load_audio(audio))
         conflict = model.prepare(prompt=prompt, video=swapped)
         lines.append(f"Counterfactual (its frames with the sound of {audio}): {_caption(model, conflict)}")

@@ -232,9 +232,9 @@ class HookedAVLLM(HookedRootModule):
     def _edit_mask(self, layer: int, context: ForwardContext, dtype: torch.dtype) -> Tensor | None:
         """Additive mask ``[batch, 1, query, key]`` (0 or -inf) of the active edits at ``layer``."""
         edges = [edit.blocked(layer, context) for edit in self._attention_edits]
-        key = (context, tuple(id(e) for e in edges))
+        ids = tuple(id(e) for e in edges)
         memo = self._edit_memo
-        if memo is not None and memo[0] is context and memo[1] == key[1]:
+        if memo is not None and memo[0] is context and memo[1] == ids:
             return memo[2]  # the edits give the same edges as in the previous layer of this forward
         blocked = None
         for e in edges:
@@ -246,7 +246,7 @@ class HookedAVLLM(HookedRootModule):
             blocked = blocked & (torch.arange(blocked.shape[-1], device=blocked.device)[None, :] != own)
             mask = torch.zeros(blocked.shape, dtype=dtype, device=blocked.device)
             mask = mask.masked_fill_(blocked, float("-inf"))[:, None]
-        self._edit_memo = (context, key[1], mask)
+        self._edit_memo = (context, ids, mask)
         return mask
 
     def run_with_cache(self, *model_args: Any, **kwargs: Any) -> tuple[Tensor, AVActivationCache]:
