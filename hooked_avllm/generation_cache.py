@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from hooked_avllm.cache import AVActivationCache
+from hooked_avllm.inputs.layout import carried_layout
 
 NamesFilter = Callable[[str], bool] | str | list[str] | None
 
@@ -87,9 +88,12 @@ def _concat(name: str, acts: list[Tensor]) -> Tensor:
 
 
 def _extended_layout(model: Any, inputs: Any, tokens: Tensor) -> Any:
-    layout = getattr(inputs, "layout", None)
+    layout = carried_layout(inputs)
     if layout is None:
-        kwargs = inputs.model_kwargs() if hasattr(inputs, "model_kwargs") else dict(inputs)
+        if isinstance(inputs, Tensor):
+            kwargs = {"input_ids": inputs if inputs.ndim == 2 else inputs[None]}
+        else:
+            kwargs = inputs.model_kwargs() if hasattr(inputs, "model_kwargs") else dict(inputs)
         media = {k: kwargs.get(k) for k in ("image_grid_thw", "video_grid_thw", "video_second_per_grid",
                                            "feature_attention_mask", "input_features")}
         layout = model._layout_or_none(kwargs["input_ids"], kwargs.get("attention_mask"),

@@ -23,8 +23,15 @@ from hooked_avllm.components import Attention, GatedMLP, RMSNorm, TransformerBlo
 from hooked_avllm.components.attention import LayerKVCache
 from hooked_avllm.components.rotary import rotary_mrope
 from hooked_avllm.config import AVLLMConfig
+from hooked_avllm.inputs.layout import carried_layout
 from hooked_avllm.inputs.positions import rope_position_ids
-from hooked_avllm.position_kinds import GENERATED, PADDING, TEXT, ForwardContext, position_kinds
+from hooked_avllm.position_kinds import (
+    GENERATED,
+    PADDING,
+    TEXT,
+    ForwardContext,
+    position_kinds,
+)
 from hooked_avllm.towers import PatchMerger, QwenOmniAudioTower, QwenVisionTower
 from hooked_avllm.towers.whisper_audio import audio_token_counts
 
@@ -433,7 +440,7 @@ class HookedAVLLM(HookedRootModule):
         """
         if hasattr(input_ids, "model_kwargs") or isinstance(input_ids, dict):
             kwargs = input_ids.model_kwargs() if hasattr(input_ids, "model_kwargs") else dict(input_ids)
-            layout = getattr(input_ids, "layout", None) if layout is None else layout
+            layout = carried_layout(input_ids) if layout is None else layout
             return self.decoder_inputs(**kwargs, position_ids=position_ids, layout=layout, **extra)
         if "second_per_grid_ts" in extra:
             video_second_per_grid = extra.pop("second_per_grid_ts")

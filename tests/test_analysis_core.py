@@ -332,3 +332,16 @@ def test_shares_under_knockout_match_the_knocked_out_patterns(model, batch):
         expected = shares_from_patterns(cache["pattern", layer], kinds)[shares.batch, :, shares.position]
         assert (shares.values[:, layer] - expected).abs().max() < 1e-5
     assert float(shares.values[:, 0, :, 1].max()) < 1e-6  # no attention to audio in layer 0
+
+
+def test_tools_take_bare_token_ids(model):
+    """A tensor's ``.layout`` attribute is torch's memory layout: tools must not mistake it for ours."""
+    from hooked_avllm.analysis import logit_lens
+
+    ids = torch.tensor([[5, 6, 7, 8]])
+    tokens, cache = model.generate_with_cache(ids, 3, eos_token_id=[], names_filter=lambda n: "resid_post" in n)
+    assert cache.layout.shape == tuple(tokens.shape) and int(cache.layout.generated.sum()) == 3
+    lens = logit_lens(model, ids, positions="last", progress=False)
+    assert lens.n_pos == 1
+    shares = attention_share(model, ids, max_new_tokens=2, eos_token_id=[])
+    assert (shares.values.sum(-1) - 1).abs().max() < 1e-5

@@ -22,6 +22,8 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
+from hooked_avllm.inputs.layout import carried_layout
+
 __all__ = ["Modality", "PositionAlignment", "align_positions"]
 
 Modality = str | Tensor | tuple  # a position_mask choice ("audio", "last", ...) | mask | (src_mask, tgt_mask)
@@ -55,8 +57,8 @@ class PositionAlignment:
 
 def _layout_of(x: Any) -> Any:
     """A TokenLayout from a layout, ModelInputs or AVActivationCache."""
-    layout = getattr(x, "layout", x)
-    if layout is None or not hasattr(layout, "audio"):
+    layout = carried_layout(x)
+    if layout is None:
         raise ValueError(
             "patching needs the token layout of both runs: pass ModelInputs from model.prepare (or their .layout)"
         )

@@ -22,6 +22,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from hooked_avllm.inputs.layout import carried_layout
 from hooked_avllm.position_kinds import GENERATED, KINDS, PADDING
 
 SHARE_KINDS = KINDS[:5]  # padding keys get no attention
@@ -294,7 +295,7 @@ def attention_share(
     layers = list(range(model.cfg.n_layers)) if layers is None else sorted(int(layer) for layer in layers)
     prompt_queries = None
     if queries is not None:
-        layout = getattr(inputs, "layout", None)
+        layout = carried_layout(inputs)
         if layout is None and not isinstance(queries, Tensor):
             raise ValueError("queries by name need prepared inputs with a layout (model.prepare); or pass a bool mask")
         prompt_queries = queries.bool().cpu() if isinstance(queries, Tensor) else position_mask(layout, queries).cpu()

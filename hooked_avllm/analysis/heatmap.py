@@ -28,8 +28,9 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from hooked_avllm.analysis.select import select_positions
 from hooked_avllm.analysis.plotting import pyplot, save
+from hooked_avllm.analysis.select import select_positions
+from hooked_avllm.inputs.layout import carried_layout
 
 if TYPE_CHECKING:  # pragma: no cover
     from hooked_avllm.model import HookedAVLLM
@@ -127,7 +128,7 @@ def attention_to_video(
     """
     from tqdm.auto import tqdm
 
-    layout = getattr(inputs, "layout", None)
+    layout = carried_layout(inputs)
     if layout is None:
         raise ValueError("attention_to_video needs inputs with a TokenLayout (model.prepare / ModelInputs)")
     n_layers, n_heads = model.cfg.n_layers, model.cfg.text.n_heads

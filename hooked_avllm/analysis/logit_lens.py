@@ -28,6 +28,7 @@ from torch import Tensor
 from hooked_avllm.analysis.plotting import pyplot, save
 from hooked_avllm.analysis.select import PositionsOrIndices as PositionsLike
 from hooked_avllm.analysis.select import select_positions
+from hooked_avllm.inputs.layout import carried_layout
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -418,7 +419,7 @@ def logit_lens(
 
     is_cache = hasattr(source, "cache_dict") or (isinstance(source, dict) and all(isinstance(v, Tensor) for v in source.values()) and names[0] in source)
     if is_cache:
-        layout = getattr(source, "layout", None)
+        layout = carried_layout(source)
         missing = [n for n in names if n not in source]
         if missing:
             raise ValueError(
@@ -430,7 +431,7 @@ def logit_lens(
         rows = {name: source[name][mask.to(source[name].device)] for name in names}  # [n_pos, d_model] each
     else:
         inputs = source
-        layout = getattr(inputs, "layout", None)
+        layout = carried_layout(inputs)
         if layout is None and isinstance(inputs, Tensor):
             layout = model.layout_of(inputs if inputs.ndim == 2 else inputs[None])
         mask = select_positions(layout, positions, getattr(inputs, "attention_mask", None), time=time, item=item)

@@ -8,7 +8,7 @@ Example:
 
 from hooked_avllm.inputs.audio import Audio, AudioFeatures, audio_features, audio_token_count, load_audio
 from hooked_avllm.inputs.errors import InputError, MediaFileNotFoundError
-from hooked_avllm.inputs.layout import MediaSpan, TokenLayout
+from hooked_avllm.inputs.layout import MediaSpan, TokenLayout, carried_layout
 from hooked_avllm.inputs.model_spec import OMNI_SYSTEM_PROMPT, MediaTokens, ModelInputSpec
 from hooked_avllm.inputs.preprocessor_config import PreprocessorConfig
 from hooked_avllm.inputs.processor import ModelInputs, prepare_inputs
@@ -32,6 +32,7 @@ __all__ = [
     "Video",
     "audio_features",
     "audio_token_count",
+    "carried_layout",
     "concat_inputs",
     "image_patches",
     "load_audio",

@@ -385,3 +385,18 @@ class TokenLayout:
     def __repr__(self) -> str:
         counts = ", ".join(f"{name}={int(mask.sum())}" for name, mask in self.masks().items())
         return f"TokenLayout(shape={self.shape}, {counts}, spans={len(self.spans)})"
+
+
+def carried_layout(obj: object) -> "TokenLayout | None":
+    """The :class:`TokenLayout` a value carries: itself, or the ``.layout`` of prepared inputs or a
+    cache; ``None`` for bare token ids (a tensor's ``.layout`` is its memory layout, not ours).
+
+    Example:
+        >>> import torch
+        >>> carried_layout(torch.tensor([[1, 2]])) is None
+        True
+    """
+    if isinstance(obj, TokenLayout):
+        return obj
+    layout = getattr(obj, "layout", None) if not isinstance(obj, Tensor) else None
+    return layout if isinstance(layout, TokenLayout) else None
