@@ -12,7 +12,6 @@ Every stage runs in a try block: what fails is reported, the rest still runs.
 from __future__ import annotations
 
 import argparse
-import fractions
 import json
 import sys
 import tempfile
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from hooked_avllm.inputs import PreprocessorConfig, load_video, prepare_inputs  # noqa: E402
 from hooked_avllm.inputs.vision import video_patches  # noqa: E402
 from hooked_avllm.loading import load_tokenizer_from  # noqa: E402
+from test_inputs_support import encode_mp4  # noqa: E402
 
 PROMPT = "Describe what you see and hear."
 SECONDS, SOURCE_FPS, SIDE, AUDIO_RATE = 10, 25, 448, 48000
@@ -49,31 +49,6 @@ def synthetic_clip(seconds=SECONDS, fps=SOURCE_FPS, height=SIDE, width=SIDE, see
     tone = 0.3 * np.sin(2 * np.pi * 440 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 2 * t))
     track = np.stack([tone, tone + 0.02 * rng.standard_normal(t.shape)]).astype(np.float32)
     return frames, track
-
-
-def write_mp4(path, frames, track, fps=SOURCE_FPS):
-    import av
-
-    with av.open(str(path), "w") as out:
-        video = out.add_stream("libx264", rate=fps)
-        video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        audio = out.add_stream("aac", rate=AUDIO_RATE)
-        audio.layout = "stereo"
-        for frame in frames:
-            for packet in video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(packet)
-        for packet in video.encode():
-            out.mux(packet)
-        step = 1024
-        for start in range(0, track.shape[1], step):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(track[:, start : start + step]), format="fltp",
-                                               layout="stereo")
-            frame.sample_rate, frame.pts, frame.time_base = AUDIO_RATE, start, fractions.Fraction(1, AUDIO_RATE)
-            for packet in audio.encode(frame):
-                out.mux(packet)
-        for packet in audio.encode():
-            out.mux(packet)
-    return path
 
 
 def median_time(fn, repeats=5, warmup=1, sync=False):
@@ -136,7 +111,7 @@ def main():
     stage(results, "ours_from_arrays_s", lambda: median_time(ours_arrays))
 
     mp4 = tmp / "clip.mp4"
-    stage(results, "mp4_written", lambda: str(write_mp4(mp4, frames, track)))
+    stage(results, "mp4_written", lambda: str(encode_mp4(mp4, frames, SOURCE_FPS, track, AUDIO_RATE)))
     stage(
         results,
         "ours_from_mp4_s",

@@ -31,37 +31,24 @@ def omni_tokenizer():
     return AutoTokenizer.from_pretrained(str(OMNI))
 
 
-def write_mp4(
-    path: Path,
-    seconds: float = 3.0,
-    fps: int = 10,
-    size: tuple[int, int] = (48, 64),
-    audio_rate: int | None = 44100,
-    channels: int = 2,
-    tone: float = 440.0,
-) -> Path:
-    """An H.264 mp4 whose frame i has red level 8*i, with an AAC sine track (or none)."""
+def encode_mp4(path: Path, frames: np.ndarray, fps: int, track: np.ndarray | None = None, audio_rate: int = 44100) -> Path:
+    """An H.264 mp4 of uint8 ``frames`` [T, H, W, 3], with an AAC track of ``track`` [channels, samples] if given."""
     import av
 
-    height, width = size
-    n_frames = int(round(seconds * fps))
     with av.open(str(path), "w") as out:
         video = out.add_stream("libx264", rate=fps)
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         audio = None
-        if audio_rate:
+        if track is not None:
             audio = out.add_stream("aac", rate=audio_rate)
-            audio.layout = "stereo" if channels == 2 else "mono"
-        for i in range(n_frames):
-            image = np.zeros((height, width, 3), np.uint8)
-            image[..., 0] = (8 * i) % 256
-            for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            audio.layout = "stereo" if track.shape[0] == 2 else "mono"
+        for image in frames:
+            for packet in video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")):
                 out.mux(packet)
         for packet in video.encode():
             out.mux(packet)
         if audio is not None:
-            t = np.arange(int(seconds * audio_rate)) / audio_rate
-            signal = np.stack([(0.3 * np.sin(2 * np.pi * tone * t)).astype(np.float32)] * channels)
+            signal = track.astype(np.float32)
             for start in range(0, signal.shape[1], 1024):
                 frame = av.AudioFrame.from_ndarray(
                     np.ascontiguousarray(signal[:, start : start + 1024]), format="fltp", layout=audio.layout.name
@@ -72,6 +59,27 @@ def write_mp4(
             for packet in audio.encode():
                 out.mux(packet)
     return path
+
+
+def write_mp4(
+    path: Path,
+    seconds: float = 3.0,
+    fps: int = 10,
+    size: tuple[int, int] = (48, 64),
+    audio_rate: int | None = 44100,
+    channels: int = 2,
+    tone: float = 440.0,
+) -> Path:
+    """An H.264 mp4 whose frame i has red level 8*i, with an AAC sine track (or none)."""
+    height, width = size
+    n_frames = int(round(seconds * fps))
+    frames = np.zeros((n_frames, height, width, 3), np.uint8)
+    frames[..., 0] = (8 * np.arange(n_frames) % 256)[:, None, None]
+    track = None
+    if audio_rate:
+        t = np.arange(int(seconds * audio_rate)) / audio_rate
+        track = np.stack([0.3 * np.sin(2 * np.pi * tone * t)] * channels)
+    return encode_mp4(path, frames, fps, track, audio_rate or 44100)
 
 
 def audio_tokens(n_samples: int, hop: int = 160) -> int:
