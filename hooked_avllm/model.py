@@ -551,6 +551,11 @@ class HookedAVLLM(HookedRootModule):
         return generate_with_cache(self, inputs, max_new_tokens, names_filter=names_filter, device=device,
                                    concat=concat, eos_token_id=eos_token_id)
 
+    def end_tokens(self, eos_token_id: int | list[int] | None = None, device: Any = None) -> Int[Tensor, "n_end"]:
+        """The end-of-text ids generation stops at: ``eos_token_id`` if given, else the config's."""
+        eos = eos_token_id if eos_token_id is not None else list(self.cfg.tokens.eos)
+        return torch.tensor([eos] if isinstance(eos, int) else list(eos), device=device, dtype=torch.long)
+
     @torch.no_grad()
     def generate(
         self,
@@ -587,8 +592,7 @@ class HookedAVLLM(HookedRootModule):
         deltas = llm["position_ids"].masked_fill(~real[None], 0).amax(dim=(0, 2))[:, None] + 1 - real.sum(-1, keepdim=True)
         caches = [LayerKVCache() for _ in self.blocks]
         logits = self._decode(**llm, return_type="logits", kv_caches=caches)
-        eos = eos_token_id if eos_token_id is not None else list(self.cfg.tokens.eos)
-        eos = torch.tensor([eos] if isinstance(eos, int) else list(eos), device=input_ids.device, dtype=torch.long)
+        eos = self.end_tokens(eos_token_id, input_ids.device)
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         tokens = input_ids
         generated = torch.full_like(kinds[:, :1], GENERATED)

@@ -316,15 +316,13 @@ def attention_share(
 
 def _last_step(model: Any, tokens: Tensor, n_prompt: int, eos_token_id: Any) -> Tensor:
     """Per row, the last decoding step whose query belongs to the caption (up to its end token)."""
-    eos = eos_token_id if eos_token_id is not None else list(model.cfg.tokens.eos)
-    eos = torch.tensor([eos] if isinstance(eos, int) else list(eos), dtype=torch.long)
+    eos = model.end_tokens(eos_token_id)
     new = tokens[:, n_prompt:].cpu()
     last = torch.full((tokens.shape[0],), new.shape[1], dtype=torch.long)
     if eos.numel():
         is_end = torch.isin(new, eos)
-        first_end = torch.where(is_end.any(1), is_end.float().argmax(1), torch.full_like(last, new.shape[1]))
         # step s's query predicts new token s (0-based); keep the steps up to the one that predicts the end token
-        last = first_end
+        last = torch.where(is_end.any(1), is_end.float().argmax(1), last)
     return last
 
 
