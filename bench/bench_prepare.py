@@ -5,7 +5,7 @@ Face processor pipeline, timed side by side, and our video frames checked agains
     PYTHONPATH=. python bench/bench_prepare.py CHECKPOINT_FOLDER [--out results.json]
 
 CHECKPOINT_FOLDER holds the real Qwen2.5-Omni tokenizer, chat template, preprocessor_config.json
-and config.json (no weights needed), e.g. a copy of ``shared/fixtures/hub/Qwen__Qwen2.5-Omni-7B``.
+and config.json (no weights needed), e.g. ``tests/fixtures/hub/Qwen__Qwen2.5-Omni-7B``.
 Every stage runs in a try block: what fails is reported, the rest still runs.
 """
 

@@ -7,12 +7,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 torch.set_num_threads(2)
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-HUB = SHARED / "fixtures" / "hub"
+HUB = Path(__file__).resolve().parent / "fixtures" / "hub"  # real hub files, copied into the repo (SOURCES.md)
 
 
 @pytest.fixture(scope="session")
 def hub_fixtures() -> Path:
     if not HUB.exists():
-        raise FileNotFoundError(f"the shared hub fixtures are expected at {HUB}")
+        raise FileNotFoundError(f"the hub fixtures are expected at {HUB} (tests/fixtures/hub in the repository)")
     return HUB

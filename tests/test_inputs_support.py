@@ -1,6 +1,6 @@
 """Shared helpers for the tests of hooked_avllm.inputs (no tests here).
 
-The Omni tokenizer is loaded once per session from the shared hub fixtures; media files are
+The Omni tokenizer is loaded once per session from the hub fixtures in tests/fixtures; media files are
 written with PyAV / soundfile so the tests never depend on files outside the repository.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-HUB = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "hub"
+HUB = Path(__file__).resolve().parent / "fixtures" / "hub"
 OMNI = HUB / "Qwen__Qwen2.5-Omni-7B"
 VL = HUB / "Qwen__Qwen2.5-VL-7B-Instruct"
 

@@ -1,4 +1,4 @@
-"""The released checkpoints' own config and tensor-index files (shared/fixtures/hub)."""
+"""The released checkpoints' own config and tensor-index files (tests/fixtures/hub)."""
 
 from __future__ import annotations
 
