@@ -116,8 +116,10 @@ class AVLLMConfig:
     torch_dtype: str | None = None
     extra: dict = field(default_factory=dict)
 
+    # ---- the LLM described in TransformerLens's config vocabulary: its ActivationCache methods,
+    # its patching module and SAELens read these from model.cfg
     @property
-    def n_layers(self) -> int:  # TransformerLens tools read cfg.n_layers
+    def n_layers(self) -> int:
         return self.text.n_layers
 
     @property
@@ -125,11 +127,11 @@ class AVLLMConfig:
         return self.text.d_model
 
     @property
-    def d_vocab(self) -> int:
-        return self.text.vocab_size
+    def d_head(self) -> int:
+        return self.text.d_head
 
     @property
-    def n_heads(self) -> int:  # TransformerLens patching reads these three
+    def n_heads(self) -> int:
         return self.text.n_heads
 
     @property
@@ -137,11 +139,87 @@ class AVLLMConfig:
         return self.text.n_kv_heads
 
     @property
+    def d_mlp(self) -> int:
+        return self.text.d_mlp
+
+    @property
+    def d_vocab(self) -> int:
+        return self.text.vocab_size
+
+    @property
+    def d_vocab_out(self) -> int:
+        return self.text.vocab_size
+
+    @property
+    def n_ctx(self) -> int:
+        return self.text.max_position_embeddings
+
+    @property
+    def act_fn(self) -> str:
+        return self.text.act
+
+    @property
+    def eps(self) -> float:
+        return self.text.rms_norm_eps
+
+    @property
+    def rotary_dim(self) -> int:
+        return self.text.d_head
+
+    @property
+    def rotary_base(self) -> float:
+        return self.text.rope_theta
+
+    # Fixed facts of every LLM we build: pre-norm RMSNorm blocks (weights not folded), a gated MLP,
+    # attention then MLP in sequence, rotary positions (no positional embedding in the residual),
+    # no BOS token added by the tokenizer.
+    attn_only = False
+    normalization_type = "RMS"
+    final_rms = True
+    gated_mlp = True
+    parallel_attn_mlp = False
+    positional_embedding_type = "rotary"
+    use_attn_scale = True
+    use_split_qkv_input = False
+    use_attn_in = False
+    use_hook_mlp_in = False
+    ungroup_grouped_query_attention = False
+    default_prepend_bos = False
+    tokenizer_prepends_bos = False
+
+    @property
+    def original_architecture(self) -> str:
+        return self.source_model_type or self.architecture
+
+    @property
+    def model_name(self) -> str:
+        return self.architecture
+
+    @property
+    def use_attn_result(self) -> bool:
+        """Whether ``hook_result`` fires (per-head outputs); switched by ``model.set_use_attn_result``."""
+        return getattr(self, "_use_attn_result", False)
+
+    @use_attn_result.setter
+    def use_attn_result(self, value: bool) -> None:
+        raise AttributeError(
+            "set per-head results with model.set_use_attn_result(True): the attention modules keep the switch, "
+            "and cfg.use_attn_result reports it"
+        )
+
+    @property
     def device(self):
         """Where the model's weights are (kept up to date by the model on ``.to()``)."""
         import torch
 
         return getattr(self, "_device", torch.device("cpu"))
+
+    @property
+    def dtype(self):
+        """The model's parameter dtype (kept up to date by the model on ``.to()``)."""
+        import torch
+
+        return getattr(self, "_dtype", torch.float32)
 
     def to_dict(self) -> dict:
         return asdict(self)

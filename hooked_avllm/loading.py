@@ -173,6 +173,7 @@ def load_pretrained(cls, name_or_path, dtype=torch.float32, device="cpu", load_t
             ) from err
     finish(filler, converter, cfg, unexpected, folder)
 
+    model.eval()  # as Hugging Face's from_pretrained: analysis (TransformerLens's patching) needs eval mode
     model.checkpoint_folder = folder
     if load_tokenizer:
         model.tokenizer = load_tokenizer_from(folder)

@@ -25,6 +25,7 @@ from hooked_avllm.components.rotary import rotary_mrope
 from hooked_avllm.config import AVLLMConfig
 from hooked_avllm.inputs.layout import carried_layout
 from hooked_avllm.inputs.positions import rope_position_ids
+from hooked_avllm.loss import check_return_type, text_target_loss
 from hooked_avllm.position_kinds import (
     GENERATED,
     PADDING,
@@ -33,7 +34,10 @@ from hooked_avllm.position_kinds import (
     position_kinds,
 )
 from hooked_avllm.towers import PatchMerger, QwenOmniAudioTower, QwenVisionTower
+from hooked_avllm.saes import SAEHost
+from hooked_avllm.tokens import TokenMethods
 from hooked_avllm.towers.whisper_audio import audio_token_counts
+from hooked_avllm.weight_views import WeightViews
 
 
 def _media_metadata(
@@ -69,11 +73,14 @@ class AudioProjector(nn.Module):
         return self.hook_out(self.proj(x))
 
 
-class HookedAVLLM(HookedRootModule):
+class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
     """A hooked audio-visual LLM (Qwen2.5-Omni thinker, Qwen2.5-VL).
 
     ``forward`` takes the tensor keyword arguments of the Hugging Face thinker's forward, so the
-    output of a Hugging Face processor can be passed as ``model(**inputs)``.
+    output of a Hugging Face processor can be passed as ``model(**inputs)``. The LLM also shows
+    TransformerLens's surface: its config fields (``cfg.n_layers``, ``cfg.normalization_type``...),
+    weight views (``W_Q``, ``W_U``... in :mod:`hooked_avllm.weight_views`) and token helpers
+    (:mod:`hooked_avllm.tokens`), so TransformerLens's cache methods and patching run on it.
 
     Example:
         >>> model = HookedAVLLM.from_config(AVLLMConfig.tiny())
@@ -122,9 +129,10 @@ class HookedAVLLM(HookedRootModule):
     # ------------------------------------------------------------------ construction
 
     def _apply(self, fn, *args, **kwargs):
-        """Keep ``cfg.device`` (read by TransformerLens tools) where the weights are."""
+        """Keep ``cfg.device`` and ``cfg.dtype`` (read by TransformerLens tools) where the weights are."""
         out = super()._apply(fn, *args, **kwargs)
         self.cfg._device = self.embed.weight.device
+        self.cfg._dtype = self.embed.weight.dtype
         return out
 
     def tie_weights(self) -> None:
@@ -137,7 +145,8 @@ class HookedAVLLM(HookedRootModule):
     def from_config(
         cls, cfg: AVLLMConfig | dict, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", seed: int | None = 0
     ) -> "HookedAVLLM":
-        """A model with random weights (normal, std 0.02; norms at 1), for tests and benchmarks.
+        """A model with random weights (normal, std 0.02; norms at 1), for tests and benchmarks; in
+        eval mode, as every constructor returns it.
 
         Example:
             >>> HookedAVLLM.from_config(AVLLMConfig.tiny(audio=False)).audio is None
@@ -158,7 +167,7 @@ class HookedAVLLM(HookedRootModule):
                     param.zero_()
                 else:
                     param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
-        return model.to(dtype)
+        return model.to(dtype).eval()
 
     @classmethod
     def from_pretrained(
@@ -172,7 +181,8 @@ class HookedAVLLM(HookedRootModule):
 
         Supports ``model_type`` ``qwen2_5_omni`` (talker and token2wav are skipped),
         ``qwen2_5_omni_thinker`` and ``qwen2_5_vl``. Tensors are streamed one by one from the
-        safetensors shards into the parameters.
+        safetensors shards into the parameters. The model comes back in eval mode (as Hugging Face's
+        ``from_pretrained`` does), which TransformerLens's patching requires.
 
         Example:
             >>> model = HookedAVLLM.from_pretrained("Qwen/Qwen2.5-Omni-3B", dtype=torch.bfloat16, device="cuda")  # doctest: +SKIP
@@ -215,6 +225,28 @@ class HookedAVLLM(HookedRootModule):
         for module in self.modules():
             if isinstance(module, Attention):
                 module.use_attn_result = enabled
+        self.cfg._use_attn_result = bool(enabled)
+
+    def set_use_split_qkv_input(self, enabled: bool) -> None:
+        """TransformerLens's per-head q/k/v input forks do not exist here; asking for them raises."""
+        self._refuse_fork("use_split_qkv_input", enabled)
+
+    def set_use_attn_in(self, enabled: bool) -> None:
+        """TransformerLens's ``hook_attn_in`` fork does not exist here; asking for it raises."""
+        self._refuse_fork("use_attn_in", enabled)
+
+    def set_use_hook_mlp_in(self, enabled: bool) -> None:
+        """TransformerLens's ``hook_mlp_in`` does not exist here (``blocks.{l}.ln2.hook_normalized`` is
+        the MLP's input); asking for it raises."""
+        self._refuse_fork("use_hook_mlp_in", enabled)
+
+    @staticmethod
+    def _refuse_fork(name: str, enabled: bool) -> None:
+        if enabled:
+            raise NotImplementedError(
+                f"{name} is not supported: the attention reads one normalised residual per layer "
+                "(blocks.{l}.ln1.hook_normalized); patch hook_q/hook_k/hook_v or hook_z per head instead"
+            )
 
     @contextmanager
     def edit_attention(self, *edits: Any) -> Iterator["HookedAVLLM"]:
@@ -256,13 +288,27 @@ class HookedAVLLM(HookedRootModule):
         self._edit_memo = (context, ids, mask)
         return mask
 
-    def run_with_cache(self, *model_args: Any, **kwargs: Any) -> tuple[Tensor, AVActivationCache]:
+    def run_with_cache(
+        self, *model_args: Any, return_cache_object: bool = True, remove_batch_dim: bool = False, **kwargs: Any
+    ) -> tuple[Any, AVActivationCache | dict[str, Tensor]]:
         """Run and cache activations; the cache is an :class:`AVActivationCache` (a TransformerLens
         ``ActivationCache``) that also knows which positions hold which modality (its
-        ``.layout``: the inputs' own, or one parsed from the token ids and media metadata)."""
+        ``.layout``: the inputs' own, or one parsed from the token ids and media metadata).
+
+        Takes TransformerLens's arguments: ``names_filter``, ``device``, ``remove_batch_dim`` (batch
+        1; the layout stays usable), ``incl_bwd`` (caches ``{name}_grad`` too; needs a scalar output,
+        e.g. ``return_type="loss"``), ``return_cache_object=False`` for a plain dict.
+
+        Example:
+            >>> logits, cache = model.run_with_cache(inputs)  # doctest: +SKIP
+            >>> loss, cache = model.run_with_cache(inputs, return_type="loss", incl_bwd=True)  # doctest: +SKIP
+            >>> cache.select("blocks.3.hook_resid_post_grad", "audio").shape  # doctest: +SKIP
+        """
         self._last_layout = None  # set by forward
-        out, cache_dict = super().run_with_cache(*model_args, **kwargs)
-        return out, AVActivationCache(cache_dict, self, layout=self._last_layout)
+        out, cache_dict = super().run_with_cache(*model_args, remove_batch_dim=remove_batch_dim, **kwargs)
+        if not return_cache_object:
+            return out, cache_dict
+        return out, AVActivationCache(cache_dict, self, layout=self._last_layout, has_batch_dim=not remove_batch_dim)
 
     def layout_of(
         self,
@@ -390,20 +436,29 @@ class HookedAVLLM(HookedRootModule):
         )
 
     def forward(
-        self, *inputs: Any, return_type: Literal["logits", "normalized", None] = "logits", **kwargs: Any
-    ) -> Float[Tensor, "batch pos vocab"] | None:
+        self,
+        *inputs: Any,
+        return_type: Literal["logits", "loss", "both", "normalized", None] = "logits",
+        loss_per_token: bool = False,
+        **kwargs: Any,
+    ) -> Float[Tensor, "batch pos vocab"] | Tensor | tuple[Tensor, Tensor] | None:
         """Run the model on the tensors a Hugging Face processor (or ``model.prepare``) produces.
 
         Takes the arguments of :meth:`decoder_inputs` (the thinker's tensor keyword arguments, or
-        prepared inputs); ``return_type`` is ``"logits"``, ``"normalized"`` (final-norm residual)
-        or ``None``.
+        prepared inputs). ``return_type``: ``"logits"`` ``[batch, pos, vocab]``; ``"loss"``, the
+        next-token cross-entropy averaged over text targets (media placeholders and padding are no
+        targets; ``loss_per_token=True`` gives ``[batch, pos - 1]``, 0 off text targets);
+        ``"both"``, ``(logits, loss)``; ``"normalized"``, the final-norm residual; ``None``.
 
         Example:
             >>> model = HookedAVLLM.from_config(AVLLMConfig.tiny())
             >>> model(torch.tensor([[1, 2, 3]])).shape
             torch.Size([1, 3, 256])
+            >>> model(torch.tensor([[1, 2, 3]]), return_type="loss").shape
+            torch.Size([])
         """
-        return self._decode(**self.decoder_inputs(*inputs, **kwargs), return_type=return_type)
+        check_return_type(return_type)
+        return self._decode(**self.decoder_inputs(*inputs, **kwargs), return_type=return_type, loss_per_token=loss_per_token)
 
     def decoder_inputs(
         self,
@@ -424,7 +479,8 @@ class HookedAVLLM(HookedRootModule):
         """What the LLM gets for these inputs: the towers run here, once.
 
         Returns ``embeds`` [batch, pos, d_model] (media scattered in), ``position_ids``
-        [3, batch, pos], ``attention_mask`` [batch, pos], ``kinds`` [batch, pos] and ``n_prompt``:
+        [3, batch, pos], ``attention_mask`` [batch, pos], ``kinds`` [batch, pos], ``n_prompt`` and
+        ``input_ids`` [batch, pos] (the targets of ``return_type="loss"``):
         the keyword arguments of the LLM pass that ``forward`` and ``generate`` run, and that
         analyses re-run with edited embeddings or batches (e.g. a patching sweep).
 
@@ -475,6 +531,7 @@ class HookedAVLLM(HookedRootModule):
             attention_mask=attention_mask,
             kinds=position_kinds(input_ids, attention_mask, self.cfg.tokens, layout),
             n_prompt=layout.n_prompt if layout is not None else input_ids.shape[1],
+            input_ids=input_ids,
         )
 
     def _layout_or_none(self, input_ids: Tensor, attention_mask: Tensor, media: dict) -> Any:
@@ -492,17 +549,23 @@ class HookedAVLLM(HookedRootModule):
         embeds: Float[Tensor, "batch pos d_model"],
         position_ids: Int[Tensor, "3 batch pos"],
         attention_mask: Int[Tensor, "batch key_pos"],
-        return_type: Literal["logits", "normalized", None],
+        return_type: Literal["logits", "loss", "both", "normalized", None],
         kv_caches: list[LayerKVCache] | None = None,
         kinds: Int[Tensor, "batch key_pos"] | None = None,
         step: int = 0,
         n_prompt: int | None = None,
-    ) -> Tensor | None:
-        """The LLM: embeddings -> blocks -> final norm -> unembedding.
+        input_ids: Int[Tensor, "batch pos"] | None = None,
+        loss_per_token: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor] | None:
+        """The LLM: embeddings -> blocks -> final norm -> unembedding (-> text-target loss).
 
         ``attention_mask`` and ``kinds`` cover every key position (cached + new); while the blocks
         run, ``self.forward_context`` tells hooks and attention edits what the positions are.
+        ``input_ids`` are the loss's targets (``return_type`` ``"loss"`` or ``"both"``).
         """
+        check_return_type(return_type)
+        if return_type in ("loss", "both") and (input_ids is None or kv_caches is not None):
+            raise ValueError("return_type='loss' needs the input ids of a full (uncached) forward")
         resid = self.hook_embed(embeds)
         t = self.cfg.text
         past = kv_caches[0].length if kv_caches is not None else 0
@@ -526,7 +589,11 @@ class HookedAVLLM(HookedRootModule):
         normalized = self.ln_final(resid)
         if return_type == "normalized":
             return normalized
-        return self.unembed(normalized)
+        logits = self.unembed(normalized)
+        if return_type == "logits":
+            return logits
+        loss = text_target_loss(logits, input_ids, kinds, per_token=loss_per_token)
+        return loss if return_type == "loss" else (logits, loss)
 
     def generate_with_cache(
         self,

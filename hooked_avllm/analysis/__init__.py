@@ -1,19 +1,20 @@
 """Experiments on a HookedAVLLM, one module per tool (see PAPER.md for the study they serve).
 
-======================  ==========================================================================
-module                  what it does
-======================  ==========================================================================
-``select``              positions by modality, time range and media item (``cache.select`` uses it)
-``attention_share``     E1: attention share per key kind, per layer and head, during generation
-``logit_lens``          E2: residuals at chosen positions through (final norm +) unembedding, top-k
-``knockout``            E3: block query-kind -> key-kind attention in chosen layers; sweeps
-``token_shift``         E4: teacher-force a caption through a base model; KL, rank, shift labels
-``heatmap``             E4: attention (or any score) on video tokens drawn over the frames
-``alignment``           pair the k-th audio/video/... token of one run with the k-th of another
-``metrics``             logit difference, answer probability, KL to a source run, restoration
-``patching``            activation patching across layouts (audio-only -> audio + video); sweeps
-``token_dropping``      drop audio or video tokens after a layer, in prefill and generation
-======================  ==========================================================================
+==========================  ==========================================================================
+module                      what it does
+==========================  ==========================================================================
+``select``                  positions by modality, time range and media item (``cache.select`` uses it)
+``attention_share``         E1: attention share per key kind, per layer and head, during generation
+``logit_lens``              E2: residuals at chosen positions through (final norm +) unembedding, top-k
+``knockout``                E3: block query-kind -> key-kind attention in chosen layers; sweeps
+``token_shift``             E4: teacher-force a caption through a base model; KL, rank, shift labels
+``heatmap``                 E4: attention (or any score) on video tokens drawn over the frames
+``alignment``               pair the k-th audio/video/... token of one run with the k-th of another
+``metrics``                 logit difference, answer probability, KL to a source run, restoration
+``patching``                activation patching across layouts (audio-only -> audio + video); sweeps
+``attribution_patching``    the linear estimate of a whole patching sweep from one backward pass
+``token_dropping``          drop audio or video tokens after a layer, in prefill and generation
+==========================  ==========================================================================
 
 Example:
     >>> from hooked_avllm.analysis import attention_share, logit_lens, KnockoutRule  # doctest: +SKIP
@@ -21,6 +22,7 @@ Example:
 """
 
 from hooked_avllm.analysis.alignment import align_positions
+from hooked_avllm.analysis.attribution_patching import AttributionPatching, AttributionSweep, attribution_patching
 from hooked_avllm.analysis.attention_share import AttentionShare, attention_share, shares_from_patterns
 from hooked_avllm.analysis.heatmap import attention_to_video, plot_frame_heatmaps, video_token_grid
 from hooked_avllm.analysis.knockout import (
@@ -40,6 +42,8 @@ from hooked_avllm.analysis.token_shift import TokenShiftResult, shift_summary, t
 
 __all__ = [
     "AttentionShare",
+    "AttributionPatching",
+    "AttributionSweep",
     "DropTokens",
     "Knockout",
     "KnockoutRule",
@@ -51,6 +55,7 @@ __all__ = [
     "answer_prob",
     "attention_share",
     "attention_to_video",
+    "attribution_patching",
     "drop_tokens",
     "generate_with_knockout",
     "kl_to_source",

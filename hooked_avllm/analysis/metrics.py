@@ -44,6 +44,11 @@ def final_logits(logits: Float[Tensor, "batch pos vocab"], inputs: Any = None) -
     return logits[torch.arange(logits.shape[0], device=logits.device), last]
 
 
+def _upcast(x: Tensor) -> Tensor:
+    """At least float32 (bf16 logits are scored in float32; float64 analyses keep float64)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def _tokenizer(model: Any) -> Any:
     if model is None:
         return None
@@ -83,7 +88,7 @@ class _LogitDiff:
     __name__ = "logit_diff"
 
     def __call__(self, logits: Tensor, inputs: Any = None) -> Float[Tensor, " batch"]:
-        final = final_logits(logits, inputs).float()
+        final = _upcast(final_logits(logits, inputs))
         return _pick(final, self.a) - _pick(final, self.b)
 
 
@@ -93,7 +98,7 @@ class _AnswerProb:
     __name__ = "answer_prob"
 
     def __call__(self, logits: Tensor, inputs: Any = None) -> Float[Tensor, " batch"]:
-        return _pick(final_logits(logits, inputs).float().softmax(-1), self.answer)
+        return _pick(_upcast(final_logits(logits, inputs)).softmax(-1), self.answer)
 
 
 @dataclass
@@ -102,7 +107,7 @@ class _KLToSource:
     __name__ = "kl_to_source"
 
     def __call__(self, logits: Tensor, inputs: Any = None) -> Float[Tensor, " batch"]:
-        logq = final_logits(logits, inputs).float().log_softmax(-1)
+        logq = _upcast(final_logits(logits, inputs)).log_softmax(-1)
         logp = self.source_logprobs.to(logq.device)
         if logp.shape[0] not in (1, logq.shape[0]):
             raise ValueError(f"source logits have {logp.shape[0]} rows for {logq.shape[0]} patched rows")
@@ -142,7 +147,7 @@ def kl_to_source(source_logits: Float[Tensor, "batch pos vocab"] | Float[Tensor,
     Example:
         >>> metric = kl_to_source(model(audio_only), audio_only)  # doctest: +SKIP
     """
-    return _KLToSource(final_logits(source_logits.detach(), source).float().log_softmax(-1))
+    return _KLToSource(_upcast(final_logits(source_logits.detach(), source)).log_softmax(-1))
 
 
 def restoration(patched: Any, target: Any, source: Any) -> Any:

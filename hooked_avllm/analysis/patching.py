@@ -334,6 +334,84 @@ def _as_pairs(source: Any, target: Any) -> list[tuple[Any, Any]]:
     return list(zip(sources, targets))
 
 
+@dataclass
+class SweepCells:
+    """The cells of a sweep over (component, layer) — or (layer, head) of ``hook_z``.
+
+    ``llm_cells[layer]`` lists ``(row, col, hook name, head or None)`` of the LLM hooks of that
+    layer (a patching sweep batches them per layer); ``whole_cells`` lists ``(row, col, hook
+    name)`` of encoder hooks and fixed hooks (``col`` -1: the hook fills its whole row, e.g.
+    ``"audio_proj.hook_out"`` or ``"ln_final.hook_normalized"``).
+    """
+
+    row_labels: list
+    col_labels: list[int]
+    axis_names: tuple[str, str]
+    llm_cells: dict[int, list[tuple[int, int, str, int | None]]]
+    whole_cells: list[tuple[int, int, str]]
+    fixed_rows: list[int]
+    per_head: bool
+
+    @property
+    def names(self) -> list[str]:
+        """Every hook the sweep touches."""
+        return sorted({c[2] for cells in self.llm_cells.values() for c in cells} | {c[2] for c in self.whole_cells})
+
+
+def checked_layers(model: Any, layers: Sequence[int] | None) -> list[int]:
+    """``layers`` as ints (all LLM layers when None); raises for a layer the LLM lacks."""
+    n_layers = model.cfg.n_layers
+    layers = list(range(n_layers)) if layers is None else [int(l) for l in layers]
+    for layer in layers:
+        if not 0 <= layer < n_layers:
+            raise ValueError(f"layer {layer} is out of range: the LLM has {n_layers} layers")
+    if not layers:
+        raise ValueError("layers is empty: give at least one LLM layer")
+    return layers
+
+
+def _is_full_hook_name(model: Any, component: str) -> bool:
+    return component in model.hook_dict and ("." in component or component.startswith("hook_"))
+
+
+def sweep_cells(model: Any, layers: list[int], components: Sequence[str] | str, heads: Sequence[int] | None) -> SweepCells:
+    """The cells of ``patching_sweep`` / ``attribution_patching`` for these components (see there)."""
+    components = [components] if isinstance(components, str) else list(components)
+    if not components:
+        raise ValueError("components is empty: give at least one (e.g. 'resid_pre', 'attn_out', 'mlp_out')")
+    per_head = "z" in components
+    if per_head and len(components) > 1:
+        raise ValueError("sweep 'z' (per head, [layer, head]) in its own call; use 'attn_out' for all heads at once")
+    llm_cells: dict[int, list[tuple[int, int, str, int | None]]] = {}
+    whole_cells: list[tuple[int, int, str]] = []
+    fixed_rows: list[int] = []
+    if per_head:
+        n_heads = model.cfg.text.n_heads
+        head_list = list(range(n_heads)) if heads is None else [int(h) for h in heads]
+        bad = [h for h in head_list if not 0 <= h < n_heads]
+        if bad:
+            raise ValueError(f"heads {bad} are out of range: the LLM has {n_heads} heads per layer")
+        for i, layer in enumerate(layers):
+            llm_cells[layer] = [(i, j, get_act_name("z", layer), h) for j, h in enumerate(head_list)]
+        return SweepCells([int(l) for l in layers], head_list, ("layer", "head"), llm_cells, whole_cells, fixed_rows, True)
+    templates = {c: _encoder_layers(model, c) for c in components if _is_encoder(c) and "{" in c}
+    col_labels = sorted(set(layers).union(*templates.values()))
+    col = {c: j for j, c in enumerate(col_labels)}
+    for i, comp in enumerate(components):
+        if comp in templates:
+            whole_cells += [(i, col[l], comp.format(l=l, layer=l)) for l in templates[comp]]
+        elif _is_encoder(comp) or _is_full_hook_name(model, comp):
+            _check_patchable(comp, model)
+            fixed_rows.append(i)
+            whole_cells.append((i, -1, comp))
+        else:
+            for layer in layers:
+                name = get_act_name(comp, layer)
+                _check_patchable(name, model)
+                llm_cells.setdefault(layer, []).append((i, col[layer], name, None))
+    return SweepCells(components, col_labels, ("component", "layer"), llm_cells, whole_cells, fixed_rows, False)
+
+
 def patching_sweep(
     model: Any,
     source: Any,
@@ -363,8 +441,9 @@ def patching_sweep(
         layers: LLM layers to sweep (default all).
         components: LLM components (``resid_pre``, ``resid_mid``, ``resid_post``, ``attn_out``,
             ``mlp_out``, any ``get_act_name`` short name with positions), encoder hook templates
-            (``"audio.blocks.{l}.hook_resid_post"``, swept over the tower's layers) or fixed
-            encoder hooks (``"audio_proj.hook_out"``); or ``("z",)`` alone for a [layer, head] sweep.
+            (``"audio.blocks.{l}.hook_resid_post"``, swept over the tower's layers), fixed hooks
+            given by their full name (``"audio_proj.hook_out"``, ``"ln_final.hook_normalized"``:
+            one row, one patched forward); or ``("z",)`` alone for a [layer, head] sweep.
         heads: the heads of a ``"z"`` sweep (default all).
         modality, time, source_rows: as in :func:`align_positions`.
 
@@ -376,47 +455,13 @@ def patching_sweep(
     """
     from tqdm.auto import tqdm
 
-    n_layers = model.cfg.n_layers
-    layers = list(range(n_layers)) if layers is None else [int(l) for l in layers]
-    for layer in layers:
-        if not 0 <= layer < n_layers:
-            raise ValueError(f"layer {layer} is out of range: the LLM has {n_layers} layers")
+    layers = checked_layers(model, layers)
     if layers_per_forward < 1:
         raise ValueError("layers_per_forward must be >= 1")
-    components = [components] if isinstance(components, str) else list(components)
-    per_head = "z" in components
-    if per_head and len(components) > 1:
-        raise ValueError("sweep 'z' (per head, [layer, head]) in its own call; use 'attn_out' for all heads at once")
-
-    # cells: (row, col, hook name, head or None); llm cells are batched per layer group
-    llm_cells: dict[int, list[tuple[int, int, str, int | None]]] = {}
-    enc_cells: list[tuple[int, int, str]] = []
-    fixed_rows: list[int] = []
-    if per_head:
-        head_list = list(range(model.cfg.text.n_heads)) if heads is None else [int(h) for h in heads]
-        row_labels, col_labels = [int(l) for l in layers], head_list
-        axis_names = ("layer", "head")
-        for i, layer in enumerate(layers):
-            llm_cells[layer] = [(i, j, get_act_name("z", layer), h) for j, h in enumerate(head_list)]
-    else:
-        axis_names = ("component", "layer")
-        templates = {c: _encoder_layers(model, c) for c in components if _is_encoder(c) and "{" in c}
-        col_labels = sorted(set(layers).union(*templates.values()))
-        col = {c: j for j, c in enumerate(col_labels)}
-        row_labels = components
-        for i, comp in enumerate(components):
-            if comp in templates:
-                enc_cells += [(i, col[l], comp.format(l=l, layer=l)) for l in templates[comp]]
-            elif _is_encoder(comp):
-                _check_patchable(comp, model)
-                fixed_rows.append(i)
-                enc_cells.append((i, -1, comp))
-            else:
-                for layer in layers:
-                    name = get_act_name(comp, layer)
-                    _check_patchable(name, model)
-                    llm_cells.setdefault(layer, []).append((i, col[layer], name, None))
-    names = sorted({c[2] for cells in llm_cells.values() for c in cells} | {c[2] for c in enc_cells})
+    cells = sweep_cells(model, layers, components, heads)
+    llm_cells, enc_cells, fixed_rows = cells.llm_cells, cells.whole_cells, cells.fixed_rows
+    row_labels, col_labels, axis_names, per_head = cells.row_labels, cells.col_labels, cells.axis_names, cells.per_head
+    names = cells.names
     groups = [layers[k : k + layers_per_forward] for k in range(0, len(layers), layers_per_forward)]
     groups = [g for g in groups if any(l in llm_cells for l in g)]
 

@@ -3,9 +3,9 @@
 Two paths compute the same thing:
 
 * the fast path calls ``scaled_dot_product_attention`` (flash / memory-efficient kernels);
-* the explicit path materialises scores and pattern, and is taken only when a hook is attached to
-  ``hook_attn_scores`` or ``hook_pattern`` (or ``force_explicit`` is set), so watching a layer
-  never changes what the others cost.
+* the explicit path materialises scores and pattern, and is taken only when a forward or backward
+  hook is attached to ``hook_attn_scores`` or ``hook_pattern`` (or ``force_explicit`` is set), so
+  watching a layer never changes what the others cost.
 
 Encoders run their whole batch as one packed row ``[1, tokens, d_model]`` and attend block-
 diagonally within :class:`AttentionSegments` (Whisper chunks, vision windows, frames). Their
@@ -23,6 +23,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
+from hooked_avllm.components.hook_state import watched
 from hooked_avllm.components.rotary import Rotary
 
 
@@ -155,18 +156,75 @@ class Attention(nn.Module):
         self.hook_z = HookPoint()  # [batch, pos, head, d_head]
         self.hook_result = HookPoint()  # [batch, pos, head, d_model], only with use_attn_result
 
-    # TransformerLens-shaped views of the weights, for analysis code.
+    # TransformerLens-shaped views of the weights (grouped key/value heads expanded to one per
+    # query head, as TransformerLens's grouped-query attention shows them; _W_K/_W_V are per kv head).
     @property
     def W_Q(self) -> Float[Tensor, "head d_model d_head"]:
-        return self.qkv.weight[: self.split_sizes[0]].view(self.n_heads, self.d_head, -1).transpose(1, 2)
+        return self._rows(0).view(self.n_heads, self.d_head, -1).transpose(1, 2)
+
+    @property
+    def _W_K(self) -> Float[Tensor, "kv_head d_model d_head"]:
+        return self._rows(1).view(self.n_kv_heads, self.d_head, -1).transpose(1, 2)
+
+    @property
+    def _W_V(self) -> Float[Tensor, "kv_head d_model d_head"]:
+        return self._rows(2).view(self.n_kv_heads, self.d_head, -1).transpose(1, 2)
+
+    @property
+    def W_K(self) -> Float[Tensor, "head d_model d_head"]:
+        return self._per_query_head(self._W_K)
+
+    @property
+    def W_V(self) -> Float[Tensor, "head d_model d_head"]:
+        return self._per_query_head(self._W_V)
 
     @property
     def W_O(self) -> Float[Tensor, "head d_head d_model"]:
         return self.out.weight.T.reshape(self.n_heads, self.d_head, -1)
 
     @property
+    def b_Q(self) -> Float[Tensor, "head d_head"]:
+        return self._bias(0).view(self.n_heads, self.d_head)
+
+    @property
+    def _b_K(self) -> Float[Tensor, "kv_head d_head"]:
+        return self._bias(1).view(self.n_kv_heads, self.d_head)
+
+    @property
+    def _b_V(self) -> Float[Tensor, "kv_head d_head"]:
+        return self._bias(2).view(self.n_kv_heads, self.d_head)
+
+    @property
+    def b_K(self) -> Float[Tensor, "head d_head"]:
+        return self._per_query_head(self._b_K)
+
+    @property
+    def b_V(self) -> Float[Tensor, "head d_head"]:
+        return self._per_query_head(self._b_V)
+
+    @property
+    def b_O(self) -> Float[Tensor, "d_model"]:
+        w = self.out.weight
+        return self.out.bias if self.out.bias is not None else w.new_zeros(w.shape[0])
+
+    def _rows(self, part: int) -> Tensor:
+        start = sum(self.split_sizes[:part])
+        return self.qkv.weight[start : start + self.split_sizes[part]]
+
+    def _bias(self, part: int) -> Tensor:
+        if self.qkv.bias is None:
+            return self.qkv.weight.new_zeros(self.split_sizes[part])
+        start = sum(self.split_sizes[:part])
+        return self.qkv.bias[start : start + self.split_sizes[part]]
+
+    def _per_query_head(self, per_kv_head: Tensor) -> Tensor:
+        return per_kv_head.repeat_interleave(self.n_heads // self.n_kv_heads, dim=0)
+
+    @property
     def watched(self) -> bool:
-        return bool(self.force_explicit or self.hook_attn_scores.fwd_hooks or self.hook_pattern.fwd_hooks)
+        """Whether this layer computes the explicit pattern (a forward or backward hook on
+        ``hook_attn_scores``/``hook_pattern``, or ``force_explicit``)."""
+        return bool(self.force_explicit or watched(self.hook_attn_scores) or watched(self.hook_pattern))
 
     def forward(
         self,

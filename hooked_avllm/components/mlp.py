@@ -39,6 +39,32 @@ class GatedMLP(nn.Module):
         self.hook_pre_linear = HookPoint()  # [batch, pos, d_mlp]: up projection
         self.hook_post = HookPoint()  # [batch, pos, d_mlp]: act(gate) * up
 
+    # TransformerLens's gated-MLP views: hook_pre = x @ W_gate, hook_pre_linear = x @ W_in,
+    # out = (act(pre) * pre_linear) @ W_out
+    @property
+    def W_gate(self) -> Float[Tensor, "d_model d_mlp"]:
+        return self.gate_up.weight[: self.d_mlp].T
+
+    @property
+    def W_in(self) -> Float[Tensor, "d_model d_mlp"]:
+        return self.gate_up.weight[self.d_mlp :].T
+
+    @property
+    def W_out(self) -> Float[Tensor, "d_mlp d_model"]:
+        return self.down.weight.T
+
+    @property
+    def b_gate(self) -> Float[Tensor, "d_mlp"]:
+        return self.gate_up.bias[: self.d_mlp] if self.gate_up.bias is not None else self.W_in.new_zeros(self.d_mlp)
+
+    @property
+    def b_in(self) -> Float[Tensor, "d_mlp"]:
+        return self.gate_up.bias[self.d_mlp :] if self.gate_up.bias is not None else self.W_in.new_zeros(self.d_mlp)
+
+    @property
+    def b_out(self) -> Float[Tensor, "d_model"]:
+        return self.down.bias if self.down.bias is not None else self.W_out.new_zeros(self.W_out.shape[1])
+
     def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
         gate, up = self.gate_up(x).chunk(2, dim=-1)
         post = self.hook_post(self.act(self.hook_pre(gate)) * self.hook_pre_linear(up))
@@ -60,6 +86,23 @@ class PlainMLP(nn.Module):
         self.fc2 = nn.Linear(d_mlp, d_model, bias=bias)
         self.hook_pre = HookPoint()  # [batch, pos, d_mlp]
         self.hook_post = HookPoint()  # [batch, pos, d_mlp]
+
+    # TransformerLens's MLP views: hook_pre = x @ W_in + b_in, out = hook_post @ W_out + b_out
+    @property
+    def W_in(self) -> Float[Tensor, "d_model d_mlp"]:
+        return self.fc1.weight.T
+
+    @property
+    def W_out(self) -> Float[Tensor, "d_mlp d_model"]:
+        return self.fc2.weight.T
+
+    @property
+    def b_in(self) -> Float[Tensor, "d_mlp"]:
+        return self.fc1.bias if self.fc1.bias is not None else self.W_in.new_zeros(self.W_in.shape[1])
+
+    @property
+    def b_out(self) -> Float[Tensor, "d_model"]:
+        return self.fc2.bias if self.fc2.bias is not None else self.W_out.new_zeros(self.W_out.shape[1])
 
     def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
         return self.fc2(self.hook_post(self.act(self.hook_pre(self.fc1(x)))))

@@ -1,7 +1,7 @@
 """RMSNorm and LayerNorm with TransformerLens-style hooks.
 
-Both compute the statistics in float32 and cast back before the weight is applied, exactly as the
-Qwen reference does, so bf16 runs round the same way.
+RMSNorm computes its statistics in float32 (float64 stays float64) and casts back before the
+weight is applied, exactly as the Qwen reference does, so bf16 runs round the same way.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
+
+from hooked_avllm.components.hook_state import watched
 
 
 class RMSNorm(nn.Module):
@@ -30,9 +32,9 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
         in_dtype = x.dtype
-        x32 = x.float()
+        x32 = x.to(torch.promote_types(x.dtype, torch.float32))  # bf16/fp16 -> fp32; fp64 stays
         mean_square = x32.pow(2).mean(-1, keepdim=True)
-        if self.hook_scale.fwd_hooks:
+        if watched(self.hook_scale):
             normalized = x32 / self.hook_scale((mean_square + self.eps).sqrt())
         else:  # the reference's rounding: multiply by rsqrt
             normalized = x32 * torch.rsqrt(mean_square + self.eps)
@@ -56,7 +58,7 @@ class LayerNorm(nn.Module):
         self.hook_normalized = HookPoint()  # [..., pos, d_model]
 
     def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
-        if not (self.hook_scale.fwd_hooks or self.hook_normalized.fwd_hooks):
+        if not (watched(self.hook_scale) or watched(self.hook_normalized)):
             # Fast path: the fused kernel, identical to the reference's nn.LayerNorm.
             return nn.functional.layer_norm(x, (x.shape[-1],), self.w, self.b, self.eps)
         centered = x - x.mean(-1, keepdim=True)

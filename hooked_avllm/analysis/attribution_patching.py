@@ -1,0 +1,286 @@
+"""Attribution patching: the linear estimate of activation patching from one backward pass.
+
+Activation patching writes the source run's activation into the target run and re-runs it: one
+forward per (layer, component). Attribution patching estimates every patch at once from the
+target run's gradient: patching ``act`` from source into target changes the metric by about
+
+    (source_act - target_act) . d metric / d act        (evaluated on the target run)
+
+summed over the patched positions (the aligned ``modality`` tokens, as in
+:func:`~hooked_avllm.analysis.patching.patching_sweep`; per head for ``hook_z``). The cost per
+(source, target) pair is one source forward, one target forward and one backward, whatever the
+number of cells. The estimate is exact where the metric is linear in the activation (e.g.
+``ln_final.hook_normalized`` under a logit difference) and good where the patch is small; use it to
+find the cells worth a real patch.
+
+Example:
+    >>> metric = logit_diff(" dog", " car", model)                                        # doctest: +SKIP
+    >>> ap = attribution_patching(model, audio_only, audio_video, metric)                  # doctest: +SKIP
+    >>> ap.components.values.shape, ap.heads.values.shape     # [component, layer], [layer, head]  # doctest: +SKIP
+    >>> ap.components.plot("attribution.png"); ap.position_table().head()                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from hooked_avllm.analysis.alignment import Modality, PositionAlignment, align_positions
+from hooked_avllm.analysis.metrics import Metric, final_logits
+from hooked_avllm.analysis.patching import (
+    PatchingSweep,
+    SweepCells,
+    _as_pairs,
+    _is_encoder,
+    _metric_value,
+    _missing,
+    _source_store,
+    checked_layers,
+    sweep_cells,
+)
+
+__all__ = ["AttributionPatching", "AttributionSweep", "attribution_patching"]
+
+
+@dataclass
+class AttributionSweep(PatchingSweep):
+    """An attribution-patching estimate, shaped like a :class:`PatchingSweep`.
+
+    ``per_pair`` holds the *estimated* patched metric (target value + estimated change), so
+    ``values``, ``restoration``, ``table()`` and ``plot()`` read as those of the real sweep;
+    ``effect`` is the estimated change itself. ``per_position[p]`` is ``[row, col, n_p]``: the
+    estimate of patching each aligned position alone (``positions[p]``: its target (row, position)
+    pairs); rows filled by a whole-tensor hook (an encoder) have NaN there. ``n_forwards`` is 0
+    (no patched forward); the pair's cost is ``n_backwards`` backward passes, 1 per pair.
+    """
+
+    per_position: list[Tensor] | None = None
+    positions: list[Int[Tensor, "n 2"]] | None = None
+    position_times: list[Tensor] | None = None
+    n_backwards: int = 0
+
+    @property
+    def effect(self) -> Float[Tensor, "row col"]:
+        """The estimated change of the metric, averaged over pairs."""
+        return (self.per_pair - self.target_value[:, None, None]).mean(0)
+
+    def position_table(self) -> Any:
+        """A long pandas DataFrame: one row per (cell, aligned position, pair), with the target row,
+        position, its time in the clip (s; NaN for text) and the attribution."""
+        import pandas as pd
+
+        rows = []
+        for p, (attr, where, times) in enumerate(zip(self.per_position, self.positions, self.position_times)):
+            for i, r in enumerate(self.row_labels):
+                if i in self.fixed_rows and self.axis_names[0] == "component" and bool(torch.isnan(attr[i]).all()):
+                    continue
+                for j, c in enumerate(self.col_labels):
+                    values = attr[i, j]
+                    if bool(torch.isnan(values).all()):
+                        continue
+                    for k in range(values.shape[0]):
+                        rows.append({"pair": p, self.axis_names[0]: r, self.axis_names[1]: c, "batch": int(where[k, 0]),
+                                     "position": int(where[k, 1]), "time": float(times[k]), "attribution": float(values[k])})
+        return pd.DataFrame(rows, columns=["pair", *self.axis_names, "batch", "position", "time", "attribution"])
+
+    def plot_positions(self, row: Any, path: str | Path | None = None, pair: int = 0, title: str | None = None) -> Any:
+        """Heatmap of the per-position estimate for one component (or one layer of a head sweep):
+        columns (layers or heads) down, aligned positions across, labelled by their time in the
+        clip; colour is the estimated change of the metric. Saved to ``path`` when given."""
+        import numpy as np
+
+        from hooked_avllm.analysis.plotting import pyplot, save
+
+        if row not in self.row_labels:
+            raise ValueError(f"{row!r} is not a row of this sweep; rows are {self.row_labels}")
+        i = self.row_labels.index(row)
+        data = self.per_position[pair][i].numpy()  # [col, n]
+        finite = data[~np.isnan(data)]
+        bound = float(np.abs(finite).max()) if finite.size else 1.0
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.12 * data.shape[1] + 2), max(2.0, 0.3 * data.shape[0] + 1.2)))
+        image = ax.imshow(data, aspect="auto", cmap="RdBu_r", vmin=-bound, vmax=bound, interpolation="nearest")
+        times = self.position_times[pair].numpy()
+        step = max(1, len(times) // 12)
+        ticks = list(range(0, len(times), step))
+        labels = [f"{times[t]:.2f}" if np.isfinite(times[t]) else str(int(self.positions[pair][t, 1])) for t in ticks]
+        ax.set_xticks(ticks, labels, rotation=90)
+        ax.set_yticks(range(len(self.col_labels)), [str(c) for c in self.col_labels])
+        ax.set_xlabel("aligned position (time in the clip, s; position index for text)")
+        ax.set_ylabel(self.axis_names[1])
+        ax.set_title(title or f"attribution patching, {self.axis_names[0]} {row}: estimated change of {self.metric_name}")
+        fig.colorbar(image, ax=ax, label=f"estimated change of {self.metric_name}")
+        return save(fig, path)
+
+
+@dataclass
+class AttributionPatching:
+    """Result of :func:`attribution_patching`: ``components`` ([component, layer]) and, from the same
+    backward pass, ``heads`` ([layer, head] of ``hook_z``; None when ``heads=False``)."""
+
+    components: AttributionSweep
+    heads: AttributionSweep | None
+
+
+def attribution_patching(
+    model: Any,
+    source: Any,
+    target: Any,
+    metric: Metric | Sequence[Metric],
+    layers: Sequence[int] | None = None,
+    components: Sequence[str] = ("resid_pre", "attn_out", "mlp_out"),
+    modality: Modality = "audio",
+    *,
+    heads: bool | Sequence[int] = True,
+    time: tuple[float, float] | None = None,
+    source_rows: Sequence[int] | None = None,
+    progress: bool = True,
+) -> AttributionPatching:
+    """Estimate :func:`~hooked_avllm.analysis.patching.patching_sweep` for every cell from one
+    backward pass per (source, target) pair (see the module docstring).
+
+    Takes the arguments of ``patching_sweep`` (pairs of runs across layouts, aligned by
+    ``modality``, ``time`` and ``source_rows``; components as there: LLM short names, encoder
+    templates, full hook names); ``heads=True`` (or a list of heads) also estimates the per-head
+    ``hook_z`` patches of the same layers. ``metric`` must be differentiable in the logits (all of
+    :mod:`hooked_avllm.analysis.metrics` are).
+
+    Returns:
+        :class:`AttributionPatching` with ``components`` and ``heads`` sweeps; their ``values`` /
+        ``restoration`` compare directly with a real sweep's, ``effect`` is the estimated change,
+        ``per_position`` the estimate per aligned token.
+
+    Example:
+        >>> ap = attribution_patching(model, audio_only, audio_video, logit_diff(" dog", " car", model))  # doctest: +SKIP
+        >>> ap.components.restoration                                         # [component, layer]  # doctest: +SKIP
+        >>> ap.heads.plot("heads.png")                                                              # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    layers = checked_layers(model, layers)
+    grids = [sweep_cells(model, layers, components, None)]
+    if heads is not False:
+        grids.append(sweep_cells(model, layers, ("z",), None if heads is True else heads))
+    names = sorted(set().union(*(g.names for g in grids)))
+    pairs = _as_pairs(source, target)
+    metrics = list(metric) if isinstance(metric, (list, tuple)) else [metric] * len(pairs)
+    if len(metrics) != len(pairs):
+        raise ValueError(f"{len(metrics)} metrics for {len(pairs)} (source, target) pairs; give one metric or one per pair")
+
+    source_values, target_values = torch.zeros(len(pairs), dtype=torch.float64), torch.zeros(len(pairs), dtype=torch.float64)
+    results = [_Collector(g, len(pairs)) for g in grids]
+    for p, ((src, tgt), pair_metric) in enumerate(tqdm(list(zip(pairs, metrics)), disable=not progress, desc="attribution")):
+        align = align_positions(src, tgt, modality, time=time, source_rows=source_rows)
+        store, keep_hooks = _source_store(names, align)
+        with torch.no_grad():
+            source_logits = model.run_with_hooks(src, fwd_hooks=keep_hooks)
+        _missing(store, names)
+        src_final = final_logits(source_logits, src)[align.source_rows.to(source_logits.device)]
+        source_values[p] = _metric_value(pair_metric, src_final[:, None], None)
+
+        value, acts, grads = _target_gradients(model, tgt, pair_metric, names)
+        target_values[p] = value
+        layout = getattr(tgt, "layout", None)
+        for collector in results:
+            collector.add(p, align, store, acts, grads, layout)
+
+    name = getattr(metrics[0], "__name__", type(metrics[0]).__name__)
+    sweeps = [c.sweep(source_values, target_values, name) for c in results]
+    return AttributionPatching(sweeps[0], sweeps[1] if len(sweeps) > 1 else None)
+
+
+def _target_gradients(model: Any, target: Any, metric: Metric, names: list[str]) -> tuple[float, dict, dict]:
+    """The target run's activations at ``names`` and the gradients of the metric (mean over rows) there."""
+    acts: dict[str, Tensor] = {}
+
+    def capture(act: Tensor, hook: Any) -> Tensor:
+        if not act.requires_grad:  # nothing upstream needs a gradient (frozen weights): start the graph here
+            act = act.detach().requires_grad_(True)
+        acts[hook.name] = act
+        return act
+
+    with torch.enable_grad(), model.hooks(fwd_hooks=[(n, capture) for n in names]):
+        logits = model(target)
+        value = torch.as_tensor(metric(logits, target)).float().mean()
+    _missing(acts, names)
+    if not value.requires_grad:
+        raise ValueError("the metric does not depend on the logits through autograd; attribution patching needs a differentiable metric")
+    order = list(acts)
+    found = torch.autograd.grad(value, [acts[n] for n in order], allow_unused=True)
+    grads = {n: (g if g is not None else torch.zeros_like(acts[n])) for n, g in zip(order, found)}
+    return float(value.detach()), {n: a.detach() for n, a in acts.items()}, grads
+
+
+class _Collector:
+    """Accumulates one grid's estimates over pairs."""
+
+    def __init__(self, cells: SweepCells, n_pairs: int):
+        self.cells = cells
+        self.per_pair_effect = torch.full((n_pairs, len(cells.row_labels), len(cells.col_labels)), float("nan"), dtype=torch.float64)
+        self.per_position: list[Tensor] = []
+        self.positions: list[Tensor] = []
+        self.times: list[Tensor] = []
+
+    def add(self, p: int, align: PositionAlignment, store: dict, acts: dict, grads: dict, layout: Any) -> None:
+        cells = self.cells
+        by_pos = torch.full((len(cells.row_labels), len(cells.col_labels), len(align)), float("nan"), dtype=torch.float64)
+        for layer_cells in cells.llm_cells.values():
+            for i, j, name, head in layer_cells:
+                per_token = _aligned_attribution(store[name], acts[name], grads[name], align, head)  # [n]
+                by_pos[i, j] = per_token
+        for i, j, name in cells.whole_cells:
+            if _is_encoder(name):
+                total = float(((store[name].to(acts[name].dtype) - acts[name]).double() * grads[name].double()).sum())
+            else:
+                per_token = _aligned_attribution(store[name], acts[name], grads[name], align, None)
+                total = float(per_token.sum())
+                if j >= 0:
+                    by_pos[i, j] = per_token
+                else:
+                    by_pos[i, :] = per_token
+            if j < 0:
+                self.per_pair_effect[p, i, :] = total
+            else:
+                self.per_pair_effect[p, i, j] = total
+        llm = [(i, j) for layer_cells in cells.llm_cells.values() for i, j, _, _ in layer_cells]
+        for i, j in llm:
+            self.per_pair_effect[p, i, j] = float(by_pos[i, j].sum())
+        self.per_position.append(by_pos)
+        self.positions.append(torch.stack((align.target_batch, align.target_pos), dim=1))
+        self.times.append(_times(layout, align))
+
+    def sweep(self, source_values: Tensor, target_values: Tensor, metric_name: str) -> AttributionSweep:
+        c = self.cells
+        per_pair = (self.per_pair_effect + target_values.double()[:, None, None]).float()  # as a PatchingSweep
+        return AttributionSweep(
+            per_pair, source_values.float(), target_values.float(), list(c.row_labels), list(c.col_labels), c.axis_names,
+            metric_name, 0, list(c.fixed_rows), per_position=self.per_position, positions=self.positions,
+            position_times=self.times, n_backwards=len(self.per_position),
+        )
+
+
+def _aligned_attribution(
+    source: Tensor, act: Tensor, grad: Tensor, align: PositionAlignment, head: int | None
+) -> Float[Tensor, " n"]:
+    """(source - target) . grad at each aligned target position (one head of a per-head hook if given)."""
+    rows, pos = align.target_batch.to(act.device), align.target_pos.to(act.device)
+    delta = source.to(act.device, act.dtype) - act[rows, pos]  # [n, ...]
+    product = delta.double() * grad[rows, pos].double()
+    if head is not None:
+        product = product[:, head]
+    return product.reshape(product.shape[0], -1).sum(-1).cpu()
+
+
+def _times(layout: Any, align: PositionAlignment) -> Tensor:
+    """Each aligned target position's time in the clip (audio time, else video time; NaN for text)."""
+    if layout is None or len(align) == 0:
+        return torch.full((len(align),), float("nan"))
+    rows, pos = align.target_batch, align.target_pos
+    audio, video = layout.audio_time.cpu()[rows, pos], layout.video_time.cpu()[rows, pos]
+    return torch.where(torch.isnan(audio), video, audio)

@@ -1,0 +1,28 @@
+"""Whether anyone is watching a hook point: the one rule every "compute it only when watched"
+path uses (explicit attention patterns, norm scales).
+
+A hook point is watched when a forward *or* a backward hook is attached to it: a backward hook
+on ``hook_pattern`` needs the pattern to exist in the graph just as a forward hook does.
+
+Example:
+    >>> from transformer_lens.hook_points import HookPoint
+    >>> point = HookPoint()
+    >>> watched(point)
+    False
+    >>> handle = point.add_hook(lambda grad, hook: None, dir="bwd")
+    >>> watched(point)
+    True
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def watched(point: nn.Module) -> bool:
+    """True when ``point`` has a forward or backward hook (a module that replaced a hook point,
+    e.g. an attached SAE, counts as watched)."""
+    forward, backward = getattr(point, "fwd_hooks", None), getattr(point, "bwd_hooks", None)
+    if forward is None and backward is None:
+        return True
+    return bool(forward) or bool(backward)

@@ -1,0 +1,149 @@
+"""Attribution patching against real activation patching: exact where the metric is linear in the
+activation, the derivative of an interpolated real patch everywhere (float32 / float64, CPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from analysis_support import batch_inputs, clip_inputs, tiny_model
+
+from hooked_avllm.analysis import attribution_patching, logit_diff, patching_sweep
+from hooked_avllm.analysis.alignment import align_positions
+from hooked_avllm.toy import ToyScenes, load_toy
+from hooked_avllm.toy.data import Clip
+from hooked_avllm.toy.evaluate import prepare_clips
+
+COMPONENTS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return load_toy("omni")
+
+
+@pytest.fixture(scope="module")
+def toy_pairs(toy):
+    """The demo's setting: the true sound alone (source) and with a conflicting picture (target)."""
+    clips = [ToyScenes(seed=1000).clip("counterfactual", i) for i in range(4)]
+    sources = [prepare_clips(toy, [Clip("audio_only", None, c.audio, None, c.sound)], "hear") for c in clips]
+    targets = [prepare_clips(toy, [c], "hear") for c in clips]
+    metrics = [logit_diff(c.sound_word, c.implied_sound_word, toy) for c in clips]
+    return sources, targets, metrics
+
+
+def test_exact_where_the_metric_is_linear(toy, toy_pairs):
+    """Under a logit difference the logits are linear in the final-norm output at the answer
+    position, so the estimate must equal the real patch there."""
+    sources, targets, metrics = toy_pairs
+    real = patching_sweep(toy, sources, targets, metrics, components=("ln_final.hook_normalized",), modality="last",
+                          progress=False)
+    ap = attribution_patching(toy, sources, targets, metrics, components=("ln_final.hook_normalized",), modality="last",
+                              heads=False, progress=False)
+    assert (real.per_pair - real.target_value[:, None, None]).abs().min() > 0.1  # the patch really moves the metric
+    assert (ap.components.per_pair - real.per_pair).abs().max() < 1e-4
+    assert torch.allclose(ap.components.source_value, real.source_value, atol=1e-5)
+    assert torch.allclose(ap.components.target_value, real.target_value, atol=1e-5)
+    # the last layer's output at the audio positions cannot reach the answer position: both exactly 0
+    last = toy.cfg.n_layers - 1
+    real = patching_sweep(toy, sources, targets, metrics, layers=[last], components=("resid_post",), progress=False)
+    ap = attribution_patching(toy, sources, targets, metrics, layers=[last], components=("resid_post",), heads=False,
+                              progress=False)
+    assert float((real.per_pair - real.target_value[:, None, None]).abs().max()) < 1e-5
+    assert float(ap.components.effect.abs().max()) < 1e-7
+
+
+def test_tracks_the_real_sweep(toy, toy_pairs):
+    """Components and heads: the estimate follows the real sweep (the figures in docs/benchmarks.md
+    come from bench/attribution_vs_patching.py over more pairs)."""
+    sources, targets, metrics = (x[:2] for x in toy_pairs)
+    for modality, floor in (("last", 0.99), ("audio", 0.6)):
+        real = patching_sweep(toy, sources, targets, metrics, components=COMPONENTS, modality=modality, progress=False)
+        heads = patching_sweep(toy, sources, targets, metrics, components=("z",), modality=modality, progress=False)
+        ap = attribution_patching(toy, sources, targets, metrics, components=COMPONENTS, modality=modality, progress=False)
+        assert ap.components.values.shape == real.values.shape and ap.heads.values.shape == heads.values.shape
+        for estimate, truth in ((ap.components, real), (ap.heads, heads)):
+            r = torch.corrcoef(torch.stack([estimate.values.flatten(), truth.values.flatten()]))[0, 1]
+            assert r > floor, (modality, float(r))
+        assert ap.components.n_forwards == 0 and ap.components.n_backwards == len(sources)
+
+
+def _interpolated_metric(model, src, tgt, metric, name, eps, head=None):
+    """Real patching of tgt + eps * (src - tgt) at the aligned audio positions of ``name``."""
+    align = align_positions(src, tgt, "audio")
+    store = {}
+
+    def keep(act, hook):
+        store["src"] = act[align.source_batch, align.source_pos].detach().clone()
+
+    def write(act, hook):
+        act = act.clone()
+        rows, pos = align.target_batch, align.target_pos
+        delta = store["src"] - act[rows, pos]
+        if head is not None:
+            mask = torch.zeros(act.shape[2], 1, dtype=act.dtype)
+            mask[head] = 1
+            delta = delta * mask
+        act[rows, pos] = act[rows, pos] + eps * delta
+        return act
+
+    with torch.no_grad():
+        model.run_with_hooks(src, fwd_hooks=[(name, keep)])
+        return float(metric(model.run_with_hooks(tgt, fwd_hooks=[(name, write)]), tgt).mean())
+
+
+def test_equals_the_derivative_of_an_interpolated_patch():
+    """Every cell's estimate is d/d eps of the metric under the patch tgt + eps (src - tgt), at eps = 0
+    (central differences in float64, a padded batch of two targets sharing one source)."""
+    model = tiny_model(seed=5).double()
+    src = clip_inputs(model, video=False, seed=1, audio_seed=7)
+    tgt = batch_inputs(model, [clip_inputs(model, video=True, seed=2, audio_seed=7),
+                               clip_inputs(model, video=True, seed=3, audio_seed=7, prefix=8)])
+    src, tgt = src.to("cpu", torch.float64), tgt.to("cpu", torch.float64)
+    metric = logit_diff(3, 7)
+    ap = attribution_patching(model, src, tgt, metric, components=COMPONENTS, modality="audio", progress=False)
+    eps = 1e-4
+    for comp, layer in (("resid_pre", 1), ("attn_out", 0), ("mlp_out", 1), ("resid_mid", 1)):
+        name = f"blocks.{layer}.hook_{comp}"
+        slope = (_interpolated_metric(model, src, tgt, metric, name, eps)
+                 - _interpolated_metric(model, src, tgt, metric, name, -eps)) / (2 * eps)
+        estimate = float(ap.components.effect[COMPONENTS.index(comp), layer])
+        assert abs(estimate - slope) < 1e-6 * max(1.0, abs(slope)), (name, estimate, slope)
+    for layer, head in ((0, 2), (0, 3)):  # (the last layer's heads cannot reach the answer from audio)
+        name = f"blocks.{layer}.attn.hook_z"
+        slope = (_interpolated_metric(model, src, tgt, metric, name, eps, head)
+                 - _interpolated_metric(model, src, tgt, metric, name, -eps, head)) / (2 * eps)
+        assert abs(float(ap.heads.effect[layer, head]) - slope) < 1e-6 * max(1.0, abs(slope))
+    # the per-position estimates add up to the cell's estimate
+    per_position = ap.components.per_position[0]
+    assert torch.allclose(per_position.sum(-1).double(), ap.components.effect.double(), atol=1e-8)
+    assert per_position.shape[-1] == int(tgt.layout.audio.sum())
+
+
+def test_tables_plots_and_errors(toy, toy_pairs, tmp_path):
+    sources, targets, metrics = toy_pairs
+    ap = attribution_patching(toy, sources[:2], targets[:2], metrics[:2], layers=[0, 3],
+                              components=("resid_pre", "audio.blocks.{l}.hook_resid_post", "audio_proj.hook_out"),
+                              progress=False)
+    table = ap.components.table()
+    assert set(table.columns) == {"component", "layer", "value", "restoration"}
+    positions = ap.components.position_table()
+    assert {"pair", "component", "layer", "position", "time", "attribution"} <= set(positions.columns)
+    n_audio = int(targets[0].layout.audio.sum())
+    first = positions[(positions.pair == 0) & (positions.component == "resid_pre") & (positions.layer == 3)]
+    assert len(first) == n_audio and first.time.min() == 0.0  # audio tokens, labelled by their time
+    # the same audio in both runs: the audio tower's activations are equal, so their estimate is 0
+    enc = ap.components.row_labels.index("audio.blocks.{l}.hook_resid_post")
+    assert float(ap.components.effect[enc].nan_to_num().abs().max()) == 0.0
+    assert (tmp_path / "ap.png").exists() is False
+    ap.components.plot(tmp_path / "ap.png")
+    ap.components.plot_positions("resid_pre", tmp_path / "positions.png")
+    ap.heads.plot_positions(3, tmp_path / "heads.png")
+    assert all((tmp_path / f).stat().st_size > 0 for f in ("ap.png", "positions.png", "heads.png"))
+    with pytest.raises(ValueError, match="layer 9 is out of range"):
+        attribution_patching(toy, sources[0], targets[0], metrics[0], layers=[9], progress=False)
+    with pytest.raises(ValueError, match=r"heads \[7\] are out of range"):
+        attribution_patching(toy, sources[0], targets[0], metrics[0], heads=[7], progress=False)
+    with pytest.raises(ValueError, match="differentiable"):
+        attribution_patching(toy, sources[0], targets[0], lambda logits, inputs: torch.tensor([1.0]), progress=False)
+    with pytest.raises(ValueError, match="not a row"):
+        ap.components.plot_positions("mlp_out")
