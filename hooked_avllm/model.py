@@ -15,7 +15,11 @@ from typing import Any, Iterator, Literal
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
-from transformer_lens import HookedRootModule
+
+try:  # transformer-lens >= 3.9 exports it at the top (4.x only there); 3.0-3.8 from hook_points
+    from transformer_lens import HookedRootModule
+except ImportError:  # pragma: no cover - exercised under transformer-lens 3.0-3.8
+    from transformer_lens.hook_points import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from hooked_avllm.cache import AVActivationCache

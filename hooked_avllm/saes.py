@@ -50,7 +50,9 @@ def sae_hook_name(sae: SAELike) -> str:
         raise ValueError("the SAE's config names no hook: set sae.cfg.metadata.hook_name (e.g. 'blocks.3.hook_resid_post')")
     out = getattr(metadata, "hook_name_out", None)
     if out and out != name:
-        raise ValueError(f"transcoders (reading {name}, writing {out}) are not supported; attach SAEs, whose input and output hook coincide")
+        raise ValueError(
+            f"transcoders (reading {name}, writing {out}) are not supported; attach SAEs, whose input and output hook coincide"
+        )
     return name
 
 
@@ -80,13 +82,16 @@ class SAEHookPoint(HookPoint):
         object.__setattr__(self, "original", original)
         self.use_error_term = bool(use_error_term)
         self.name = original.name
-        if hasattr(original, "pos_dim"):
-            self.pos_dim = original.pos_dim
+        for setting in ("pos_dim", "hook_conversion", "backward_scale"):  # TransformerLens 4.x per-point settings
+            if hasattr(original, setting):
+                setattr(self, setting, getattr(original, setting))
         for name, point in sae.hook_dict.items():
             if name in OWN_POINTS:
                 continue
             if "." in name:
-                raise ValueError(f"the SAE's hook point {name!r} sits in a submodule; only SAEs with top-level hook points can be attached")
+                raise ValueError(
+                    f"the SAE's hook point {name!r} sits in a submodule; only SAEs with top-level hook points can be attached"
+                )
             self.add_module(name, point)
         self.hook_sae_error = HookPoint()  # [..., d_in]: x - decode(encode(x)), only with the error term
         self.hook_sae_output = HookPoint()  # like x: what flows on
@@ -124,7 +129,9 @@ class SAEHookPoint(HookPoint):
             )
         device = _device(self.sae)
         if device is not None and device != x.device:
-            raise ValueError(f"the SAE at {self.name} is on {device} but its activation is on {x.device}: move it with sae.to({str(x.device)!r})")
+            raise ValueError(
+                f"the SAE at {self.name} is on {device} but its activation is on {x.device}: move it with sae.to({str(x.device)!r})"
+            )
 
     def release(self) -> None:
         """Give the SAE's hook points back their own names (``hook_sae_acts_post``...) on detaching."""
@@ -187,10 +194,11 @@ class SAEHost:
         original = current.original if isinstance(current, SAEHookPoint) else current
         point = SAEHookPoint(sae, original, use_error_term)
         self._check_point_fires(name, point)
-        if not isinstance(current, SAEHookPoint) and (current.fwd_hooks or current.bwd_hooks):
+        if current.fwd_hooks or current.bwd_hooks:
             warnings.warn(
-                f"{len(current.fwd_hooks) + len(current.bwd_hooks)} hooks on {name} do not run while the SAE is "
-                "attached (they come back with reset_saes); add hooks after add_sae to see the SAE's output",
+                f"{len(current.fwd_hooks) + len(current.bwd_hooks)} hooks on {name} do not run while the SAE is attached "
+                "(they stay on the replaced point and run again once it is put back: reset_saes, or the end of a saes() "
+                "block); add hooks after add_sae to see the SAE's output",
                 stacklevel=2,
             )
         if isinstance(current, SAEHookPoint):
@@ -323,7 +331,9 @@ class SAEHost:
             own = [n for n in self.hook_dict if not isinstance(self.hook_dict.get(n.rpartition(".")[0]), SAEHookPoint)]
             close = difflib.get_close_matches(name, own, n=5, cutoff=0.6)
             hint = f"similar names: {close}" if close else f"e.g. {own[:3]}"
-            raise ValueError(f"the model has no hook point {name!r} (the SAE's hook name); {hint}; model.hook_dict lists them all")
+            raise ValueError(
+                f"the model has no hook point {name!r} (the SAE's hook name); {hint}; model.hook_dict lists them all"
+            )
         return self.hook_dict[name]
 
     def _check_sae_device(self, sae: SAELike, name: str) -> None:
@@ -341,7 +351,9 @@ class SAEHost:
         parent_name, _, leaf = name.rpartition(".")
         parent = self.get_submodule(parent_name) if parent_name else self
         if isinstance(parent, Attention) and leaf == "hook_result" and not parent.use_attn_result:
-            raise ValueError(f"{name} fires only with per-head results: call model.set_use_attn_result(True) before attaching the SAE")
+            raise ValueError(
+                f"{name} fires only with per-head results: call model.set_use_attn_result(True) before attaching the SAE"
+            )
         on_demand = (
             (isinstance(parent, Attention) and leaf in ("hook_pattern", "hook_attn_scores"))
             or (isinstance(parent, RMSNorm) and leaf == "hook_scale")

@@ -147,3 +147,16 @@ def test_tables_plots_and_errors(toy, toy_pairs, tmp_path):
         attribution_patching(toy, sources[0], targets[0], lambda logits, inputs: torch.tensor([1.0]), progress=False)
     with pytest.raises(ValueError, match="not a row"):
         ap.components.plot_positions("mlp_out")
+
+
+def test_leaves_the_weights_as_they_were(toy, toy_pairs):
+    """The weights are frozen only for the target's backward: no .grad appears, flags come back."""
+    sources, targets, metrics = toy_pairs
+    toy.blocks[1].mlp.down.weight.requires_grad_(False)  # a user's own choice survives too
+    try:
+        attribution_patching(toy, sources[0], targets[0], metrics[0], layers=[1, 2], progress=False)
+        assert all(p.grad is None for p in toy.parameters())
+        flags = {n: p.requires_grad for n, p in toy.named_parameters()}
+        assert flags.pop("blocks.1.mlp.down.weight") is False and all(flags.values())
+    finally:
+        toy.blocks[1].mlp.down.weight.requires_grad_(True)

@@ -9,7 +9,8 @@ target run's gradient: patching ``act`` from source into target changes the metr
 summed over the patched positions (the aligned ``modality`` tokens, as in
 :func:`~hooked_avllm.analysis.patching.patching_sweep`; per head for ``hook_z``). The cost per
 (source, target) pair is one source forward, one target forward and one backward, whatever the
-number of cells. The estimate is exact where the metric is linear in the activation (e.g.
+number of cells; the backward keeps the activations from the first swept hook on (an LLM-only
+sweep keeps none of the towers'). The estimate is exact where the metric is linear in the activation (e.g.
 ``ln_final.hook_normalized`` under a logit difference) and good where the patch is small; use it to
 find the cells worth a real patch.
 
@@ -36,12 +37,12 @@ from hooked_avllm.analysis.metrics import Metric, final_logits
 from hooked_avllm.analysis.patching import (
     PatchingSweep,
     SweepCells,
-    _as_pairs,
     _is_encoder,
     _metric_value,
     _missing,
     _source_store,
     checked_layers,
+    paired_runs,
     sweep_cells,
 )
 
@@ -168,10 +169,7 @@ def attribution_patching(
     if heads is not False:
         grids.append(sweep_cells(model, layers, ("z",), None if heads is True else heads))
     names = sorted(set().union(*(g.names for g in grids)))
-    pairs = _as_pairs(source, target)
-    metrics = list(metric) if isinstance(metric, (list, tuple)) else [metric] * len(pairs)
-    if len(metrics) != len(pairs):
-        raise ValueError(f"{len(metrics)} metrics for {len(pairs)} (source, target) pairs; give one metric or one per pair")
+    pairs, metrics = paired_runs(source, target, metric)
 
     source_values, target_values = torch.zeros(len(pairs), dtype=torch.float64), torch.zeros(len(pairs), dtype=torch.float64)
     results = [_Collector(g, len(pairs)) for g in grids]
@@ -196,23 +194,37 @@ def attribution_patching(
 
 
 def _target_gradients(model: Any, target: Any, metric: Metric, names: list[str]) -> tuple[float, dict, dict]:
-    """The target run's activations at ``names`` and the gradients of the metric (mean over rows) there."""
+    """The target run's activations at ``names`` and the gradients of the metric (mean over rows) there.
+
+    The weights are frozen for this one forward, so the graph starts at the first hook of
+    ``names`` that fires (each such activation becomes a leaf): nothing upstream of the swept
+    hooks (e.g. the vision tower, for LLM components) is kept for the backward.
+    """
     acts: dict[str, Tensor] = {}
 
     def capture(act: Tensor, hook: Any) -> Tensor:
-        if not act.requires_grad:  # nothing upstream needs a gradient (frozen weights): start the graph here
+        if not act.requires_grad:  # the first swept hook on this path: start the graph here
             act = act.detach().requires_grad_(True)
         acts[hook.name] = act
         return act
 
-    with torch.enable_grad(), model.hooks(fwd_hooks=[(n, capture) for n in names]):
-        logits = model(target)
-        value = torch.as_tensor(metric(logits, target)).float().mean()
-    _missing(acts, names)
-    if not value.requires_grad:
-        raise ValueError("the metric does not depend on the logits through autograd; attribution patching needs a differentiable metric")
-    order = list(acts)
-    found = torch.autograd.grad(value, [acts[n] for n in order], allow_unused=True)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    try:
+        for p in trainable:
+            p.requires_grad_(False)
+        with torch.enable_grad(), model.hooks(fwd_hooks=[(n, capture) for n in names]):
+            logits = model(target)
+            value = torch.as_tensor(metric(logits, target)).float().mean()
+        _missing(acts, names)
+        if not value.requires_grad:
+            raise ValueError(
+                "the metric does not depend on the logits through autograd; attribution patching needs a differentiable metric"
+            )
+        order = list(acts)
+        found = torch.autograd.grad(value, [acts[n] for n in order], allow_unused=True)
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
     grads = {n: (g if g is not None else torch.zeros_like(acts[n])) for n, g in zip(order, found)}
     return float(value.detach()), {n: a.detach() for n, a in acts.items()}, grads
 

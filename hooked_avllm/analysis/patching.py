@@ -326,12 +326,16 @@ def _encoder_layers(model: Any, template: str) -> list[int]:
     return out
 
 
-def _as_pairs(source: Any, target: Any) -> list[tuple[Any, Any]]:
+def paired_runs(source: Any, target: Any, metric: Metric | Sequence[Metric]) -> tuple[list[tuple[Any, Any]], list[Metric]]:
+    """(source, target) pairs from one run each or equal-length lists, and one metric per pair."""
     sources = list(source) if isinstance(source, (list, tuple)) else [source]
     targets = list(target) if isinstance(target, (list, tuple)) else [target]
     if len(sources) != len(targets):
         raise ValueError(f"{len(sources)} sources for {len(targets)} targets; give (source, target) pairs of equal-length lists")
-    return list(zip(sources, targets))
+    metrics = list(metric) if isinstance(metric, (list, tuple)) else [metric] * len(sources)
+    if len(metrics) != len(sources):
+        raise ValueError(f"{len(metrics)} metrics for {len(sources)} (source, target) pairs; give one metric or one per pair")
+    return list(zip(sources, targets)), metrics
 
 
 @dataclass
@@ -465,10 +469,7 @@ def patching_sweep(
     groups = [layers[k : k + layers_per_forward] for k in range(0, len(layers), layers_per_forward)]
     groups = [g for g in groups if any(l in llm_cells for l in g)]
 
-    pairs = _as_pairs(source, target)
-    metrics = list(metric) if isinstance(metric, (list, tuple)) else [metric] * len(pairs)
-    if len(metrics) != len(pairs):
-        raise ValueError(f"{len(metrics)} metrics for {len(pairs)} (source, target) pairs; give one metric or one per pair")
+    pairs, metrics = paired_runs(source, target, metric)
     per_pair = torch.full((len(pairs), len(row_labels), len(col_labels)), float("nan"))
     source_values, target_values = torch.zeros(len(pairs)), torch.zeros(len(pairs))
     n_forwards = 0

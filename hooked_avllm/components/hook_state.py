@@ -20,8 +20,11 @@ from torch import nn
 
 
 def watched(point: nn.Module) -> bool:
-    """True when ``point`` has a forward or backward hook (a module that replaced a hook point,
-    e.g. an attached SAE, counts as watched)."""
+    """True when ``point`` has a forward or backward hook; a point that transforms its activation
+    (an attached SAE's, ``always_watched``) or a module that replaced a hook point counts as
+    watched, since it must be called."""
+    if getattr(point, "always_watched", False):
+        return True
     forward, backward = getattr(point, "fwd_hooks", None), getattr(point, "bwd_hooks", None)
     if forward is None and backward is None:
         return True
