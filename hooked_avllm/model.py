@@ -37,9 +37,9 @@ from hooked_avllm.position_kinds import (
     ForwardContext,
     position_kinds,
 )
-from hooked_avllm.towers import PatchMerger, QwenOmniAudioTower, QwenVisionTower
 from hooked_avllm.saes import SAEHost
 from hooked_avllm.tokens import TokenMethods
+from hooked_avllm.towers import PatchMerger, QwenOmniAudioTower, QwenVisionTower
 from hooked_avllm.towers.whisper_audio import audio_token_counts
 from hooked_avllm.weight_views import WeightViews
 
@@ -63,6 +63,17 @@ def _media_metadata(
     if video_grid_thw is not None and video_second_per_grid is None:
         video_second_per_grid = torch.ones(video_grid_thw.shape[0])
     return counts, video_second_per_grid
+
+
+def _batch_size(args: tuple, kwargs: dict) -> int | None:
+    """Rows of the inputs of a forward call (token ids, prepared inputs or a dict of them), if known."""
+    first = args[0] if args else kwargs.get("input_ids")
+    ids = first if isinstance(first, Tensor) else getattr(first, "input_ids", None)
+    if ids is None and isinstance(first, dict):
+        ids = first.get("input_ids")
+    if not isinstance(ids, Tensor):
+        return None
+    return ids.shape[0] if ids.ndim == 2 else 1
 
 
 class AudioProjector(nn.Module):
@@ -308,6 +319,11 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
             >>> loss, cache = model.run_with_cache(inputs, return_type="loss", incl_bwd=True)  # doctest: +SKIP
             >>> cache.select("blocks.3.hook_resid_post_grad", "audio").shape  # doctest: +SKIP
         """
+        if remove_batch_dim and _batch_size(model_args, kwargs) not in (None, 1):
+            raise ValueError(
+                f"remove_batch_dim=True needs inputs of batch size 1; these have {_batch_size(model_args, kwargs)} rows "
+                "(TransformerLens would keep row 0 only)"
+            )
         self._last_layout = None  # set by forward
         out, cache_dict = super().run_with_cache(*model_args, remove_batch_dim=remove_batch_dim, **kwargs)
         if not return_cache_object:

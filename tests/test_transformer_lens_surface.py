@@ -215,6 +215,8 @@ def test_restrict_and_remove_batch_dim_keep_positions(toy, batch):
         audio.select("blocks.1.hook_resid_post", "audio")
     with pytest.raises(ValueError, match="batch size 1"):
         toy.run_with_cache(inputs)[1].remove_batch_dim()
+    with pytest.raises(ValueError, match="needs inputs of batch size 1; these have 2 rows"):
+        toy.run_with_cache(inputs, remove_batch_dim=True)
     one = prepare_clips(toy, [ToyScenes(seed=1).clip("counterfactual", 0)], "hear")
     _, with_batch = toy.run_with_cache(one)
     _, without = toy.run_with_cache(one, remove_batch_dim=True)
