@@ -214,7 +214,8 @@ def _target_gradients(model: Any, target: Any, metric: Metric, names: list[str])
             p.requires_grad_(False)
         with torch.enable_grad(), model.hooks(fwd_hooks=[(n, capture) for n in names]):
             logits = model(target)
-            value = torch.as_tensor(metric(logits, target)).float().mean()
+            value = torch.as_tensor(metric(logits, target))
+            value = value.to(torch.promote_types(value.dtype, torch.float32)).mean()  # float64 runs stay float64
         _missing(acts, names)
         if not value.requires_grad:
             raise ValueError(
