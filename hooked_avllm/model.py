@@ -220,14 +220,13 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
         """
         from hooked_avllm.inputs import PreprocessorConfig, prepare_inputs
 
-        if self.tokenizer is None:
-            raise ValueError("this model has no tokenizer: load it with from_pretrained from a folder that has one, or set model.tokenizer")
+        tokenizer = self._require_tokenizer()
         folder = getattr(self, "checkpoint_folder", None)
         preprocessor = PreprocessorConfig.from_pretrained(folder) if folder is not None else None
         if self.cfg.audio is None:
             use_audio_in_video = False
         inputs = prepare_inputs(
-            self.tokenizer, preprocessor, self.cfg, prompt=prompt, video=video, audio=audio, images=images,
+            tokenizer, preprocessor, self.cfg, prompt=prompt, video=video, audio=audio, images=images,
             use_audio_in_video=use_audio_in_video, **kwargs,
         )
         device = self.embed.weight.device
