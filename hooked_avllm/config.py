@@ -7,11 +7,16 @@ Configs are plain dataclasses so they print, compare and serialise cleanly. Pars
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 
 @dataclass
 class TextConfig:
-    """The Qwen2/Qwen2.5 decoder."""
+    """The decoder LLM (Qwen2, Qwen2.5): RMSNorm pre-norm blocks, gated MLP, rotary attention.
+
+    ``mrope_section`` ``None`` means plain 1D rotary over one position row (Qwen2); a tuple
+    means sectioned M-RoPE / TMRoPE over three rows (Qwen2.5-VL, Qwen2.5-Omni).
+    """
 
     vocab_size: int
     d_model: int
@@ -21,11 +26,17 @@ class TextConfig:
     n_kv_heads: int
     d_head: int
     rope_theta: float = 1e6
-    mrope_section: tuple[int, ...] = (16, 24, 24)
+    mrope_section: tuple[int, ...] | None = (16, 24, 24)
     rms_norm_eps: float = 1e-6
     act: str = "silu"
     tie_word_embeddings: bool = False
     max_position_embeddings: int = 32768
+    qkv_bias: bool = True
+
+    @property
+    def position_rows(self) -> int:
+        """Rows of position ids the rotary reads: 3 for M-RoPE, 1 for 1D rotary."""
+        return 1 if self.mrope_section is None else 3
 
 
 @dataclass
@@ -79,12 +90,16 @@ class AudioConfig:
 
 @dataclass
 class TokenIds:
-    """Special token ids that define the sequence layout."""
+    """Special token ids that define the sequence layout.
+
+    ``image``/``video``/``audio`` are the ids at media placeholder positions (their embeddings are
+    replaced by media features); the bracket ids are ``None`` for families without brackets.
+    """
 
     image: int
     video: int
-    vision_start: int
-    vision_end: int
+    vision_start: int | None = None
+    vision_end: int | None = None
     audio: int | None = None
     audio_start: int | None = None
     audio_end: int | None = None
@@ -107,8 +122,8 @@ class AVLLMConfig:
 
     architecture: str
     text: TextConfig
-    vision: VisionConfig | None
-    audio: AudioConfig | None
+    vision: Any  # the family's vision tower config (VisionConfig for the Qwen2.5 families) or None
+    audio: Any  # the family's audio tower config (AudioConfig for Qwen2.5-Omni) or None
     tokens: TokenIds
     position_id_per_second: float = 25.0
     seconds_per_chunk: float = 2.0
@@ -226,6 +241,8 @@ class AVLLMConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "AVLLMConfig":
+        """The inverse of :meth:`to_dict` for the Qwen2.5 families (other families parse their own
+        dicts: ``hooked_avllm.architectures.architecture_for(name).config_from_dict``)."""
         def tup(section: dict | None, *keys):
             if section is None:
                 return None
@@ -233,7 +250,7 @@ class AVLLMConfig:
 
         return cls(
             architecture=d["architecture"],
-            text=TextConfig(**tup(d["text"], "mrope_section")),
+            text=text_config_from_dict(d["text"]),
             vision=VisionConfig(**tup(d["vision"], "fullatt_block_indexes")) if d.get("vision") else None,
             audio=AudioConfig(**d["audio"]) if d.get("audio") else None,
             tokens=TokenIds(**tup(d["tokens"], "eos")),
@@ -254,3 +271,11 @@ class AVLLMConfig:
                             audio=200 if audio else None, audio_start=203 if audio else None,
                             audio_end=204 if audio else None),
         )
+
+
+def text_config_from_dict(d: dict) -> TextConfig:
+    """A :class:`TextConfig` from its ``asdict`` form (lists back to tuples)."""
+    values = dict(d)
+    if values.get("mrope_section") is not None:
+        values["mrope_section"] = tuple(values["mrope_section"])
+    return TextConfig(**values)

@@ -94,10 +94,8 @@ def _extended_layout(model: Any, inputs: Any, tokens: Tensor) -> Any:
             kwargs = {"input_ids": inputs if inputs.ndim == 2 else inputs[None]}
         else:
             kwargs = inputs.model_kwargs() if hasattr(inputs, "model_kwargs") else dict(inputs)
-        media = {k: kwargs.get(k) for k in ("image_grid_thw", "video_grid_thw", "video_second_per_grid",
-                                           "feature_attention_mask", "input_features")}
-        layout = model._layout_or_none(kwargs["input_ids"], kwargs.get("attention_mask"),
-                                       dict(media, use_audio_in_video=kwargs.get("use_audio_in_video", False)))
+        media = {k: v for k, v in kwargs.items() if k not in ("input_ids", "attention_mask")}
+        layout = model.layout_of(kwargs["input_ids"], kwargs.get("attention_mask"), strict=False, **media)
         if layout is None:
             return None
     layout = layout.to(layout.text.device)  # a copy: the inputs' layout stays the prompt's

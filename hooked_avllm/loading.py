@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-import weights_conversion
+from hooked_avllm.architectures import Architecture, architecture_for
 from weights_conversion.targets import Target
 
 CHECKPOINT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "tokenizer*"]
@@ -43,13 +43,14 @@ def read_config(folder: Path) -> dict:
     return json.loads(config_file.read_text())
 
 
+def pick_architecture(config_json: dict) -> Architecture:
+    """The family of a ``config.json`` (by its ``model_type``), from the architecture registry."""
+    return architecture_for(config_json.get("model_type"))
+
+
 def pick_converter(config_json: dict):
-    model_type = config_json.get("model_type")
-    if model_type not in weights_conversion.CONVERTERS:
-        raise ValueError(
-            f"unknown architecture: model_type {model_type!r}. Supported: {sorted(weights_conversion.CONVERTERS)}"
-        )
-    return weights_conversion.CONVERTERS[model_type]
+    """The weight converter of a ``config.json``'s family (``weights_conversion/<family>.py``)."""
+    return pick_architecture(config_json).converter
 
 
 def safetensors_files(folder: Path) -> list[Path]:
@@ -143,8 +144,9 @@ def finish(filler: "WeightFiller", converter, cfg, unexpected: list[str], source
 def load_pretrained(cls, name_or_path, dtype=torch.float32, device="cpu", load_tokenizer=True):
     folder = resolve_checkpoint(name_or_path)
     config_json = read_config(folder)
-    converter = pick_converter(config_json)
-    cfg = converter.config_from_hf(config_json)
+    family = pick_architecture(config_json)
+    converter = family.converter
+    cfg = family.config_from_hf(config_json)
     files = safetensors_files(folder)
 
     with torch.device("meta"):

@@ -22,13 +22,12 @@ except ImportError:  # pragma: no cover - exercised under transformer-lens 3.0-3
     from transformer_lens.hook_points import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
+from hooked_avllm.architectures import MEDIA_KINDS, TOWER_SLOTS, Architecture, architecture_for
 from hooked_avllm.cache import AVActivationCache
-from hooked_avllm.components import Attention, GatedMLP, RMSNorm, TransformerBlock
 from hooked_avllm.components.attention import LayerKVCache
-from hooked_avllm.components.rotary import rotary_mrope
 from hooked_avllm.config import AVLLMConfig
+from hooked_avllm.inputs.errors import InputError
 from hooked_avllm.inputs.layout import carried_layout
-from hooked_avllm.inputs.positions import rope_position_ids
 from hooked_avllm.loss import check_return_type, text_target_loss
 from hooked_avllm.position_kinds import (
     GENERATED,
@@ -39,30 +38,11 @@ from hooked_avllm.position_kinds import (
 )
 from hooked_avllm.saes import SAEHost
 from hooked_avllm.tokens import TokenMethods
-from hooked_avllm.towers import PatchMerger, QwenOmniAudioTower, QwenVisionTower
-from hooked_avllm.towers.whisper_audio import audio_token_counts
+from hooked_avllm.components import Attention, RMSNorm
 from hooked_avllm.weight_views import WeightViews
 
-
-def _media_metadata(
-    input_features: Tensor | None,
-    feature_attention_mask: Tensor | None,
-    video_grid_thw: Tensor | None,
-    video_second_per_grid: Tensor | None,
-) -> tuple[Tensor | None, Tensor | None]:
-    """Audio tokens per clip (from the feature mask, or the full feature length) and the seconds
-    per video frame group (1.0 when not given, as the reference assumes)."""
-    counts = None
-    if input_features is not None:
-        lengths = (
-            feature_attention_mask.sum(-1)
-            if feature_attention_mask is not None
-            else torch.full((input_features.shape[0],), input_features.shape[-1])
-        )
-        counts = audio_token_counts(lengths.cpu())
-    if video_grid_thw is not None and video_second_per_grid is None:
-        video_second_per_grid = torch.ones(video_grid_thw.shape[0])
-    return counts, video_second_per_grid
+MEDIA_ARGUMENTS = ("input_features", "feature_attention_mask", "pixel_values", "image_grid_thw",
+                   "pixel_values_videos", "video_grid_thw", "video_second_per_grid", "use_audio_in_video")
 
 
 def _batch_size(args: tuple, kwargs: dict) -> int | None:
@@ -76,16 +56,14 @@ def _batch_size(args: tuple, kwargs: dict) -> int | None:
     return ids.shape[0] if ids.ndim == 2 else 1
 
 
-class AudioProjector(nn.Module):
-    """The audio tower's output projection into the LLM width (``proj`` in Qwen2.5-Omni)."""
+@dataclasses.dataclass
+class Injection:
+    """Rows added to the residual stream after decoder layer ``layer`` at the positions ``where``
+    (Qwen3-Omni's DeepStack adds vision-layer features to the visual positions this way)."""
 
-    def __init__(self, d_audio: int, out_dim: int):
-        super().__init__()
-        self.proj = nn.Linear(d_audio, out_dim)
-        self.hook_out = HookPoint()  # [1, token, out_dim]: one row per audio placeholder token
-
-    def forward(self, x: Float[Tensor, "1 token d_audio"]) -> Float[Tensor, "1 token out_dim"]:
-        return self.hook_out(self.proj(x))
+    layer: int
+    where: Tensor  # [batch, pos] bool
+    rows: Tensor  # [n_true, d_model]
 
 
 class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
@@ -108,38 +86,53 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
     def __init__(self, cfg: AVLLMConfig):
         super().__init__()
         self.cfg = dataclasses.replace(cfg)  # a copy per model: it records the model's device
+        self.architecture: Architecture = architecture_for(cfg.architecture)
         t = cfg.text
-        self.vision = self.vision_proj = self.audio = self.audio_proj = None
-        if cfg.vision is not None:
-            if cfg.vision.out_dim != t.d_model:
-                raise ValueError(f"vision out_dim {cfg.vision.out_dim} must equal the LLM width {t.d_model}")
-            self.vision = QwenVisionTower(cfg.vision)
-            self.vision_proj = PatchMerger(cfg.vision.d_model, cfg.vision.out_dim, cfg.vision.spatial_merge_size, cfg.vision.rms_norm_eps)
-        if cfg.audio is not None:
-            if cfg.audio.out_dim != t.d_model:
-                raise ValueError(f"audio out_dim {cfg.audio.out_dim} must equal the LLM width {t.d_model}")
-            self.audio = QwenOmniAudioTower(cfg.audio)
-            self.audio_proj = AudioProjector(cfg.audio.d_model, cfg.audio.out_dim)
+        towers = self.architecture.build_towers(cfg)
+        unknown = set(towers) - set(TOWER_SLOTS)
+        if unknown:
+            raise ValueError(f"{self.architecture.name}.build_towers returned unknown slots {sorted(unknown)}; use {TOWER_SLOTS}")
+        for slot in TOWER_SLOTS:  # attributes, not a ModuleDict, so hook names stay vision.* / audio.*
+            setattr(self, slot, towers.get(slot))
         self.embed = nn.Embedding(t.vocab_size, t.d_model)
         self.hook_embed = HookPoint()  # [batch, pos, d_model]: token embeddings with media scattered in
-        self.blocks = nn.ModuleList(
-            TransformerBlock(
-                RMSNorm(t.d_model, t.rms_norm_eps),
-                Attention(t.d_model, t.n_heads, t.n_kv_heads, t.d_head, qkv_bias=True, out_bias=False),
-                RMSNorm(t.d_model, t.rms_norm_eps),
-                GatedMLP(t.d_model, t.d_mlp, act=t.act),
-            )
-            for _ in range(t.n_layers)
-        )
+        self.blocks = nn.ModuleList(self.architecture.build_block(cfg, layer) for layer in range(t.n_layers))
         self.ln_final = RMSNorm(t.d_model, t.rms_norm_eps)
         self.unembed = nn.Linear(t.d_model, t.vocab_size, bias=False)
         self.tie_weights()
         self.tokenizer = None
-        self.forward_context: ForwardContext | None = None  # set while the LLM blocks run
+        self._forward_context: ForwardContext | None = None  # set while the LLM blocks run
         self._attention_edits: list = []  # knockout rules, token dropping (see edit_attention)
         self._edit_memo: tuple | None = None  # (context, edges ids, mask): layers with the same edits share it
         self._last_layout = None
         self.setup()
+
+    @property
+    def encoders(self) -> dict[str, tuple[nn.Module, nn.Module | None]]:
+        """The towers by modality (``"vision"``, ``"audio"``), each with its projector into the LLM.
+
+        Example:
+            >>> sorted(HookedAVLLM.from_config(AVLLMConfig.tiny()).encoders)
+            ['audio', 'vision']
+        """
+        return {name: (getattr(self, name), getattr(self, f"{name}_proj"))
+                for name in ("vision", "audio") if getattr(self, name) is not None}
+
+    @property
+    def forward_context(self) -> ForwardContext | None:
+        """What the positions of the running LLM forward are (kinds of every key position, the
+        query offset, the decoding step); ``None`` outside the decoder. Hooks and attention edits
+        read it.
+
+        Example:
+            >>> seen = []
+            >>> model = HookedAVLLM.from_config(AVLLMConfig.tiny())
+            >>> hook = lambda x, hook: seen.append(model.forward_context.n_new)
+            >>> _ = model.run_with_hooks(torch.tensor([[1, 2, 3]]), fwd_hooks=[("blocks.0.hook_resid_pre", hook)])
+            >>> seen
+            [3]
+        """
+        return self._forward_context
 
     # ------------------------------------------------------------------ construction
 
@@ -168,7 +161,7 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
             True
         """
         if isinstance(cfg, dict):
-            cfg = AVLLMConfig.from_dict(cfg)
+            cfg = architecture_for(cfg["architecture"]).config_from_dict(cfg)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         with torch.device("meta"):
             model = cls(cfg)
@@ -210,7 +203,8 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
 
     def prepare(self, prompt, video=None, audio=None, images=None, use_audio_in_video: bool = True, **kwargs):
         """Media files/arrays and a prompt -> :class:`~hooked_avllm.inputs.ModelInputs` (tensors +
-        ``TokenLayout``), with the checkpoint's tokenizer, chat template and preprocessor config.
+        ``TokenLayout``), with the checkpoint's tokenizer, chat template and preprocessing, as the
+        family's prompt builder does it (``model.architecture.prepare``).
         The result goes straight into ``forward``, ``run_with_cache`` and ``generate``.
 
         Example:
@@ -218,16 +212,8 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
             >>> logits, cache = model.run_with_cache(inputs)  # doctest: +SKIP
             >>> cache["blocks.20.hook_resid_post"][cache.layout.audio]  # doctest: +SKIP
         """
-        from hooked_avllm.inputs import PreprocessorConfig, prepare_inputs
-
-        tokenizer = self._require_tokenizer()
-        folder = getattr(self, "checkpoint_folder", None)
-        preprocessor = PreprocessorConfig.from_pretrained(folder) if folder is not None else None
-        if self.cfg.audio is None:
-            use_audio_in_video = False
-        inputs = prepare_inputs(
-            tokenizer, preprocessor, self.cfg, prompt=prompt, video=video, audio=audio, images=images,
-            use_audio_in_video=use_audio_in_video, **kwargs,
+        inputs = self.architecture.prepare(
+            self, prompt=prompt, video=video, audio=audio, images=images, use_audio_in_video=use_audio_in_video, **kwargs
         )
         device = self.embed.weight.device
         return inputs.to(device, self.embed.weight.dtype)
@@ -282,8 +268,21 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
             for edit in edits:
                 self._attention_edits.remove(edit)
 
-    def _edit_mask(self, layer: int, context: ForwardContext, dtype: torch.dtype) -> Tensor | None:
-        """Additive mask ``[batch, 1, query, key]`` (0 or -inf) of the active edits at ``layer``."""
+    @property
+    def has_attention_edits(self) -> bool:
+        """Whether an ``edit_attention`` block is active."""
+        return bool(self._attention_edits)
+
+    def attention_edit_mask(self, layer: int, context: ForwardContext, dtype: torch.dtype) -> Tensor | None:
+        """Additive mask ``[batch, 1, query, key]`` (0 or -inf) of the active edits at ``layer``
+        (``None`` when no edit blocks an edge there); what the decoder hands the attention, and
+        what analyses that recompute a pattern beside the fused kernel must add.
+
+        Example:
+            >>> model = HookedAVLLM.from_config(AVLLMConfig.tiny())
+            >>> model.has_attention_edits
+            False
+        """
         edges = [edit.blocked(layer, context) for edit in self._attention_edits]
         ids = tuple(id(e) for e in edges)
         memo = self._edit_memo
@@ -339,85 +338,61 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
         feature_attention_mask: Tensor | None = None,
         input_features: Tensor | None = None,
         use_audio_in_video: bool = False,
+        *,
+        strict: bool = True,
+        **media: Any,
     ):
-        """The :class:`~hooked_avllm.inputs.TokenLayout` of Hugging Face-style inputs.
+        """The :class:`~hooked_avllm.inputs.TokenLayout` of bare ids + media tensors, as the family
+        reads them (Qwen: parsed from the placeholders). ``strict=False`` returns ``None`` with a
+        warning when the ids do not parse (e.g. a cache of hand-made ids).
 
         Example:
             >>> model.layout_of(**processor_outputs, use_audio_in_video=True).audio.sum()  # doctest: +SKIP
         """
-        from hooked_avllm.inputs import TokenLayout
-        from hooked_avllm.inputs.model_spec import ModelInputSpec
-
-        counts, video_second_per_grid = _media_metadata(
-            input_features, feature_attention_mask, video_grid_thw, video_second_per_grid
-        )
-        left = attention_mask is None or bool(attention_mask[:, -1].all())
-        return TokenLayout.from_input_ids(
-            input_ids, attention_mask, ModelInputSpec.from_config(self.cfg),
-            image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
-            video_second_per_grid=video_second_per_grid, audio_token_counts=counts,
-            use_audio_in_video=use_audio_in_video, padding_side="left" if left else "right",
-        )
+        media.update(image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
+                     video_second_per_grid=video_second_per_grid, feature_attention_mask=feature_attention_mask,
+                     input_features=input_features, use_audio_in_video=use_audio_in_video)
+        try:
+            return self.architecture.layout_of(self, input_ids, attention_mask, media)
+        except InputError as error:
+            if strict:
+                raise
+            warnings.warn(f"the cache has no layout (modality selection is off): {error}", stacklevel=3)
+            return None
 
     # ------------------------------------------------------------------ forward
 
-    def encode_audio(
-        self, input_features: Float[Tensor, "audio n_mels frame"], feature_attention_mask: Int[Tensor, "audio frame"] | None
-    ) -> Float[Tensor, "token d_model"]:
-        """Audio tower + projector: one LLM-space row per audio placeholder token, clips in order."""
-        if self.audio is None:
-            raise ValueError(f"this {self.cfg.architecture} model has no audio tower; drop the audio inputs")
-        if feature_attention_mask is None:
-            lengths = torch.full((input_features.shape[0],), input_features.shape[-1], device=input_features.device)
-        else:
-            lengths = feature_attention_mask.sum(-1)
-        return self.audio_proj(self.audio(input_features, lengths))[0]
+    def encode_media(self, **media: Any) -> dict[str, Float[Tensor, "token d_model"]]:
+        """The towers and projectors on these media tensors: LLM-space rows per kind (``"audio"``,
+        ``"video"``, ``"image"``), items in sequence order, one row per placeholder position.
 
-    def encode_vision(
-        self, pixel_values: Float[Tensor, "patch patch_dim"], grid_thw: Int[Tensor, "item 3"]
-    ) -> Float[Tensor, "token d_model"]:
-        """Vision tower + merger: one LLM-space row per image/video placeholder token."""
-        if self.vision is None:
-            raise ValueError(f"this {self.cfg.architecture} model has no vision tower; drop the image/video inputs")
-        return self.vision_proj(self.vision(pixel_values, grid_thw))[0]
+        Example:
+            >>> rows = model.encode_media(**inputs.model_kwargs())  # doctest: +SKIP
+            >>> rows["audio"].shape  # doctest: +SKIP
+        """
+        return self.architecture.encode_media(self, media)
 
     def embed_inputs(
-        self,
-        input_ids: Int[Tensor, "batch pos"],
-        input_features: Tensor | None = None,
-        feature_attention_mask: Tensor | None = None,
-        pixel_values: Tensor | None = None,
-        image_grid_thw: Tensor | None = None,
-        pixel_values_videos: Tensor | None = None,
-        video_grid_thw: Tensor | None = None,
+        self, input_ids: Int[Tensor, "batch pos"], layout: Any = None, **media: Any
     ) -> Float[Tensor, "batch pos d_model"]:
-        """Token embeddings with every media feature scattered into its placeholder position."""
-        tok = self.cfg.tokens
+        """Token embeddings with every media row scattered into its position: the layout's media
+        masks when it matches the ids, else the family's placeholder ids."""
         embeds = self.embed(input_ids)
-        if input_features is not None:
-            feats = self.encode_audio(input_features, feature_attention_mask)
-            self._scatter(embeds, input_ids == tok.audio, feats, "audio")
-        # Images and videos go through the tower in one call (images first), so each vision hook
-        # fires once per forward and caches every item.
-        pixels, grids, kinds = [], [], []
-        if pixel_values is not None:
-            pixels.append(pixel_values), grids.append(image_grid_thw), kinds.append("image")
-        if pixel_values_videos is not None:
-            pixels.append(pixel_values_videos), grids.append(video_grid_thw), kinds.append("video")
-        if pixels:
-            if any(g is None for g in grids):
-                raise ValueError("pixel values need their grid: pass image_grid_thw / video_grid_thw from the processor")
-            grid = torch.cat([g.reshape(-1, 3) for g in grids]).long()
-            merge = self.cfg.vision.spatial_merge_size if self.cfg.vision else 2
-            feats = self.encode_vision(torch.cat(pixels), grid)
-            counts = [int(g.reshape(-1, 3).prod(-1).sum()) // merge**2 for g in grids]
-            for kind, part in zip(kinds, feats.split(counts)):
-                self._scatter(embeds, input_ids == (tok.image if kind == "image" else tok.video), part, kind)
+        feats = self.encode_media(**media)
+        if not feats:
+            return embeds
+        if layout is not None and tuple(layout.shape) == tuple(input_ids.shape):
+            where = {kind: getattr(layout, kind).to(input_ids.device) for kind in MEDIA_KINDS}
+        else:
+            where = self.architecture.placeholder_masks(self.cfg, input_ids)
+        for kind in MEDIA_KINDS:
+            if kind in feats:
+                self._scatter(embeds, where.get(kind), feats[kind], kind)
         return embeds
 
     @staticmethod
-    def _scatter(embeds: Tensor, where: Tensor, feats: Tensor, kind: str) -> None:
-        n_slots = int(where.sum())
+    def _scatter(embeds: Tensor, where: Tensor | None, feats: Tensor, kind: str) -> None:
+        n_slots = int(where.sum()) if where is not None else 0
         if n_slots != feats.shape[0]:
             raise ValueError(
                 f"the prompt has {n_slots} {kind} placeholder tokens but the {kind} inputs give {feats.shape[0]} "
@@ -435,24 +410,19 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
         feature_attention_mask: Tensor | None = None,
         input_features: Tensor | None = None,
         use_audio_in_video: bool = False,
-    ) -> tuple[Int[Tensor, "3 batch pos"], Int[Tensor, "batch 1"]]:
-        """M-RoPE / TMRoPE position ids of the prompt (see :mod:`hooked_avllm.inputs.positions`)."""
-        counts, video_second_per_grid = _media_metadata(
-            input_features, feature_attention_mask, video_grid_thw, video_second_per_grid
-        )
-        return rope_position_ids(
-            input_ids,
-            attention_mask,
-            tokens=self.cfg.tokens,
-            image_grid_thw=image_grid_thw,
-            video_grid_thw=video_grid_thw,
-            video_second_per_grid=video_second_per_grid,
-            audio_token_counts=counts,
-            use_audio_in_video=use_audio_in_video,
-            spatial_merge_size=self.cfg.vision.spatial_merge_size if self.cfg.vision else 2,
-            position_id_per_second=self.cfg.position_id_per_second,
-            seconds_per_chunk=self.cfg.seconds_per_chunk,
-        )
+        **media: Any,
+    ) -> tuple[Int[Tensor, "rows batch pos"], Int[Tensor, "batch 1"]]:
+        """Position ids of a prompt without a layout, by the family's rule (M-RoPE / TMRoPE rows,
+        or one row of 1D positions), and each row's delta (max position + 1 - real length)."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        media.update(image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
+                     video_second_per_grid=video_second_per_grid, feature_attention_mask=feature_attention_mask,
+                     input_features=input_features, use_audio_in_video=use_audio_in_video)
+        positions = self.architecture.position_ids(self, input_ids, attention_mask, media)
+        real = attention_mask.bool().to(positions.device)
+        deltas = positions.masked_fill(~real[None], 0).amax(dim=(0, 2))[:, None] + 1 - real.sum(-1, keepdim=True)
+        return positions, deltas
 
     def forward(
         self,
@@ -461,13 +431,13 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
         loss_per_token: bool = False,
         **kwargs: Any,
     ) -> Float[Tensor, "batch pos vocab"] | Tensor | tuple[Tensor, Tensor] | None:
-        """Run the model on the tensors a Hugging Face processor (or ``model.prepare``) produces.
+        """Run the model on prepared inputs (``model.prepare``) or the tensors a Hugging Face
+        processor produces: :meth:`llm_inputs` (the towers), then :meth:`run_decoder`.
 
-        Takes the arguments of :meth:`decoder_inputs` (the thinker's tensor keyword arguments, or
-        prepared inputs). ``return_type``: ``"logits"`` ``[batch, pos, vocab]``; ``"loss"``, the
-        next-token cross-entropy averaged over text targets (media placeholders and padding are no
-        targets; ``loss_per_token=True`` gives ``[batch, pos - 1]``, 0 off text targets);
-        ``"both"``, ``(logits, loss)``; ``"normalized"``, the final-norm residual; ``None``.
+        ``return_type``: ``"logits"`` ``[batch, pos, vocab]``; ``"loss"``, the next-token
+        cross-entropy averaged over text targets (media placeholders and padding are no targets;
+        ``loss_per_token=True`` gives ``[batch, pos - 1]``, 0 off text targets); ``"both"``,
+        ``(logits, loss)``; ``"normalized"``, the final-norm residual; ``None``.
 
         Example:
             >>> model = HookedAVLLM.from_config(AVLLMConfig.tiny())
@@ -477,62 +447,64 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
             torch.Size([])
         """
         check_return_type(return_type)
-        return self._decode(**self.decoder_inputs(*inputs, **kwargs), return_type=return_type, loss_per_token=loss_per_token)
+        return self.run_decoder(**self.llm_inputs(*inputs, **kwargs), return_type=return_type, loss_per_token=loss_per_token)
 
-    def decoder_inputs(
+    def llm_inputs(
         self,
         input_ids: Int[Tensor, "batch pos"] | Any = None,
         attention_mask: Int[Tensor, "batch pos"] | None = None,
-        input_features: Float[Tensor, "audio n_mels frame"] | None = None,
-        feature_attention_mask: Int[Tensor, "audio frame"] | None = None,
-        pixel_values: Float[Tensor, "patch patch_dim"] | None = None,
-        image_grid_thw: Int[Tensor, "image 3"] | None = None,
-        pixel_values_videos: Float[Tensor, "patch patch_dim"] | None = None,
-        video_grid_thw: Int[Tensor, "video 3"] | None = None,
-        video_second_per_grid: Float[Tensor, "video"] | None = None,
-        use_audio_in_video: bool = False,
-        position_ids: Int[Tensor, "3 batch pos"] | None = None,
+        *,
+        position_ids: Int[Tensor, "rows batch pos"] | None = None,
         layout: Any = None,
-        **extra: Any,
+        **media: Any,
     ) -> dict[str, Any]:
         """What the LLM gets for these inputs: the towers run here, once.
 
-        Returns ``embeds`` [batch, pos, d_model] (media scattered in), ``position_ids``
-        [3, batch, pos], ``attention_mask`` [batch, pos], ``kinds`` [batch, pos], ``n_prompt`` and
-        ``input_ids`` [batch, pos] (the targets of ``return_type="loss"``):
-        the keyword arguments of the LLM pass that ``forward`` and ``generate`` run, and that
-        analyses re-run with edited embeddings or batches (e.g. a patching sweep).
+        Returns the keyword arguments of :meth:`run_decoder`: ``embeds`` [batch, pos, d_model]
+        (media scattered in), ``position_ids`` [rows, batch, pos] (3 rows for M-RoPE, 1 for 1D),
+        ``attention_mask`` [batch, pos], ``kinds`` [batch, pos], ``n_prompt`` and ``input_ids``
+        [batch, pos] (the targets of ``return_type="loss"``). Analyses re-run the decoder on these
+        with edited embeddings or batches (e.g. a patching sweep).
 
         Args:
-            input_ids: token ids with media placeholders expanded; or a prepared inputs object
-                (anything with ``model_kwargs()`` and a ``layout``), or a dict of these arguments.
+            input_ids: token ids with media placeholders expanded; or prepared inputs (anything
+                with ``model_kwargs()`` and a ``layout``), or a dict of these arguments.
             attention_mask: 1 for real tokens, 0 for padding (left or right).
             layout: the inputs' :class:`~hooked_avllm.inputs.TokenLayout`, if known (it marks
                 generated positions, e.g. of a teacher-forced caption, and has the position ids);
-                parsed from the ids inside ``run_with_cache``.
-            extra: ``second_per_grid_ts`` (Qwen2.5-VL's name for ``video_second_per_grid``) and
-                ``mm_token_type_ids`` are accepted; other Hugging Face-only arguments are refused.
+                parsed from the ids inside ``run_with_cache`` where the family can.
+            media: the media tensors of the family (Qwen: the thinker's ``input_features``,
+                ``pixel_values``, ``video_grid_thw``...; ``second_per_grid_ts`` and
+                ``mm_token_type_ids`` are accepted); unknown names are refused.
+
+        Example:
+            >>> model = HookedAVLLM.from_config(AVLLMConfig.tiny())
+            >>> llm = model.llm_inputs(torch.tensor([[1, 2, 3]]))
+            >>> model.run_decoder(**llm, return_type="logits").shape
+            torch.Size([1, 3, 256])
         """
         if hasattr(input_ids, "model_kwargs") or isinstance(input_ids, dict):
             kwargs = input_ids.model_kwargs() if hasattr(input_ids, "model_kwargs") else dict(input_ids)
             layout = carried_layout(input_ids) if layout is None else layout
-            return self.decoder_inputs(**kwargs, position_ids=position_ids, layout=layout, **extra)
-        if "second_per_grid_ts" in extra:
-            video_second_per_grid = extra.pop("second_per_grid_ts")
-        extra.pop("mm_token_type_ids", None)
-        if extra:
-            raise TypeError(f"unexpected arguments {sorted(extra)}; HookedAVLLM.forward takes the thinker's tensor inputs")
+            kwargs.update(media)
+            return self.llm_inputs(**kwargs, position_ids=position_ids, layout=layout)
+        if "second_per_grid_ts" in media:
+            media["video_second_per_grid"] = media.pop("second_per_grid_ts")
+        media.pop("mm_token_type_ids", None)
+        unknown = set(media) - set(MEDIA_ARGUMENTS)
+        if unknown:
+            raise TypeError(
+                f"unexpected arguments {sorted(unknown)}; HookedAVLLM.forward takes input_ids, attention_mask, "
+                f"position_ids, layout and the media tensors {list(MEDIA_ARGUMENTS)}"
+            )
         if input_ids is None:
             raise ValueError("input_ids are required (prompt token ids with media placeholders expanded)")
         if input_ids.ndim == 1:
             input_ids = input_ids[None]
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        media = dict(image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
-                     video_second_per_grid=video_second_per_grid, feature_attention_mask=feature_attention_mask,
-                     input_features=input_features, use_audio_in_video=use_audio_in_video)
         if layout is None and self.is_caching:  # run_with_cache: the cache gets a layout
-            layout = self._layout_or_none(input_ids, attention_mask, media)
+            layout = self.layout_of(input_ids, attention_mask, strict=False, **media)
         self._last_layout = layout
         if layout is not None and tuple(layout.shape) != tuple(input_ids.shape):
             layout = None  # another sequence's layout: positions and kinds come from the ids
@@ -541,9 +513,7 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
                 position_ids = layout.position_ids.to(input_ids.device)
             else:
                 position_ids, _ = self.compute_position_ids(input_ids, attention_mask, **media)
-        embeds = self.embed_inputs(
-            input_ids, input_features, feature_attention_mask, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw
-        )
+        embeds = self.embed_inputs(input_ids, layout, **media)
         return dict(
             embeds=embeds,
             position_ids=position_ids,
@@ -553,55 +523,61 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
             input_ids=input_ids,
         )
 
-    def _layout_or_none(self, input_ids: Tensor, attention_mask: Tensor, media: dict) -> Any:
-        """The parsed layout, or ``None`` with a warning when the ids do not parse (the forward itself still runs)."""
-        from hooked_avllm.inputs import InputError
-
-        try:
-            return self.layout_of(input_ids, attention_mask, **media)
-        except InputError as error:
-            warnings.warn(f"the cache has no layout (modality selection is off): {error}", stacklevel=3)
-            return None
-
-    def _decode(
+    def run_decoder(
         self,
         embeds: Float[Tensor, "batch pos d_model"],
-        position_ids: Int[Tensor, "3 batch pos"],
+        position_ids: Int[Tensor, "rows batch pos"],
         attention_mask: Int[Tensor, "batch key_pos"],
-        return_type: Literal["logits", "loss", "both", "normalized", None],
+        return_type: Literal["logits", "loss", "both", "normalized", None] = "logits",
         kv_caches: list[LayerKVCache] | None = None,
         kinds: Int[Tensor, "batch key_pos"] | None = None,
         step: int = 0,
         n_prompt: int | None = None,
         input_ids: Int[Tensor, "batch pos"] | None = None,
         loss_per_token: bool = False,
+        injections: list[Injection] | None = None,
     ) -> Tensor | tuple[Tensor, Tensor] | None:
         """The LLM: embeddings -> blocks -> final norm -> unembedding (-> text-target loss).
 
         ``attention_mask`` and ``kinds`` cover every key position (cached + new); while the blocks
-        run, ``self.forward_context`` tells hooks and attention edits what the positions are.
+        run, :attr:`forward_context` tells hooks and attention edits what the positions are.
         ``input_ids`` are the loss's targets (``return_type`` ``"loss"`` or ``"both"``).
+        ``injections`` add rows to the residual stream after chosen layers (see :class:`Injection`).
+
+        Example:
+            >>> model = HookedAVLLM.from_config(AVLLMConfig.tiny())
+            >>> llm = model.llm_inputs(torch.tensor([[1, 2, 3]]))
+            >>> model.run_decoder(**llm, return_type="normalized").shape
+            torch.Size([1, 3, 64])
         """
         check_return_type(return_type)
         if return_type in ("loss", "both") and (input_ids is None or kv_caches is not None):
             raise ValueError("return_type='loss' needs the input ids of a full (uncached) forward")
         resid = self.hook_embed(embeds)
-        t = self.cfg.text
         past = kv_caches[0].length if kv_caches is not None else 0
         if kinds is None:
             kinds = torch.where(attention_mask.bool(), TEXT, PADDING).long()
         n_prompt = kinds.shape[1] if n_prompt is None else n_prompt
-        self.forward_context = ForwardContext(kinds.to(resid.device), past, resid.shape[1], step, n_prompt)
-        rotary = rotary_mrope(position_ids.to(resid.device), t.d_head, t.rope_theta, t.mrope_section)
+        context = ForwardContext(kinds.to(resid.device), past, resid.shape[1], step, n_prompt)
+        self._forward_context = context
+        rotary = self.architecture.rotary(self.cfg, position_ids.to(resid.device))
         # one host sync here rather than one per layer: no mask at all when nothing is padding
         key_valid = None if bool(attention_mask.all()) else attention_mask.to(resid.device).bool()
+        added = {}
+        for injection in injections or ():
+            if not 0 <= injection.layer < len(self.blocks):
+                raise ValueError(f"an injection targets layer {injection.layer}; the decoder has layers 0-{len(self.blocks) - 1}")
+            added.setdefault(injection.layer, []).append(injection)
         try:
             for i, block in enumerate(self.blocks):
                 cache = kv_caches[i] if kv_caches is not None else None
-                edit = self._edit_mask(i, self.forward_context, resid.dtype) if self._attention_edits else None
+                edit = self.attention_edit_mask(i, context, resid.dtype) if self._attention_edits else None
                 resid = block(resid, rotary=rotary, causal=True, key_valid=key_valid, kv_cache=cache, additive_mask=edit)
+                for injection in added.get(i, ()):
+                    resid = resid.clone()
+                    resid[injection.where.to(resid.device)] += injection.rows.to(resid.dtype)
         finally:
-            self.forward_context = None
+            self._forward_context = None
             self._edit_memo = None  # drop the last layer's mask with its forward
         if return_type is None:
             return None
@@ -666,7 +642,7 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
             >>> model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=4).shape
             torch.Size([1, 7])
         """
-        llm = self.decoder_inputs(input_ids, layout=layout, **inputs)
+        llm = self.llm_inputs(input_ids, layout=layout, **inputs)
         if hasattr(input_ids, "model_kwargs") or isinstance(input_ids, dict):
             input_ids = input_ids["input_ids"] if isinstance(input_ids, dict) else input_ids.input_ids
         input_ids = input_ids if input_ids.ndim == 2 else input_ids[None]
@@ -677,7 +653,7 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
         real = attention_mask.bool()
         deltas = llm["position_ids"].masked_fill(~real[None], 0).amax(dim=(0, 2))[:, None] + 1 - real.sum(-1, keepdim=True)
         caches = [LayerKVCache() for _ in self.blocks]
-        logits = self._decode(**llm, return_type="logits", kv_caches=caches)
+        logits = self.run_decoder(**llm, return_type="logits", kv_caches=caches)
         eos = self.end_tokens(eos_token_id, input_ids.device)
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         tokens = input_ids
@@ -695,8 +671,9 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
             if last and not forward_last:
                 break  # the last token needs no forward of its own
             step_pos = (attention_mask.sum(-1, keepdim=True) - 1 + deltas).expand(-1, 1)
-            logits = self._decode(self.embed(next_token[:, None]), step_pos[None].expand(3, -1, -1), attention_mask,
-                                  "logits", caches, kinds, step, n_prompt)
+            rows = llm["position_ids"].shape[0]
+            logits = self.run_decoder(self.embed(next_token[:, None]), step_pos[None].expand(rows, -1, -1), attention_mask,
+                                      "logits", caches, kinds, step, n_prompt)
             if last:
                 break
         return tokens

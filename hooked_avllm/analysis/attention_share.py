@@ -204,8 +204,8 @@ class _ShareRecorder:
             key_pos = torch.arange(n_keys, device=keys.device)
             allowed = (key_pos[None, :] <= (queries + context.past)[:, None]) & (kinds != PADDING)
             scores = scores.masked_fill(~allowed[:, None, :], float("-inf"))
-        if self.model._attention_edits:
-            edit = self.model._edit_mask(layer, context, scores.dtype)  # [batch, 1, query, key] or None
+        if self.model.has_attention_edits:
+            edit = self.model.attention_edit_mask(layer, context, scores.dtype)  # [batch, 1, query, key] or None
             if edit is not None:
                 scores = scores + edit[rows, :, queries]
         return torch.bmm(torch.softmax(scores, dim=-1, dtype=torch.float32), onehot)

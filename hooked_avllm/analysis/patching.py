@@ -483,9 +483,9 @@ def patching_sweep(
             src_final = final_logits(source_logits, src)[align.source_rows.to(source_logits.device)]
             source_values[p] = _metric_value(pair_metric, src_final[:, None], None)
 
-            llm = model.decoder_inputs(tgt)  # the target's towers, once
+            llm = model.llm_inputs(tgt)  # the target's towers, once
             batch = llm["embeds"].shape[0]
-            target_values[p] = _metric_value(pair_metric, model._decode(**llm, return_type="logits"), tgt)
+            target_values[p] = _metric_value(pair_metric, model.run_decoder(**llm, return_type="logits"), tgt)
 
             for group in groups:
                 cells = [c for layer in group for c in llm_cells.get(layer, [])]
@@ -497,7 +497,7 @@ def patching_sweep(
                 repeated = dict(llm, embeds=llm["embeds"].repeat(n, 1, 1), position_ids=llm["position_ids"].repeat(1, n, 1),
                                 attention_mask=llm["attention_mask"].repeat(n, 1), kinds=llm["kinds"].repeat(n, 1))
                 with model.hooks(fwd_hooks=hooks):
-                    logits = model._decode(**repeated, return_type="logits")
+                    logits = model.run_decoder(**repeated, return_type="logits")
                 n_forwards += 1
                 for k, (i, j, _, _) in enumerate(cells):
                     per_pair[p, i, j] = _metric_value(pair_metric, logits[k * batch : (k + 1) * batch], tgt)
