@@ -173,6 +173,13 @@ def load_pretrained(cls, name_or_path, dtype=torch.float32, device="cpu", load_t
             raise ValueError(
                 f"could not read {file}: {err}. The file is truncated or corrupt; download it again"
             ) from err
+    for name in getattr(converter, "extra_weight_files", lambda _: [])(config_json):
+        for key, tensor in read_pickled_state_dict(folder / name).items():
+            targets = converter.tensor_targets(key, cfg)
+            if targets is None:
+                unexpected.append(f"{name}:{key}")
+            for target in targets or ():
+                filler.fill(f"{name}:{key}", tensor, target)
     finish(filler, converter, cfg, unexpected, folder)
 
     model.eval()  # as Hugging Face's from_pretrained: analysis (TransformerLens's patching) needs eval mode
@@ -180,6 +187,23 @@ def load_pretrained(cls, name_or_path, dtype=torch.float32, device="cpu", load_t
     if load_tokenizer:
         model.tokenizer = load_tokenizer_from(folder)
     return model
+
+
+def read_pickled_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A ``.bin`` state dict a family keeps beside its shards (VideoLLaMA2's ``audio_tower.bin``),
+    read with ``torch.load(weights_only=True)``: tensors only, no code runs; ``{}`` if absent."""
+    if not path.exists():
+        return {}
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # an unpickling error names what the file tried to load
+        raise ValueError(
+            f"{path} could not be read with torch.load(weights_only=True) ({type(err).__name__}: {err}); it must be a "
+            "plain state dict of tensors. Re-save it from a trusted environment (or as safetensors)"
+        ) from err
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} is not a state dict of tensors ({type(state).__name__}); re-save it as one")
+    return state
 
 
 def load_tokenizer_from(folder: Path):

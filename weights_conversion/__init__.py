@@ -5,10 +5,15 @@ Each family module exposes two plain functions:
 * ``config_from_hf(config_json: dict) -> AVLLMConfig``
 * ``tensor_targets(name: str, cfg: AVLLMConfig) -> list[Target] | None`` — where a checkpoint
   tensor goes (``None``: not ours, e.g. the talker), plus ``implicit_zeros(cfg)`` for parameter
-  slices the checkpoint leaves out (biases a projection does not have).
+  slices the checkpoint leaves out (biases a projection does not have); optionally
+  ``extra_weight_files(config_json)``, pickled state dicts beside the shards that hold weights
+  too (read with ``torch.load(weights_only=True)``).
+
+Tower-level mappings shared by families live beside them: ``beats.py`` (BEATs, also its official
+``.pt`` checkpoints), ``siglip.py`` (SigLIP, the STC connector, MLP projectors), ``qwen_common.py``.
 """
 
-from weights_conversion import qwen2_5_omni, qwen2_5_vl
+from weights_conversion import qwen2_5_omni, qwen2_5_vl, videollama2
 from weights_conversion.targets import Target
 
 # model_type in config.json -> converter module
@@ -16,6 +21,7 @@ CONVERTERS = {
     "qwen2_5_omni": qwen2_5_omni,
     "qwen2_5_omni_thinker": qwen2_5_omni,
     "qwen2_5_vl": qwen2_5_vl,
+    "videollama2_qwen2": videollama2,
 }
 
-__all__ = ["CONVERTERS", "Target", "qwen2_5_omni", "qwen2_5_vl"]
+__all__ = ["CONVERTERS", "Target", "qwen2_5_omni", "qwen2_5_vl", "videollama2"]

@@ -1,4 +1,5 @@
-"""The pre-norm transformer block shared by the LLM and every encoder."""
+"""Transformer blocks: the pre-norm block shared by the LLM and most encoders, and a post-norm
+(DeepNorm) block for BEATs-style encoders."""
 
 from __future__ import annotations
 
@@ -34,3 +35,38 @@ class TransformerBlock(nn.Module):
         resid = self.hook_resid_pre(resid)
         resid = self.hook_resid_mid(resid + self.hook_attn_out(self.attn(self.ln1(resid), **attn_kwargs)))
         return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(self.ln2(resid))))
+
+
+class PostNormBlock(nn.Module):
+    """``x = ln1(a * x + attn(x)); x = ln2(a * x + mlp(x))``: post-LN, DeepNorm when the residual
+    scale ``a`` exceeds 1 (BEATs: ``a = (2 * n_layers) ** 0.25``), with TransformerBlock's hook names.
+
+    The stream between sublayers is the normalised one, so here ``hook_resid_mid`` is ``ln1``'s
+    output (what the MLP reads) and ``hook_resid_post`` is ``ln2``'s output (the block's output and
+    the next block's ``hook_resid_pre``); the sums before the norms are ``a * resid_pre +
+    attn_out`` and ``a * resid_mid + mlp_out``. Keyword arguments of ``forward`` go to the attention.
+
+    Example:
+        >>> import torch
+        >>> from hooked_avllm.components import Attention, LayerNorm, PlainMLP
+        >>> block = PostNormBlock(Attention(8, 2), LayerNorm(8), PlainMLP(8, 16), LayerNorm(8), residual_scale=2 ** 0.5)
+        >>> block(torch.randn(1, 3, 8)).shape
+        torch.Size([1, 3, 8])
+    """
+
+    def __init__(self, attn: nn.Module, ln1: nn.Module, mlp: nn.Module, ln2: nn.Module, residual_scale: float = 1.0):
+        super().__init__()
+        self.attn, self.ln1, self.mlp, self.ln2 = attn, ln1, mlp, ln2
+        self.residual_scale = residual_scale
+        self.hook_resid_pre = HookPoint()  # [batch, pos, d_model]
+        self.hook_attn_out = HookPoint()  # [batch, pos, d_model]
+        self.hook_resid_mid = HookPoint()  # [batch, pos, d_model], after ln1
+        self.hook_mlp_out = HookPoint()  # [batch, pos, d_model]
+        self.hook_resid_post = HookPoint()  # [batch, pos, d_model], after ln2
+
+    def forward(self, resid: Float[Tensor, "batch pos d_model"], **attn_kwargs) -> Float[Tensor, "batch pos d_model"]:
+        resid = self.hook_resid_pre(resid)
+        attn_out = self.hook_attn_out(self.attn(resid, **attn_kwargs))
+        resid = self.hook_resid_mid(self.ln1(self.residual_scale * resid + attn_out))
+        mlp_out = self.hook_mlp_out(self.mlp(resid))
+        return self.hook_resid_post(self.ln2(self.residual_scale * resid + mlp_out))

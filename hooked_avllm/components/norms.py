@@ -64,3 +64,36 @@ class LayerNorm(nn.Module):
         centered = x - x.mean(-1, keepdim=True)
         scale = self.hook_scale((centered.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
         return self.hook_normalized(centered / scale * self.w + self.b)
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channels of a channels-first map ``[N, C, H, W]`` (timm's ``LayerNorm2d``):
+    every pixel is normalised across its ``C`` channels, then scaled and shifted per channel.
+
+    timm's default ``eps`` is 1e-6, but timm's RegNet stages swap ``LayerNorm2d`` for
+    ``LayerNormAct2d``, whose default is 1e-5: the STC connector passes 1e-5 explicitly.
+
+    Example:
+        >>> LayerNorm2d(8)(torch.randn(2, 8, 5, 5)).shape
+        torch.Size([2, 8, 5, 5])
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.w = nn.Parameter(torch.ones(channels))
+        self.b = nn.Parameter(torch.zeros(channels))
+        self.hook_scale = HookPoint()  # [N, 1, H, W]: sqrt(var over channels + eps), float32
+        self.hook_normalized = HookPoint()  # [N, C, H, W]
+
+    def forward(self, x: Float[Tensor, "N C H W"]) -> Float[Tensor, "N C H W"]:
+        if not (watched(self.hook_scale) or watched(self.hook_normalized)):
+            # Fast path: the fused kernel on a channels-last view, exactly as timm computes it.
+            channels_last = x.permute(0, 2, 3, 1)
+            return nn.functional.layer_norm(channels_last, (x.shape[1],), self.w, self.b, self.eps).permute(0, 3, 1, 2)
+        # statistics in float32 (float64 stays float64), as the fused kernel computes them for bf16
+        x32 = x.to(torch.promote_types(x.dtype, torch.float32))
+        centered = x32 - x32.mean(1, keepdim=True)
+        scale = self.hook_scale((centered.pow(2).mean(1, keepdim=True) + self.eps).sqrt())
+        out = centered / scale * self.w[:, None, None] + self.b[:, None, None]
+        return self.hook_normalized(out.to(x.dtype))

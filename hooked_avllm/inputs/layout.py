@@ -49,6 +49,43 @@ class MediaSpan:
 
 
 @dataclass
+class Segment:
+    """One run of a prompt as a family's prompt builder emits it: text ids, or the placeholder
+    positions of one media item with each token's origin.
+
+    For media, ``n_tokens`` placeholders of id ``token_id``; ``time`` (seconds; audio: from the
+    clip start, video: of the token's frame group), ``frame_group``/``row``/``col`` (video and
+    image tokens in the connector's output grid) are per token, ``None`` where not meaningful.
+    ``in_video`` ties an audio item to the video it was taken from.
+
+    Example:
+        >>> Segment.text([1, 2, 3]).n_tokens
+        3
+    """
+
+    kind: Literal["text", "image", "video", "audio"]
+    ids: list[int] | None = None
+    n_tokens: int = 0
+    token_id: int | None = None
+    time: Tensor | None = None
+    frame_group: Tensor | None = None
+    row: Tensor | None = None
+    col: Tensor | None = None
+    in_video: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind == "text":
+            self.n_tokens = len(self.ids or [])
+
+    @classmethod
+    def text(cls, ids: list[int]) -> "Segment":
+        return cls("text", ids=list(ids))
+
+    def token_ids(self) -> list[int]:
+        return list(self.ids) if self.kind == "text" else [int(self.token_id)] * self.n_tokens
+
+
+@dataclass
 class TokenLayout:
     """Masks and media origins of a batch; see the module docstring."""
 
@@ -280,6 +317,74 @@ class TokenLayout:
             padding_side=padding_side,
         )
 
+    @classmethod
+    def from_segments(
+        cls,
+        rows: list[list[Segment]],
+        spec: ModelInputSpec,
+        *,
+        pad_id: int,
+        padding_side: str = "left",
+        position_rows: int = 1,
+    ) -> "TokenLayout":
+        """The layout of prompts given as the segments their prompt builder emitted: no id is
+        parsed, every count and origin comes from the builder. Position ids are 1D (each row's
+        real tokens counted from 0), repeated over ``position_rows`` rows.
+
+        Example:
+            >>> from hooked_avllm.inputs.model_spec import ModelInputSpec
+            >>> audio = Segment("audio", n_tokens=2, token_id=9, time=torch.tensor([0.0, 0.16]))
+            >>> layout = TokenLayout.from_segments([[Segment.text([1]), audio, Segment.text([2])]], ModelInputSpec(), pad_id=0)
+            >>> layout.audio.tolist(), layout.position_ids[0].tolist()
+            ([[False, True, True, False]], [[0, 1, 2, 3]])
+        """
+        if padding_side not in ("left", "right"):
+            raise InputError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
+        lengths = [sum(seg.n_tokens for seg in row) for row in rows]
+        batch, seq = len(rows), max(lengths)
+        input_ids = torch.full((batch, seq), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((batch, seq), dtype=torch.long)
+        kind_of = torch.full((batch, seq), -1, dtype=torch.long)  # 0 audio, 1 video, 2 image
+        audio_time = torch.full((batch, seq), float("nan"))
+        video_time = torch.full((batch, seq), float("nan"))
+        frame_group = torch.full((batch, seq), -1, dtype=torch.long)
+        row_of = torch.full((batch, seq), -1, dtype=torch.long)
+        col_of = torch.full((batch, seq), -1, dtype=torch.long)
+        spans: list[MediaSpan] = []
+        counters = {"image": 0, "video": 0, "audio": 0}
+        code = {"audio": 0, "video": 1, "image": 2}
+        for b, (segments, length) in enumerate(zip(rows, lengths)):
+            at = seq - length if padding_side == "left" else 0
+            attention_mask[b, at : at + length] = 1
+            for seg in segments:
+                span = slice(at, at + seg.n_tokens)
+                input_ids[b, span] = torch.tensor(seg.token_ids(), dtype=torch.long)
+                if seg.kind != "text":
+                    kind_of[b, span] = code[seg.kind]
+                    if seg.time is not None:
+                        (audio_time if seg.kind == "audio" else video_time)[b, span] = seg.time.float()
+                    for target, values in ((frame_group, seg.frame_group), (row_of, seg.row), (col_of, seg.col)):
+                        if values is not None:
+                            target[b, span] = values.long()
+                    positions = torch.arange(at, at + seg.n_tokens)
+                    spans.append(MediaSpan(b, seg.kind, counters[seg.kind], positions, at, at + seg.n_tokens, seg.in_video))
+                    counters[seg.kind] += 1
+                at += seg.n_tokens
+        padding = attention_mask == 0
+        audio, video, image = kind_of == 0, kind_of == 1, kind_of == 2
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        counts = [len(s.positions) for s in spans if s.kind == "audio"]
+        layout = cls(
+            input_ids=input_ids, attention_mask=attention_mask, text=~(padding | audio | video | image),
+            audio=audio, video=video, image=image, generated=torch.zeros_like(padding), padding=padding,
+            audio_time=audio_time, video_time=video_time, frame_group=frame_group, row=row_of, col=col_of,
+            spans=spans, spec=spec, audio_token_counts=torch.tensor(counts, dtype=torch.long) if counts else None,
+            padding_side=padding_side,
+        )
+        layout._position_ids = positions[None].expand(position_rows, -1, -1).clone()
+        layout._rope_deltas = positions.amax(-1, keepdim=True) + 1 - attention_mask.sum(-1, keepdim=True)
+        return layout
+
     # ------------------------------------------------------------------ reading
     @property
     def shape(self) -> tuple[int, int]:
@@ -344,7 +449,7 @@ class TokenLayout:
         """Positions of ``n_new`` generated tokens after ``positions`` [3, b, s]: row max + 1, + 2, ..."""
         start = positions.amax(dim=(0, 2)) + 1  # [b]
         steps = torch.arange(n_new, device=positions.device)
-        return (start[:, None] + steps[None, :]).unsqueeze(0).expand(3, -1, -1)
+        return (start[:, None] + steps[None, :]).unsqueeze(0).expand(positions.shape[0], -1, -1)
 
     # ------------------------------------------------------------------ growing
     def extend(self, n_new: int) -> "TokenLayout":
