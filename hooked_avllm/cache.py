@@ -8,7 +8,9 @@ from jaxtyping import Bool
 from torch import Tensor
 from transformer_lens import ActivationCache
 
-ENCODER_PREFIXES = ("audio.", "vision.", "audio_proj.", "vision_proj.")
+from hooked_avllm.architectures.base import TOWER_SLOTS
+
+ENCODER_PREFIXES = tuple(f"{slot}." for slot in TOWER_SLOTS)  # hooks of the towers and projectors
 QUERY_KEY_HOOKS = ("hook_pattern", "hook_attn_scores")  # [batch, head, query, key]: positions on the query axis
 
 

@@ -1,4 +1,7 @@
-"""HookedAVLLM: vision and audio towers -> projectors -> a hooked Qwen2.5 LLM.
+"""HookedAVLLM: the generic audio-visual LLM. Encoders by modality -> projectors -> media rows
+scattered into the token embeddings by the layout -> a hooked decoder; what varies between model
+families (towers, block, position rule, prompt builder) comes from the family object
+(:mod:`hooked_avllm.architectures`), so nothing here names a family.
 
 The LLM's hook names are TransformerLens's (``blocks.{l}.hook_resid_post``, ``ln_final``...), so
 ``cache["resid_post", 3]`` and ``transformer_lens.utils.get_act_name`` work unchanged. Encoders
@@ -67,10 +70,10 @@ class Injection:
 
 
 class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
-    """A hooked audio-visual LLM (Qwen2.5-Omni thinker, Qwen2.5-VL).
+    """A hooked audio-visual LLM of any registered family (``hooked_avllm.architectures.supported()``).
 
-    ``forward`` takes the tensor keyword arguments of the Hugging Face thinker's forward, so the
-    output of a Hugging Face processor can be passed as ``model(**inputs)``. The LLM also shows
+    ``forward`` takes prepared inputs (``model.prepare``) or the family's tensor keyword arguments
+    (for the Qwen families, a Hugging Face processor's output: ``model(**inputs)``). The LLM also shows
     TransformerLens's surface: its config fields (``cfg.n_layers``, ``cfg.normalization_type``...),
     weight views (``W_Q``, ``W_U``... in :mod:`hooked_avllm.weight_views`) and token helpers
     (:mod:`hooked_avllm.tokens`), so TransformerLens's cache methods and patching run on it.
@@ -187,9 +190,11 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
     ) -> "HookedAVLLM":
         """Load a Hugging Face checkpoint (local folder or hub id) through our own converter.
 
-        Supports ``model_type`` ``qwen2_5_omni`` (talker and token2wav are skipped),
-        ``qwen2_5_omni_thinker`` and ``qwen2_5_vl``. Tensors are streamed one by one from the
-        safetensors shards into the parameters. The model comes back in eval mode (as Hugging Face's
+        The family comes from ``config.json``'s ``model_type`` (``hooked_avllm.architectures.supported()``
+        lists them; parts of a checkpoint that are not the thinker, such as Qwen2.5-Omni's talker,
+        are skipped by name). Tensors are streamed one by one from the safetensors shards into the
+        parameters; a state dict the family keeps beside them (VideoLLaMA2's ``audio_tower.bin``) is
+        read with ``torch.load(weights_only=True)``. The model comes back in eval mode (as Hugging Face's
         ``from_pretrained`` does), which TransformerLens's patching requires.
 
         Example:

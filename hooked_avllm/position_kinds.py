@@ -22,7 +22,8 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-KINDS: tuple[str, ...] = ("text", "audio", "video", "image", "generated", "padding")
+MEDIA_KINDS: tuple[str, ...] = ("audio", "video", "image")  # what a media position can hold; the layout has a mask each
+KINDS: tuple[str, ...] = ("text", *MEDIA_KINDS, "generated", "padding")
 TEXT, AUDIO, VIDEO, IMAGE, GENERATED, PADDING = range(len(KINDS))
 KIND_CODE = {name: code for code, name in enumerate(KINDS)}
 

@@ -1,8 +1,9 @@
 """The README as a contract: every Python block runs, in order, against the shipped toy model.
 
 Two substitutions make that possible without downloads, and they are the only ones:
-``HookedAVLLM.from_pretrained`` returns the toy Omni thinker for ``Qwen/Qwen2.5-Omni-*`` ids and the
-toy vision-language base for ``Qwen/Qwen2.5-VL-*`` ids (dtype and device are ignored: the toy runs
+``HookedAVLLM.from_pretrained`` returns the toy Omni thinker for ``Qwen/Qwen2.5-Omni-*`` ids, the
+toy vision-language base for ``Qwen/Qwen2.5-VL-*`` ids and a tiny random VideoLLaMA2.1-AV (with
+the toy tokenizer) for ``DAMO-NLP-SG/VideoLLaMA2.1-*`` (dtype and device are ignored: they run
 in float32 on the CPU), and the media files the README names exist in the working directory as toy
 clips (``clip.mp4``: a dog that sounds like a dog; ``dog.wav``: barking; ``car.mp4``: a silent car).
 A block that imports ``sae_lens`` runs where SAELens is installed (CI's second environment, which
@@ -38,9 +39,27 @@ def toy_from_pretrained(name_or_path, *args, **kwargs):
         return load_toy("omni")
     if name.startswith("Qwen/Qwen2.5-VL"):
         return load_toy("vl")
+    if name.startswith("DAMO-NLP-SG/VideoLLaMA2.1"):
+        return tiny_videollama2()
     if Path(name).is_dir():  # a local folder (load_toy itself) loads as usual
         return REAL_FROM_PRETRAINED(name_or_path, *args, **kwargs)
     raise AssertionError(f"the README loads {name!r}, which has no toy stand-in here")
+
+
+def tiny_videollama2() -> HookedAVLLM:
+    """A random tiny VideoLLaMA2.1-AV that reads prompts with the toy tokenizer."""
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    from hooked_avllm.architectures.videollama2.config import tiny_config
+    from hooked_avllm.toy.tokenizer import save_tokenizer
+
+    model = HookedAVLLM.from_config(tiny_config(vocab_size=264))
+    with tempfile.TemporaryDirectory() as folder:
+        save_tokenizer(folder, "vl")
+        model.tokenizer = AutoTokenizer.from_pretrained(folder)
+    return model
 
 
 def write_media(folder: Path) -> None:

@@ -11,6 +11,7 @@ names, the audio tower as a separate ``audio_tower.bin`` state dict), for ``from
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -39,13 +40,28 @@ QWEN2 = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_
              tie_word_embeddings=False, eos_token_id=IM_END, pad_token_id=PAD)
 SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
 
+# VideoLLaMA2.1-7B-AV's real dimensions (Qwen2-7B, SigLIP-so400m-patch14-384, BEATs iter3+, 16 frames)
+REAL_DIMS = dict(
+    qwen2=dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+               num_attention_heads=28, num_key_value_heads=4, rope_theta=1e6, rms_norm_eps=1e-6,
+               max_position_embeddings=32768, tie_word_embeddings=False, eos_token_id=151645, pad_token_id=151643),
+    siglip=dict(image_size=384, patch_size=14, hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
+                num_attention_heads=16),
+    beats=dict(BEATS, encoder_layers=12, encoder_embed_dim=768, encoder_ffn_embed_dim=3072, encoder_attention_heads=12,
+               embed_dim=512, conv_pos=128, conv_pos_groups=16, num_buckets=320, max_distance=800),
+    num_frames=16,
+    placeholders=None,  # the release's config has none: the defaults apply
+)
+
 
 def randomize_(module: nn.Module, seed: int) -> None:
     """Every parameter random at a scale that keeps activations O(1) (norms near 1, biases nonzero)."""
-    generator = torch.Generator().manual_seed(seed)
+    generators: dict = {}
     with torch.no_grad():
         for name, p in module.named_parameters():
-            noise = torch.randn(p.shape, generator=generator)
+            if p.device not in generators:  # drawn where the weights are (real dimensions build on a GPU)
+                generators[p.device] = torch.Generator(device=p.device).manual_seed(seed)
+            noise = torch.randn(p.shape, generator=generators[p.device], device=p.device, dtype=p.dtype)
             if p.ndim == 1 and ("norm" in name or "bn" in name) and name.endswith("weight"):
                 p.copy_(1 + 0.2 * noise)
             elif name.endswith(("weight_g", "grep_a")):
@@ -92,27 +108,33 @@ class ReferenceSTC(nn.Module):
 class ReferenceVideoLLaMA2(nn.Module):
     """The released composition over independent parts (see the module docstring)."""
 
-    def __init__(self, seed: int = 0, audio: bool = True, vision: bool = True):
+    def __init__(self, seed: int = 0, audio: bool = True, vision: bool = True, qwen2: dict = QWEN2,
+                 siglip: dict = SIGLIP, beats: dict = BEATS, num_frames: int = NUM_FRAMES,
+                 placeholders: dict | None = PLACEHOLDERS, randomize: bool = True):
         super().__init__()
         from transformers import Qwen2Config, Qwen2ForCausalLM, SiglipVisionConfig, SiglipVisionModel
 
+        self.dims = dict(qwen2=dict(qwen2), siglip=dict(siglip), beats=dict(beats))
+        self.num_frames, self.placeholders = num_frames, placeholders
         torch.manual_seed(seed)
-        self.llm = Qwen2ForCausalLM(Qwen2Config(**QWEN2)).eval()
-        d = QWEN2["hidden_size"]
-        self.siglip = SiglipVisionModel(SiglipVisionConfig(**SIGLIP)).eval() if vision else None
-        self.stc = ReferenceSTC(SIGLIP["hidden_size"], d).eval() if vision else None
+        self.llm = Qwen2ForCausalLM(Qwen2Config(**qwen2)).eval()
+        d = qwen2["hidden_size"]
+        self.siglip = SiglipVisionModel(SiglipVisionConfig(**siglip)).eval() if vision else None
+        self.stc = ReferenceSTC(siglip["hidden_size"], d).eval() if vision else None
         self.beats = None
         if audio:
             espnet = import_espnet_beats()
-            self.beats = espnet.BeatsEncoder(input_size=1, beats_config=dict(BEATS)).eval()
+            # ESPnet initialises through .cpu(): on the meta device (name checks) it is built on the CPU
+            with torch.device("cpu") if torch.empty(0).is_meta else contextlib.nullcontext():
+                self.beats = espnet.BeatsEncoder(input_size=1, beats_config=dict(beats)).eval()
             self.beats.min_input_length_at_16khz = 0  # never tile a short input
             self.beats.preprocess = lambda fbank: (fbank - 15.41663) / (2 * 6.55582)  # the released preprocess on fbank input
             # ESPnet casts the features to float32 before the patch embedding; this lets the same
             # reference run in float64 (the cast follows the weights' dtype, nothing else changes)
             self.beats.patch_embedding.register_forward_pre_hook(lambda conv, args: (args[0].to(conv.weight.dtype),))
-        self.audio_proj = nn.Sequential(nn.Linear(BEATS["encoder_embed_dim"], d), nn.GELU(), nn.Linear(d, d)) if audio else None
+        self.audio_proj = nn.Sequential(nn.Linear(beats["encoder_embed_dim"], d), nn.GELU(), nn.Linear(d, d)) if audio else None
         for i, part in enumerate((self.llm, self.siglip, self.stc, self.beats, self.audio_proj)):
-            if part is not None:
+            if part is not None and randomize:
                 randomize_(part, seed + i)
 
     # ---- media -> LLM-space rows, per item
@@ -122,7 +144,7 @@ class ReferenceVideoLLaMA2(nn.Module):
         return self.stc(einops.rearrange(hidden, "(b t) n h -> b t n h", b=b))
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:  # [b, 3, H, W]: expanded to num_frames, as released
-        return self.encode_frames(images[:, None].expand(-1, NUM_FRAMES, -1, -1, -1))
+        return self.encode_frames(images[:, None].expand(-1, self.num_frames, -1, -1, -1))
 
     def encode_audio(self, fbank: torch.Tensor) -> torch.Tensor:  # [b, frames, 128] -> [b, tokens, d]
         out, _ = self.beats.extract_features(fbank.clone(), None)
@@ -135,7 +157,7 @@ class ReferenceVideoLLaMA2(nn.Module):
         embed = self.llm.get_input_embeddings()
         sequences = []
         for ids, feats in zip(rows, media):
-            ids = torch.tensor(ids)
+            ids = torch.tensor(ids, device=embed.weight.device)
             at = torch.nonzero(ids == PLACEHOLDER).flatten()
             if len(at) == 0:
                 sequences.append(embed(ids))
@@ -143,8 +165,8 @@ class ReferenceVideoLLaMA2(nn.Module):
             k = int(at[0])
             sequences.append(torch.cat([embed(ids[:k]), feats, embed(ids[k + 1 :])]))
         longest = max(len(s) for s in sequences)
-        embeds = torch.zeros(len(rows), longest, sequences[0].shape[-1], dtype=sequences[0].dtype)
-        mask = torch.zeros(len(rows), longest, dtype=torch.long)
+        embeds = sequences[0].new_zeros(len(rows), longest, sequences[0].shape[-1])
+        mask = torch.zeros(len(rows), longest, dtype=torch.long, device=embeds.device)
         for r, s in enumerate(sequences):
             embeds[r, : len(s)], mask[r, : len(s)] = s, 1
         return self.llm(inputs_embeds=embeds, attention_mask=mask).logits, mask
@@ -162,28 +184,36 @@ class ReferenceVideoLLaMA2(nn.Module):
 
     # ---- the release's checkpoint layout
     def config_json(self) -> dict:
-        c = dict(QWEN2, model_type="videollama2_qwen2", architectures=["Videollama2Qwen2ForCausalLM"], **PLACEHOLDERS)
+        qwen2, siglip, beats = self.dims["qwen2"], self.dims["siglip"], self.dims["beats"]
+        c = dict(qwen2, model_type="videollama2_qwen2", architectures=["Videollama2Qwen2ForCausalLM"], **(self.placeholders or {}))
         if self.siglip is not None:
             c.update(mm_vision_tower="google/siglip-so400m-patch14-384", mm_projector_type="stc_connector_v35",
-                     mm_vision_select_layer=-2, mm_vision_select_feature="patch", mm_hidden_size=SIGLIP["hidden_size"],
-                     num_frames=NUM_FRAMES, vision_config=dict(SIGLIP), image_aspect_ratio="pad")
+                     mm_vision_select_layer=-2, mm_vision_select_feature="patch", mm_hidden_size=siglip["hidden_size"],
+                     num_frames=self.num_frames, vision_config=dict(siglip), image_aspect_ratio="pad")
         if self.beats is not None:
             c.update(mm_audio_tower="/training/machine/audio_tower.bin", mm_projector_a_type="mlp2x_gelu",
-                     mm_hidden_size_a=BEATS["encoder_embed_dim"], hidden_size_a=QWEN2["hidden_size"], audio_config=dict(BEATS))
+                     mm_hidden_size_a=beats["encoder_embed_dim"], hidden_size_a=qwen2["hidden_size"], audio_config=dict(beats))
         return c
+
+    def release_state_dict(self) -> dict[str, torch.Tensor]:
+        """Every tensor under the release's name (the audio tower's under ``model.audio_tower.``)."""
+        state = dict(self.llm.state_dict())
+        if self.siglip is not None:  # transformers 4.x names: vision_model.* under the tower wrapper
+            state.update({f"model.vision_tower.vision_tower.vision_model.{k.removeprefix('vision_model.')}": v
+                          for k, v in self.siglip.state_dict().items()})
+            state.update({f"model.mm_projector.{k}": v for k, v in self.stc.state_dict().items()})
+        if self.audio_proj is not None:
+            state.update({f"model.mm_projector_a.{k}": v for k, v in self.audio_proj.state_dict().items()})
+            state.update({f"model.audio_tower.{k}": v for k, v in self.beats.state_dict().items()})
+        return state
 
     def save_checkpoint(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().clone().contiguous() for k, v in self.llm.state_dict().items()}
-        if self.siglip is not None:
-            # the release's names (transformers 4.x): vision_model.* under the tower wrapper
-            state.update({f"model.vision_tower.vision_tower.vision_model.{k.removeprefix('vision_model.')}": v.detach().clone().contiguous()
-                          for k, v in self.siglip.state_dict().items()})
-            state.update({f"model.mm_projector.{k}": v.detach().clone().contiguous() for k, v in self.stc.state_dict().items()})
-        if self.audio_proj is not None:
-            state.update({f"model.mm_projector_a.{k}": v.detach().clone().contiguous() for k, v in self.audio_proj.state_dict().items()})
-            torch.save({f"model.audio_tower.{k}": v.detach().clone() for k, v in self.beats.state_dict().items()},
-                       folder / "audio_tower.bin")
+        full = self.release_state_dict()
+        state = {k: v.detach().clone().contiguous() for k, v in full.items() if not k.startswith("model.audio_tower.")}
+        audio = {k: v.detach().clone() for k, v in full.items() if k.startswith("model.audio_tower.")}
+        if audio:  # the release keeps the audio tower in its own pickled state dict
+            torch.save(audio, folder / "audio_tower.bin")
         names = sorted(state)
         shards = {"model-00001-of-00002.safetensors": names[: len(names) // 2],
                   "model-00002-of-00002.safetensors": names[len(names) // 2 :]}

@@ -26,12 +26,11 @@ from hooked_avllm.components import Attention, GatedMLP, RMSNorm, TransformerBlo
 from hooked_avllm.components.rotary import Rotary, rotary_1d, rotary_mrope
 from hooked_avllm.config import AVLLMConfig
 from hooked_avllm.inputs.errors import InputError
+from hooked_avllm.position_kinds import MEDIA_KINDS  # noqa: F401  (re-exported: the kinds the model scatters)
 
 if TYPE_CHECKING:  # annotations only
     from hooked_avllm.inputs import ModelInputs, TokenLayout
 
-# The media kinds a sequence position can hold (the layout's masks), in the order the model scatters them.
-MEDIA_KINDS: tuple[str, ...] = ("audio", "video", "image")
 # Model attributes that hold the towers and projectors; hook names start with these prefixes.
 TOWER_SLOTS: tuple[str, ...] = ("vision", "vision_proj", "audio", "audio_proj")
 

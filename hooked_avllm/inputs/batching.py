@@ -35,6 +35,8 @@ def concat_inputs(
     if padding_side not in ("left", "right"):
         raise InputError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     spec = items[0].layout.spec
+    if items[0].layout.source == "segments":  # the family's prompt builder made these: stack, nothing to parse
+        return _stack_segment_inputs(items, padding_side, pad_id if pad_id is not None else spec.pad_token_id)
     flags = {item.use_audio_in_video for item in items if item.video_grid_thw is not None and item.input_features is not None}
     if len(flags) > 1:
         raise InputError("the inputs mix use_audio_in_video=True and False; prepare them the same way to batch them")
@@ -75,6 +77,20 @@ def concat_inputs(
     if device.type != "cpu":
         layout = layout.to(device)
     return ModelInputs(input_ids=input_ids, attention_mask=attention_mask, layout=layout, use_audio_in_video=use_av, **media)
+
+
+def _stack_segment_inputs(items: Sequence[ModelInputs], padding_side: str, pad_id: int) -> ModelInputs:
+    """Batch inputs whose layouts were built from segments: media stacked in row order (their
+    shapes are fixed per family, e.g. 16 frames, 30-s fbank), the layouts stacked."""
+    layout = TokenLayout.stack([item.layout for item in items], pad_id=pad_id, padding_side=padding_side)
+    media = {}
+    for name in ("pixel_values", "pixel_values_videos", "input_features"):
+        parts = [getattr(item, name) for item in items if getattr(item, name) is not None]
+        if parts:
+            media[name] = torch.cat(parts)
+    device = items[0].input_ids.device
+    return ModelInputs(input_ids=layout.input_ids.to(device), attention_mask=layout.attention_mask.to(device),
+                       layout=layout.to(device) if device.type != "cpu" else layout, **media)
 
 
 def teacher_forced_inputs(inputs: Any, caption: Int[Tensor, "batch n_new"] | Sequence[int]) -> Any:

@@ -27,6 +27,8 @@ from torch import Tensor
 from hooked_avllm.inputs.errors import InputError
 from hooked_avllm.inputs.interleave import audio_in_video_runs, merge_runs
 from hooked_avllm.inputs.model_spec import ModelInputSpec
+from hooked_avllm.inputs.positions import positions_from_layout
+from hooked_avllm.position_kinds import KINDS, MEDIA_KINDS
 
 
 @dataclass
@@ -110,6 +112,7 @@ class TokenLayout:
     audio_token_counts: Int[Tensor, "n_audio"] | None = None
     use_audio_in_video: bool = False
     padding_side: str = "left"
+    source: str = "ids"  # "ids": parsed from placeholders; "segments": built from a prompt builder's segments
     _position_ids: Tensor | None = field(default=None, repr=False)
     _rope_deltas: Tensor | None = field(default=None, repr=False)
 
@@ -379,11 +382,70 @@ class TokenLayout:
             audio=audio, video=video, image=image, generated=torch.zeros_like(padding), padding=padding,
             audio_time=audio_time, video_time=video_time, frame_group=frame_group, row=row_of, col=col_of,
             spans=spans, spec=spec, audio_token_counts=torch.tensor(counts, dtype=torch.long) if counts else None,
-            padding_side=padding_side,
+            padding_side=padding_side, source="segments",
         )
         layout._position_ids = positions[None].expand(position_rows, -1, -1).clone()
         layout._rope_deltas = positions.amax(-1, keepdim=True) + 1 - attention_mask.sum(-1, keepdim=True)
         return layout
+
+    @classmethod
+    def stack(cls, layouts: list["TokenLayout"], *, pad_id: int, padding_side: str = "left") -> "TokenLayout":
+        """One padded batch of the rows of several segment-built layouts (prompts only), rows in
+        order: every per-position tensor re-padded, spans shifted, media items renumbered in the
+        new row-major order.
+
+        Example:
+            >>> from hooked_avllm.inputs.model_spec import ModelInputSpec
+            >>> a = TokenLayout.from_segments([[Segment.text([1, 2, 3])]], ModelInputSpec(), pad_id=0)
+            >>> b = TokenLayout.from_segments([[Segment.text([4])]], ModelInputSpec(), pad_id=0)
+            >>> TokenLayout.stack([a, b], pad_id=0).input_ids.tolist()
+            [[1, 2, 3], [0, 0, 4]]
+        """
+        if padding_side not in ("left", "right"):
+            raise InputError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
+        if any(layout.source != "segments" or layout.shape[1] != layout.n_prompt for layout in layouts):
+            raise InputError("TokenLayout.stack takes prompt layouts built from segments (model.prepare of this family)")
+        rows = []  # (layout, row index, real positions)
+        for layout in layouts:
+            for b in range(layout.shape[0]):
+                rows.append((layout, b, torch.nonzero(layout.attention_mask[b].bool()).flatten()))
+        longest = max(len(real) for _, _, real in rows)
+        fills = {"input_ids": pad_id, "attention_mask": 0, "text": False, "audio": False, "video": False, "image": False,
+                 "generated": False, "padding": True, "audio_time": float("nan"), "video_time": float("nan"),
+                 "frame_group": -1, "row": -1, "col": -1}
+        first = layouts[0]
+        values = {name: torch.full((len(rows), longest), fill, dtype=getattr(first, name).dtype) for name, fill in fills.items()}
+        positions = torch.zeros(first.position_ids.shape[0], len(rows), longest, dtype=first.position_ids.dtype)
+        spans: list[MediaSpan] = []
+        counters = {"image": 0, "video": 0, "audio": 0}
+        order = []
+        for r, (layout, b, real) in enumerate(rows):
+            start = longest - len(real) if padding_side == "left" else 0
+            target = slice(start, start + len(real))
+            for name in fills:
+                values[name][r, target] = getattr(layout, name)[b, real]
+            positions[:, r, target] = layout.position_ids[:, b, real]
+            shift = start - int(real[0]) if len(real) else 0
+            for span in sorted(layout.spans_of(batch=b), key=lambda s: int(s.positions[0])):
+                order.append((span.kind, layout, span.index))
+                spans.append(MediaSpan(r, span.kind, counters[span.kind], span.positions + shift, span.start + shift,
+                                       span.stop + shift, span.in_video))
+                counters[span.kind] += 1
+        renumber = {}
+        for kind, layout, index in order:  # a video's new index, for the audio taken from it
+            if kind == "video":
+                renumber[(id(layout), index)] = sum(1 for k, _, _ in order[: order.index((kind, layout, index))] if k == "video")
+        for span, (kind, layout, _) in zip(spans, order):
+            if span.in_video is not None:
+                span.in_video = renumber.get((id(layout), span.in_video), span.in_video)
+        counts = [len(s.positions) for s in spans if s.kind == "audio"]
+        stacked = cls(**values, spans=spans, spec=first.spec,
+                      audio_token_counts=torch.tensor(counts, dtype=torch.long) if counts else None,
+                      padding_side=padding_side, source="segments")
+        stacked._position_ids = positions
+        real = stacked.attention_mask.bool()
+        stacked._rope_deltas = positions.masked_fill(~real[None], 0).amax(dim=(0, 2))[:, None] + 1 - real.sum(-1, keepdim=True)
+        return stacked
 
     # ------------------------------------------------------------------ reading
     @property
@@ -398,7 +460,7 @@ class TokenLayout:
 
     def masks(self) -> dict[str, Bool[Tensor, "batch seq"]]:
         """The six position masks by name; each position is in exactly one."""
-        return {name: getattr(self, name) for name in ("text", "audio", "video", "image", "generated", "padding")}
+        return {name: getattr(self, name) for name in KINDS}
 
     def spans_of(self, kind: str | None = None, batch: int | None = None) -> list[MediaSpan]:
         """Media spans filtered by kind and/or batch row."""
@@ -419,30 +481,13 @@ class TokenLayout:
         return self._rope_deltas  # type: ignore[return-value]
 
     def _compute_positions(self) -> None:
-        try:
-            from hooked_avllm.inputs.positions import rope_position_ids
-        except ImportError as err:  # the module is written alongside the model core
-            raise ImportError(
-                "hooked_avllm.inputs.positions.rope_position_ids is needed for position ids; it ships with the model core."
-            ) from err
-        prompt_mask = self.attention_mask[:, : self.n_prompt]
-        positions, deltas = rope_position_ids(
-            self.input_ids.to(prompt_mask.device),
-            prompt_mask,
-            tokens=self.spec.tokens,
-            image_grid_thw=self.image_grid_thw,
-            video_grid_thw=self.video_grid_thw,
-            video_second_per_grid=self.video_second_per_grid,
-            audio_token_counts=self.audio_token_counts,
-            use_audio_in_video=self.use_audio_in_video,
-            spatial_merge_size=self.spec.spatial_merge_size,
-            position_id_per_second=self.spec.position_id_per_second,
-            seconds_per_chunk=self.spec.seconds_per_chunk,
-        )
+        """M-RoPE / TMRoPE ids from the spans found when the ids were parsed (they are not read again)."""
+        positions, deltas = positions_from_layout(self)
+        positions = positions.to(self.attention_mask.device)
         n_new = self.shape[1] - self.n_prompt
         if n_new:
             positions = torch.cat([positions, self._continued(positions, n_new)], dim=2)
-        self._position_ids, self._rope_deltas = positions, deltas
+        self._position_ids, self._rope_deltas = positions, deltas.to(self.attention_mask.device)
 
     @staticmethod
     def _continued(positions: Tensor, n_new: int) -> Tensor:
@@ -465,7 +510,7 @@ class TokenLayout:
             return torch.cat([tensor, extra], dim=1)
 
         self.attention_mask = grow(self.attention_mask, 1)
-        for name in ("text", "audio", "video", "image", "padding"):
+        for name in ("text", *MEDIA_KINDS, "padding"):
             setattr(self, name, grow(getattr(self, name), False))
         self.generated = grow(self.generated, True)
         for name in ("audio_time", "video_time"):

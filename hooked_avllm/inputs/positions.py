@@ -11,8 +11,10 @@ released Qwen2.5-Omni and Qwen2.5-VL code:
   and are interleaved chunk by chunk, both closers share ``max + 1``;
 * after a media item the running index resumes at ``max + 1``.
 
-Padding positions get id 1, as in the reference. The result equals the reference's
-``get_rope_index`` (tests compare them), and it is the only implementation in the library.
+Padding positions get id 1, as in the reference. Two walks apply these rules:
+:func:`rope_position_ids` over bare token ids (inputs that come without a layout; tests compare it
+with the reference's ``get_rope_index``), and :func:`positions_from_layout` over a parsed layout's
+spans, so prepared inputs' ids are read once (tests check the two agree).
 """
 
 from __future__ import annotations
@@ -169,3 +171,75 @@ def rope_position_ids(
         position_ids[:, row, real[row]] = ids
         deltas[row, 0] = (int(ids.max()) + 1 if ids.numel() else 0) - len(seq)
     return position_ids.to(input_ids.device), deltas.to(input_ids.device)
+
+
+def positions_from_layout(layout) -> tuple[Int[Tensor, "3 batch pos"], Int[Tensor, "batch 1"]]:
+    """The same ids as :func:`rope_position_ids`, from a parsed :class:`TokenLayout`'s spans (each
+    media item's placeholder positions, bracket bounds and grid), so the ids are not read again.
+
+    Example:
+        >>> from hooked_avllm.inputs import TokenLayout
+        >>> from hooked_avllm.inputs.model_spec import MediaTokens, ModelInputSpec
+        >>> spec = ModelInputSpec(tokens=MediaTokens(image=201, video=202, audio=200, vision_start=205,
+        ...                       vision_end=206, audio_start=203, audio_end=204))
+        >>> ids = torch.tensor([[1, 205, 201, 201, 201, 201, 206, 2]])
+        >>> layout = TokenLayout.from_input_ids(ids, None, spec, image_grid_thw=torch.tensor([[1, 4, 4]]))
+        >>> positions_from_layout(layout)[0][:, 0].tolist()
+        [[0, 1, 2, 2, 2, 2, 4, 5], [0, 1, 2, 2, 3, 3, 4, 5], [0, 1, 2, 3, 2, 3, 4, 5]]
+    """
+    spec = layout.spec
+    mask = layout.attention_mask[:, : layout.n_prompt].bool().cpu()
+    batch, length = mask.shape
+    merge, rate = spec.spatial_merge_size, spec.position_id_per_second
+    per_chunk = int(rate * spec.seconds_per_chunk)
+    grids = {"image": layout.image_grid_thw, "video": layout.video_grid_thw}
+    seconds = layout.video_second_per_grid
+    position_ids = torch.ones(3, batch, length, dtype=torch.long)
+    deltas = torch.zeros(batch, 1, dtype=torch.long)
+    for row in range(batch):
+        spans = sorted(layout.spans_of(batch=row), key=lambda s: (s.start, s.kind != "video"))
+        blocks = []  # (first position, last position + 1, spans of the block); an audio-in-video pair is one block
+        for span in spans:
+            if span.kind == "audio" and span.in_video is not None and blocks and blocks[-1][2][0].kind == "video" \
+                    and blocks[-1][2][0].start == span.start:
+                blocks[-1][2].append(span)
+            else:
+                blocks.append((span.start, span.stop, [span]))
+        ids = torch.ones(3, length, dtype=torch.long)
+        start, at = 0, 0
+        real = torch.nonzero(mask[row]).flatten().tolist()
+        for begin, stop, items in blocks:
+            av = len(items) == 2
+            first = begin if av else int(items[0].positions[0])
+            while at < len(real) and real[at] < first:  # text (and plain media brackets) before the block
+                ids[:, real[at]] = start
+                start, at = start + 1, at + 1
+            if av:
+                video, audio = items
+                v = vision_item_positions(grids["video"][video.index].tolist(), merge, float(seconds[video.index]), rate)
+                a = torch.arange(len(audio.positions)).expand(3, -1)
+                body = torch.cat([video.positions, audio.positions]).sort().values
+                media = audio_in_video_order(v, a, per_chunk) + start + 1
+                end = int(media.max()) + 1
+                ids[:, begin : begin + 2] = start
+                ids[:, body] = media
+                ids[:, stop - 2 : stop] = end
+                start, last = end + 1, stop
+            else:
+                item = items[0]
+                if item.kind == "audio":
+                    media = torch.arange(len(item.positions)).expand(3, -1) + start
+                else:
+                    sec = float(seconds[item.index]) if item.kind == "video" else 1.0
+                    media = vision_item_positions(grids[item.kind][item.index].tolist(), merge, sec,
+                                                  rate if item.kind == "video" else 0.0) + start
+                ids[:, item.positions] = media
+                start, last = int(media.max()) + 1, int(item.positions[-1]) + 1
+            while at < len(real) and real[at] < last:
+                at += 1
+        for position in real[at:]:
+            ids[:, position] = start
+            start += 1
+        position_ids[:, row] = ids
+        deltas[row, 0] = (int(ids[:, mask[row]].max()) + 1 if real else 0) - len(real)
+    return position_ids, deltas

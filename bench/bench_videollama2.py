@@ -1,0 +1,149 @@
+"""VideoLLaMA2.1-7B-AV at real dimensions with random weights, ours vs the reference assembly
+(transformers Qwen2 + SigLIP, timm RegStage, ESPnet BEATs; ``tests/videollama2_reference.py``) in
+one process: bf16 error against each side's fp32 run, forward and 50-token greedy generation time
+and peak memory, on 16 frames of 384² and a 30-s clip (1352 video + 1496 audio tokens).
+
+    PYTHONPATH=.:tests python bench/bench_videollama2.py --out docs/bench_videollama2_h200.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from hooked_avllm import HookedAVLLM  # noqa: E402
+from hooked_avllm.architectures.videollama2.config import config_from_hf  # noqa: E402
+from hooked_avllm.architectures.videollama2.prompt import _audio_segment, _visual_segment, input_spec  # noqa: E402
+from hooked_avllm.inputs import ModelInputs, TokenLayout  # noqa: E402
+from hooked_avllm.inputs.fbank import beats_fbank  # noqa: E402
+from hooked_avllm.inputs.layout import Segment  # noqa: E402
+from hooked_avllm.loading import fill_from_named_tensors  # noqa: E402
+from videollama2_reference import PLACEHOLDER, REAL_DIMS, ReferenceVideoLLaMA2  # noqa: E402
+import weights_conversion.videollama2 as converter  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+
+
+def sync() -> None:
+    if CUDA:
+        torch.cuda.synchronize()
+
+
+def timed(fn, repeats: int) -> tuple[float, float, object]:
+    """(median seconds, peak GiB above the memory in use before (CUDA only), last result)."""
+    fn()  # warm-up
+    sync()
+    base = torch.cuda.memory_allocated() if CUDA else 0
+    if CUDA:
+        torch.cuda.reset_peak_memory_stats()
+    times, out = [], None
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        out = fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    peak = (torch.cuda.max_memory_allocated() - base) / 2**30 if CUDA else float("nan")
+    return sorted(times)[len(times) // 2], peak, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="bench_videollama2.json")
+    parser.add_argument("--new-tokens", type=int, default=50)
+    parser.add_argument("--tiny", action="store_true", help="the tests' tiny dimensions (a CPU smoke run)")
+    args = parser.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    device = torch.device("cuda" if CUDA else "cpu")
+    start = time.perf_counter()
+    dims = {} if args.tiny else REAL_DIMS
+    with torch.device(device):
+        reference = ReferenceVideoLLaMA2(seed=0, **dims).eval()
+    size = reference.dims["siglip"]["image_size"]
+    cfg = config_from_hf(reference.config_json())
+    with torch.device("meta"):
+        model = HookedAVLLM(cfg)
+    model.to_empty(device=device)
+    model.tie_weights()
+    fill_from_named_tensors(model, converter, reference.release_state_dict().items(), source="reference")
+    model.eval()
+    built = time.perf_counter() - start
+
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randn(1, reference.num_frames, 3, size, size, generator=g).clamp(-1, 1)
+    wave = 0.1 * torch.randn(30 * 16000, generator=g)
+    fbank = beats_fbank(wave)[None]  # [1, 2998, 128]
+    vocab = min(150000, cfg.text.vocab_size - 30)
+    before, after = torch.randint(0, vocab, (20,), generator=g).tolist(), torch.randint(0, vocab, (15,), generator=g).tolist()
+    video_seg = _visual_segment("video", cfg, torch.arange(float(reference.num_frames)), cfg.tokens.video)
+    audio_seg = _audio_segment(cfg, torch.arange(fbank.shape[1]) * 0.01, fbank.shape[1], 0)
+    layout = TokenLayout.from_segments([[Segment.text(before), video_seg, audio_seg, Segment.text(after)]],
+                                       input_spec(cfg), pad_id=cfg.tokens.pad)
+    inputs = ModelInputs(input_ids=layout.input_ids, attention_mask=layout.attention_mask, layout=layout,
+                         pixel_values_videos=frames, input_features=fbank).to(device)
+    ref_ids = before + [PLACEHOLDER] + after
+    n_tokens = layout.shape[1]
+
+    def ref_forward():
+        feats = torch.cat([reference.encode_frames(inputs.pixel_values_videos.to(reference.llm.dtype))[0],
+                           reference.encode_audio(inputs.input_features.to(reference.llm.dtype))[0]])
+        return reference([ref_ids], [feats])[0]
+
+    def ref_generate():
+        feats = torch.cat([reference.encode_frames(inputs.pixel_values_videos.to(reference.llm.dtype))[0],
+                           reference.encode_audio(inputs.input_features.to(reference.llm.dtype))[0]])
+        embed = reference.llm.get_input_embeddings()
+        embeds = torch.cat([embed(torch.tensor(before, device=device)), feats, embed(torch.tensor(after, device=device))])[None]
+        return reference.llm.generate(inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=device),
+                                      max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False,
+                                      eos_token_id=None, pad_token_id=0)
+
+    results: dict = {"gpu": torch.cuda.get_device_name() if CUDA else "cpu", "torch": torch.__version__, "tokens": n_tokens,
+                     "video_tokens": int(layout.video.sum()), "audio_tokens": int(layout.audio.sum()), "build_s": built}
+    with torch.no_grad():
+        ours32 = model(inputs).float()
+        ref32 = ref_forward().float()
+        results["fp32_ours_vs_reference_max_abs"] = float((ours32 - ref32).abs().max())
+        model.to(torch.bfloat16)
+        reference.to(torch.bfloat16)
+        inputs16 = inputs.to(dtype=torch.bfloat16)
+        ours16 = model(inputs16).float()
+        ref16 = ref_forward().float()
+        for name, low, high in (("ours", ours16, ours32), ("reference", ref16, ref32)):
+            diff = (low - high).abs()
+            results[f"bf16_{name}_vs_own_fp32_max_abs"] = float(diff.max())
+            results[f"bf16_{name}_vs_own_fp32_mean_abs"] = float(diff.mean())
+            results[f"bf16_{name}_top1_agreement"] = float((low.argmax(-1) == high.argmax(-1)).float().mean())
+        results["bf16_error_ratio_mean"] = results["bf16_ours_vs_own_fp32_mean_abs"] / results["bf16_reference_vs_own_fp32_mean_abs"]
+        results["bf16_error_ratio_max"] = results["bf16_ours_vs_own_fp32_max_abs"] / results["bf16_reference_vs_own_fp32_max_abs"]
+        del ours32, ref32, ours16, ref16
+        if CUDA:
+            torch.cuda.empty_cache()
+            results["weights_gib_bf16"] = torch.cuda.memory_allocated() / 2**30  # both models
+        t, peak, _ = timed(lambda: model(inputs16), 5)
+        results.update(forward_ours_s=t, forward_ours_peak_gib=peak)
+        t, peak, _ = timed(ref_forward, 5)
+        results.update(forward_reference_s=t, forward_reference_peak_gib=peak)
+        t, peak, ours_tokens = timed(lambda: model.generate(inputs16, max_new_tokens=args.new_tokens, eos_token_id=[]), 3)
+        results.update(generate_ours_s=t, generate_ours_peak_gib=peak)
+        t, peak, ref_tokens = timed(ref_generate, 3)
+        results.update(generate_reference_s=t, generate_reference_peak_gib=peak)
+        ours_new = ours_tokens[0, n_tokens:].tolist()
+        ref_new = ref_tokens[0, -args.new_tokens:].tolist()
+        results["generated_tokens_equal_prefix"] = next((i for i, (a, b) in enumerate(zip(ours_new, ref_new)) if a != b), len(ours_new))
+    print(json.dumps(results, indent=1))
+    Path(args.out).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
