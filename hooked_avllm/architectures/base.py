@@ -29,7 +29,7 @@ from hooked_avllm.inputs.errors import InputError
 from hooked_avllm.position_kinds import MEDIA_KINDS  # noqa: F401  (re-exported: the kinds the model scatters)
 
 if TYPE_CHECKING:  # annotations only
-    from hooked_avllm.inputs import ModelInputs, TokenLayout
+    from hooked_avllm.inputs import ModelInputs, ModelInputSpec, TokenLayout
 
 # Model attributes that hold the towers and projectors; hook names start with these prefixes.
 TOWER_SLOTS: tuple[str, ...] = ("vision", "vision_proj", "audio", "audio_proj")
@@ -77,6 +77,10 @@ class Architecture:
         return rotary_mrope(position_ids, t.d_head, t.rope_theta, t.mrope_section)
 
     # ------------------------------------------------------------------ inputs
+    def input_spec(self, cfg: AVLLMConfig) -> "ModelInputSpec":
+        """What the input pipeline needs: placeholder ids, padding id, position timing, system prompt."""
+        raise NotImplementedError(f"{self.name}: input_spec is not available for this family")
+
     def encode_media(self, model: Any, media: dict[str, Any]) -> dict[str, Float[Tensor, "token d_model"]]:
         """Run the towers on the media tensors: LLM-space rows per media kind, items in sequence
         order (row-major over the batch), one row per placeholder position of that kind."""

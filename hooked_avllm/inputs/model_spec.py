@@ -72,12 +72,16 @@ class ModelInputSpec:
         return 1.0 / self.position_id_per_second
 
     @classmethod
-    def from_config(cls, config: Any = None) -> "ModelInputSpec":
-        """Read the spec from any config-like value (see the module docstring)."""
+    def from_config(cls, config: Any = None, family: str | None = None) -> "ModelInputSpec":
+        """Read the spec from any config-like value (see the module docstring). ``family``
+        (``"qwen2_5_omni"`` or ``"qwen2_5_vl"``: the model's ``architecture.name``) says which
+        prompt conventions apply; without it a project config's are inferred from its audio ids."""
         if config is None:
             return cls()
         if isinstance(config, ModelInputSpec):
             return config
+        if family is not None:
+            return cls._from_object(config, family)
         if isinstance(config, (str, Path)):
             return cls.from_dict(_read_config_json(Path(config)))
         if isinstance(config, dict):
@@ -99,7 +103,7 @@ class ModelInputSpec:
         return cls._from_object(converter.config_from_hf(config))
 
     @classmethod
-    def _from_object(cls, config: Any) -> "ModelInputSpec":
+    def _from_object(cls, config: Any, family: str | None = None) -> "ModelInputSpec":
         """Duck-typed read of a project config such as :class:`hooked_avllm.AVLLMConfig`.
 
         Reads ``tokens`` (ids as attributes), ``position_id_per_second``, ``seconds_per_chunk``,
@@ -126,10 +130,11 @@ class ModelInputSpec:
             audio_start=get(src, "audio_start", "audio_start_token_id"),
             audio_end=get(src, "audio_end", "audio_end_token_id"),
         )
-        name = str(get(config, "family", "architecture", "model_type", default=""))
-        is_vl = tokens.audio is None or ("vl" in name and "omni" not in name)
+        if family is None:  # a bare config: the vision-language base is the one without audio ids
+            family = "qwen2_5_vl" if tokens.audio is None else "qwen2_5_omni"
+        is_vl = family == "qwen2_5_vl"
         return cls(
-            family="qwen2_5_vl" if is_vl else "qwen2_5_omni",
+            family=family,
             tokens=tokens,
             spatial_merge_size=int(
                 get(vision, "spatial_merge_size", default=get(config, "spatial_merge_size", default=2))

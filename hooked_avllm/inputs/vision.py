@@ -84,7 +84,7 @@ def load_image(source: ImageLike, config: PreprocessorConfig | None = None) -> I
         return source
     config = config or PreprocessorConfig()
     name = str(source) if isinstance(source, (str, Path)) else None
-    picture = _to_pil(source)
+    picture = to_pil(source)
     height, width = smart_resize(
         picture.height,
         picture.width,
@@ -99,7 +99,8 @@ def load_image(source: ImageLike, config: PreprocessorConfig | None = None) -> I
     return Image(pixels, name)
 
 
-def _to_pil(source: ImageLike) -> PILImage.Image:
+def to_pil(source: ImageLike) -> PILImage.Image:
+    """An image path, PIL image, array ``[H, W, 3]`` or tensor as an RGB PIL image."""
     if isinstance(source, (str, Path)):
         path = existing_path(source, "Image")
         try:
@@ -208,7 +209,7 @@ def load_video(
         if with_audio and probe.has_audio:
             track = load_audio(existing_path(source, "Video"), start=start, end=end)
     else:
-        frames_uint8 = _frames_from_arrays(source)
+        frames_uint8 = frames_from_arrays(source)
         total = frames_uint8.shape[0]
         if source_fps is not None:
             n_frames = smart_nframes(total, source_fps, fps, config.video_min_frames, config.video_max_frames, factor)
@@ -233,7 +234,7 @@ def load_video(
     return Video(frames, position_fps, sample_fps, track, name)
 
 
-def _frames_from_arrays(source: np.ndarray | Tensor | Sequence) -> Tensor:
+def frames_from_arrays(source: np.ndarray | Tensor | Sequence) -> Tensor:
     """Frames as uint8 ``[T, 3, H, W]`` from a 4-D array/tensor or a list of images."""
     if isinstance(source, (np.ndarray, Tensor)):
         if source.ndim != 4:
@@ -252,7 +253,7 @@ def _frames_from_arrays(source: np.ndarray | Tensor | Sequence) -> Tensor:
     if not items:
         raise InputError("The video has no frames.")
     arrays = [
-        np.asarray(_to_pil(item))
+        np.asarray(to_pil(item))
         if isinstance(item, (PILImage.Image, str, Path))
         else _to_uint8_hwc(item, "video frame")
         for item in items

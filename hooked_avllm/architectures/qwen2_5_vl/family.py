@@ -79,11 +79,15 @@ class Qwen25VL(QwenVisionInputs, Architecture):
             raise ValueError(f"this {model.cfg.architecture} model has no audio tower; drop the audio inputs")
         return self.encode_vision(model, media)
 
+    def input_spec(self, cfg: AVLLMConfig) -> ModelInputSpec:
+        """The input pipeline's view of the config: special ids, position timing, system prompt."""
+        return ModelInputSpec.from_config(cfg, family=self.name)
+
     def layout_of(self, model: Any, input_ids: Tensor, attention_mask: Tensor | None, media: dict[str, Any]) -> TokenLayout:
         counts, seconds = media_metadata(media)
         left = attention_mask is None or bool(attention_mask[:, -1].all())
         return TokenLayout.from_input_ids(
-            input_ids, attention_mask, ModelInputSpec.from_config(model.cfg),
+            input_ids, attention_mask, self.input_spec(model.cfg),
             image_grid_thw=media.get("image_grid_thw"), video_grid_thw=media.get("video_grid_thw"),
             video_second_per_grid=seconds, audio_token_counts=counts,
             use_audio_in_video=bool(media.get("use_audio_in_video")), padding_side="left" if left else "right",
@@ -111,6 +115,6 @@ class Qwen25VL(QwenVisionInputs, Architecture):
         if model.cfg.audio is None:
             use_audio_in_video = False
         return prepare_inputs(
-            model._require_tokenizer(), preprocessor, model.cfg, prompt=prompt, video=video, audio=audio, images=images,
+            model._require_tokenizer(), preprocessor, self.input_spec(model.cfg), prompt=prompt, video=video, audio=audio, images=images,
             use_audio_in_video=use_audio_in_video, **kwargs,
         )

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 import weights_conversion.videollama2 as converter
 from hooked_avllm.architectures.base import Architecture
 from hooked_avllm.architectures.videollama2.config import config_from_dict, config_from_hf
-from hooked_avllm.architectures.videollama2.prompt import prepare_videollama2
+from hooked_avllm.architectures.videollama2.prompt import input_spec, prepare_videollama2
 from hooked_avllm.components.projectors import MLPProjector
 from hooked_avllm.config import AVLLMConfig
 from hooked_avllm.towers.beats import BEATsTower
@@ -104,6 +104,9 @@ class VideoLLaMA2(Architecture):
         else:
             split = [model.vision_proj(part) for _, part in parts]
         return {kind: r.reshape(-1, r.shape[-1]) for (kind, _), r in zip(parts, split)}
+
+    def input_spec(self, cfg: AVLLMConfig):
+        return input_spec(cfg)
 
     def prepare(self, model: Any, prompt: Any, video: Any = None, audio: Any = None, images: Any = None, **kwargs: Any):
         return prepare_videollama2(model._require_tokenizer(), model.cfg, prompt=prompt, video=video, audio=audio,

@@ -20,12 +20,13 @@ import torch
 
 from hooked_avllm.architectures.videollama2.preprocess import (
     audio_stream,
-    load_audio_waveform,
+    load_audio_input,
     load_frames,
     load_image_pixels,
     video_audio_clips,
 )
 from hooked_avllm.config import AVLLMConfig
+from hooked_avllm.inputs.audio import load_audio
 from hooked_avllm.inputs.errors import InputError
 from hooked_avllm.inputs.layout import Segment, TokenLayout
 from hooked_avllm.inputs.model_spec import MediaTokens, ModelInputSpec
@@ -48,32 +49,45 @@ def input_spec(cfg: AVLLMConfig) -> ModelInputSpec:
 
 
 def render_chat(messages: list[dict], system_prompt: str | None, add_generation_prompt: bool = True) -> str:
-    """The Qwen2 chat template's text for ``messages`` (``{"role", "content": str}``)."""
-    text = f"<|im_start|>system\n{system_prompt}<|im_end|>\n" if system_prompt else ""
+    """The Qwen2 chat template's text for ``messages`` (``{"role", "content": str}``): the system
+    turn ``system_prompt`` first unless the messages open with their own system message."""
     for message in messages:
-        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
-            raise InputError(f"chat messages must be {{'role': ..., 'content': str}}; got {message!r}")
+        if not isinstance(message, dict) or "role" not in message or not isinstance(message.get("content"), str):
+            raise InputError(
+                f"chat messages must be dicts {{'role': ..., 'content': str}} (VideoLLaMA2 takes its media as "
+                f"video=/audio=/images=, not inside the messages); got {message!r}"
+            )
+    opens_with_system = bool(messages) and messages[0]["role"] == "system"
+    text = f"<|im_start|>system\n{system_prompt}<|im_end|>\n" if system_prompt and not opens_with_system else ""
+    for message in messages:
         text += f"<|im_start|>{message['role']}\n{message['content']}<|im_end|>\n"
     return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
 
 
-def _tag_for(has_video: bool, has_audio: bool, has_image: bool) -> str | None:
+def _tag_for(row: int, has_video: bool, has_audio: bool, has_image: bool) -> str | None:
     if has_image and (has_video or has_audio):
-        raise InputError("VideoLLaMA2 takes one medium per prompt: an image, a video (with or without sound) or an audio clip")
+        given = "video=" if has_video else "audio="
+        raise InputError(
+            f"prompt {row} was given both images= and {given}; VideoLLaMA2 takes one medium per prompt (an image, a "
+            "video with or without sound, or an audio clip): drop one of them, or put them in separate prompts"
+        )
     return "<video>" if has_video else "<audio>" if has_audio else "<image>" if has_image else None
 
 
 def _with_tag(prompt: Any, tag: str | None, chat_template: bool) -> Any:
-    """Put the modality tag first in the (first user) text unless the prompt already holds it."""
-    if tag is None:
+    """Put the modality tag and a newline first in the (first user) text unless the prompt holds it
+    already, as the released inference does."""
+    if tag is None or not chat_template:
         return prompt
     if isinstance(prompt, str):
-        return prompt if tag in prompt or not chat_template else f"{tag}\n{prompt}"
-    messages = [dict(m) for m in prompt]
-    if not any(tag in str(m.get("content", "")) for m in messages):
-        first = next((m for m in messages if m.get("role") == "user"), None)
+        return prompt if tag in prompt else f"{tag}\n{prompt}"
+    messages = [dict(m) if isinstance(m, dict) else m for m in prompt]
+    if not any(isinstance(m, dict) and tag in str(m.get("content", "")) for m in messages):
+        first = next((m for m in messages if isinstance(m, dict) and m.get("role") == "user"), None)
         if first is None:
-            raise InputError("the chat messages have no user message to put the media in")
+            raise InputError("the chat messages have no user message to put the media in; add {'role': 'user', 'content': ...}")
+        if not isinstance(first.get("content"), str):
+            raise InputError(f"chat message content must be a string; got {first.get('content')!r}")
         first["content"] = f"{tag}\n{first['content']}"
     return messages
 
@@ -123,10 +137,28 @@ def prepare_videollama2(
     ``[T, H, W, 3]`` taken at ``video_fps``, or a :class:`~hooked_avllm.inputs.Video`) with its
     sound track when ``use_audio_in_video`` and the model has an audio tower, ``audio`` (a path,
     an array at 16 kHz, ``(array, rate)``), or ``video`` and ``audio`` together (the frames with
-    this sound instead of the video's own, e.g. a conflicting track). A batch: lists, one entry per
-    prompt. ``audio_start`` (s) picks the 30-s window of a longer audio input.
+    this sound instead of the video's own, e.g. a conflicting track; the sound is then read as an
+    audio input, 30 s from ``audio_start``). A batch: lists, one entry per prompt.
+    ``audio_start`` (s) picks the 30-s window of a longer audio input.
+
+    ``prompt`` is the user's text (the tag and a newline are put first unless the text holds the
+    tag where the media should go) or a list of chat messages ``{"role", "content": str}`` (the
+    tag goes into the first user message). ``system_prompt``: ``None`` the released default,
+    ``False`` none, or a string; messages that open with a system message keep theirs.
+    ``chat_template=False`` tokenizes the prompt string as given (it must hold the tag).
+    A text-only prompt is rendered without the leading newline the released ``mm_infer`` puts
+    there for ``modal="text"``.
     """
-    batched = isinstance(prompt, (list, tuple)) and len(prompt) > 0 and not isinstance(prompt[0], dict)
+    if isinstance(prompt, str):
+        batched = False
+    elif isinstance(prompt, (list, tuple)) and prompt and all(isinstance(p, (str, list, tuple)) for p in prompt):
+        batched = True
+    elif isinstance(prompt, (list, tuple)) and prompt and all(isinstance(m, dict) for m in prompt):
+        batched = False  # one chat
+    else:
+        raise InputError(
+            f"prompt must be a string, a list of chat messages, or a list of those for a batch; got {prompt!r:.80}"
+        )
     prompts = list(prompt) if batched else [prompt]
 
     def per_row(value: Any, name: str) -> list:
@@ -135,23 +167,39 @@ def prepare_videollama2(
         if value is None:
             return [None] * len(prompts)
         if not isinstance(value, (list, tuple)) or len(value) != len(prompts):
-            raise InputError(f"{name} must be a list with one entry (or None) per prompt for a batch of {len(prompts)}")
+            got = f"a list of {len(value)}" if isinstance(value, (list, tuple)) else f"one {type(value).__name__}"
+            raise InputError(
+                f"{name}= got {got} for a batch of {len(prompts)} prompts; give a list with one entry (or None) per prompt"
+            )
         return list(value)
 
     videos, audios, image_rows = per_row(video, "video"), per_row(audio, "audio"), per_row(images, "images")
     if cfg.audio is None and any(a is not None for a in audios):
-        raise InputError("this VideoLLaMA2 model has no audio tower; remove audio=")
+        raise InputError("this VideoLLaMA2 model has no audio tower, so it cannot take audio=; remove audio= (or load an -AV checkpoint)")
     if cfg.vision is None and any(v is not None for v in videos + image_rows):
-        raise InputError("this VideoLLaMA2 model has no vision tower; remove video=/images=")
-    system = SYSTEM_PROMPT if system_prompt is None else (system_prompt or None)
+        raise InputError("this VideoLLaMA2 model has no vision tower, so it cannot take video=/images=; remove them")
+    if system_prompt is None or system_prompt is True:
+        system = SYSTEM_PROMPT
+    elif system_prompt is False or system_prompt == "":
+        system = None
+    elif isinstance(system_prompt, str):
+        system = system_prompt
+    else:
+        raise InputError(f"system_prompt must be a string, None (the default) or False (none); got {system_prompt!r}")
     spec = input_spec(cfg)
     tokens = cfg.tokens
     rows, pixel_images, pixel_videos, fbanks = [], [], [], []
     for r, (row_prompt, row_video, row_audio, row_image) in enumerate(zip(prompts, videos, audios, image_rows)):
         if isinstance(row_image, (list, tuple)):
             if len(row_image) != 1:
-                raise InputError(f"VideoLLaMA2 takes one image per prompt; prompt {r} has {len(row_image)}")
+                raise InputError(
+                    f"VideoLLaMA2 takes one image per prompt; images= for prompt {r} holds {len(row_image)}: pass one, "
+                    "or one prompt per image in a batch (prompt=[...], images=[...])"
+                )
             row_image = row_image[0]
+        if not isinstance(row_prompt, str) and not (row_prompt and all(isinstance(m, dict) for m in row_prompt)):
+            raise InputError(f"prompt {r} must be a string or a non-empty list of chat messages (dicts); got {row_prompt!r:.80}")
+        _tag_for(r, row_video is not None, row_audio is not None, row_image is not None)  # refuse before decoding
         media: list[Segment] = []
         sampled = None
         if row_video is not None:
@@ -164,12 +212,12 @@ def prepare_videollama2(
         if row_audio is not None or track_from_video:
             a = cfg.audio
             if track_from_video:
-                wave, times = video_audio_clips(load_audio_waveform(sampled.audio, a.sample_rate), sampled.duration,
-                                                a.clips_per_video, a.clip_duration)
+                track = load_audio(sampled.audio, sampling_rate=a.sample_rate)
+                wave, times = video_audio_clips(track, a.clips_per_video, a.clip_duration)
             else:
-                clip = load_audio_waveform(row_audio, a.sample_rate, start=audio_start)
+                clip, offset = load_audio_input(row_audio, a.sample_rate, start=audio_start, seconds=a.clip_seconds)
                 wave = clip.waveform
-                times = torch.arange(wave.shape[0], dtype=torch.float64) / a.sample_rate + (audio_start or 0.0)
+                times = torch.arange(wave.shape[0], dtype=torch.float64) / a.sample_rate + offset
             stream = audio_stream(wave, a.sample_rate, a.clip_seconds, times)
             fbanks.append(stream.fbank)
             in_video = len(pixel_videos) - 1 if sampled is not None else None
@@ -178,20 +226,33 @@ def prepare_videollama2(
             v = cfg.vision
             pixel_images.append(load_image_pixels(row_image, v.siglip.image_size, v.image_mean, v.image_std))
             media.append(_visual_segment("image", cfg, None, tokens.image))
-        tag = _tag_for(row_video is not None, row_audio is not None or track_from_video, row_image is not None)
+        tag = _tag_for(r, row_video is not None, row_audio is not None or track_from_video, row_image is not None)
         tagged = _with_tag(row_prompt, tag, chat_template)
         if chat_template:
-            text = render_chat([{"role": "user", "content": tagged}] if isinstance(tagged, str) else tagged,
-                               system, add_generation_prompt)
+            if isinstance(tagged, str):
+                tagged = [{"role": "user", "content": tagged}]
+            if isinstance(system_prompt, str) and system_prompt and tagged[0].get("role") == "system":
+                raise InputError(
+                    f"prompt {r} opens with a system message and system_prompt= is given too; give the system prompt once"
+                )
+            text = render_chat(list(tagged), system, add_generation_prompt)
         elif isinstance(tagged, str):
             text = tagged
         else:
-            raise InputError("chat_template=False takes the prompt as rendered text (a string)")
+            raise InputError("chat_template=False takes the prompt as rendered text (a string), not chat messages")
         present = [t for t in MODAL_TAGS if t in text]
         if tag is None and present:
-            raise InputError(f"prompt {r} holds {present} but no media were given for it")
+            raise InputError(
+                f"prompt {r} holds {', '.join(present)} but no media were given for it; pass the media "
+                "(video=, audio= or images=) or remove the tag from the text"
+            )
         if tag is not None and (text.count(tag) != 1 or len(present) != 1):
-            raise InputError(f"prompt {r} must hold exactly one {tag} tag (it holds {present}); VideoLLaMA2 takes one medium per prompt")
+            counts = {t: text.count(t) for t in present}
+            where = "put it in the text where the media go" if not chat_template else "write it once, or leave it out to have it put first"
+            raise InputError(
+                f"prompt {r} must hold the {tag} tag exactly once for its media and no other tag; it holds {counts or 'none'} "
+                f"(VideoLLaMA2 takes one medium per prompt): {where}"
+            )
         if tag is None:
             rows.append([Segment.text(_text_ids(tokenizer, text))])
         else:
