@@ -1,36 +1,48 @@
-"""Modality selection, generation caching, knockout, token dropping and attention share: known answers."""
+"""Modality selection, generation caching, knockout, token dropping and attention share: known answers,
+on both families (a tiny Qwen2.5-Omni thinker and a tiny VideoLLaMA2.1-AV; see ``analysis_support.Family``)."""
 
 from __future__ import annotations
+
 
 import pytest
 import torch
 
-from analysis_support import batch_inputs, clip_inputs, tiny_model
+from analysis_support import FAMILIES, Family, videollama2_reference_embeds, videollama2_reference_pair
 from hooked_avllm import HookedAVLLM
 from hooked_avllm.analysis.attention_share import attention_share, shares_from_patterns
 from hooked_avllm.analysis.knockout import Knockout, KnockoutRule, generate_with_knockout, knockout, knockout_sweep
 from hooked_avllm.analysis.token_dropping import drop_tokens
-from hooked_avllm.components.rotary import rotary_mrope
+from hooked_avllm.components.rotary import rotary_1d, rotary_mrope
 from hooked_avllm.inputs import teacher_forced_inputs
 from hooked_avllm.position_kinds import AUDIO, GENERATED, VIDEO, position_kinds
 from reference_models import build_omni_thinker
 
+# ESPnet's BEATs (the VideoLLaMA2 reference) uses a deprecated autocast spelling
+pytestmark = pytest.mark.filterwarnings("ignore:.*autocast.*:FutureWarning")
+
 NEW = 6
+# tests of a Qwen-only concept run on that family alone (the reason is given at each)
+qwen_only = pytest.mark.parametrize("family", ["qwen2_5_omni"], indirect=True)
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family(request):
+    return Family(request.param)
 
 
 @pytest.fixture(scope="module")
-def model():
-    return tiny_model(seed=3)
+def model(family):
+    return family.model(seed=3)
 
 
 @pytest.fixture(scope="module")
-def av(model):
-    return clip_inputs(model, seconds=3, seed=1)
+def av(family, model):
+    return family.clip(model, seconds=3, seed=1)
 
 
 @pytest.fixture(scope="module")
-def batch(model):
-    return batch_inputs(model, [clip_inputs(model, seconds=3, seed=1), clip_inputs(model, seconds=2, seed=2)])
+def batch(family, model):
+    return family.batch(model, [family.clip(model, seconds=3, seed=1), family.clip(model, seed=2, **family.other_length)])
 
 
 def teacher_forced(inputs, tokens):
@@ -41,18 +53,33 @@ def teacher_forced(inputs, tokens):
 # ----------------------------------------------------------------------------- selection
 
 
-def test_select_by_modality_time_and_item(model, batch):
+# audio tokens of the batch in [0, 2) s, of its second row, and of each row in [0.5, 1.1) s
+EARLY_AUDIO = {"qwen2_5_omni": 2 * 50,  # two clips, 2 s each at 25 tokens/s
+               "videollama2": 2 * 13 * 8}  # BEATs: time patches 0, 0.16 .. 1.92 s of each 3-s clip, 8 bands each
+ROW1_AUDIO = {"qwen2_5_omni": 50, "videollama2": 18 * 8}  # 2 s at 25/s; 3 s of fbank = 18 time patches x 8 bands
+WINDOW_AUDIO = {"qwen2_5_omni": 15, "videollama2": 3 * 8}  # tokens at 0.52 .. 1.08 s; patches at 0.64, 0.80, 0.96 s
+
+
+def test_select_by_modality_time_and_item(family, model, batch):
     _, cache = model.run_with_cache(batch, names_filter=lambda n: n.endswith("resid_post") or n.endswith("hook_pattern"))
     layout = cache.layout
     resid = cache["blocks.1.hook_resid_post"]
     assert torch.equal(cache.select("blocks.1.hook_resid_post", "audio"), resid[layout.audio])
     early = cache.select("blocks.1.hook_resid_post", "audio", time=(0.0, 2.0))
-    assert early.shape[0] == 2 * 50  # two clips, 2 s each at 25 tokens/s
+    assert early.shape[0] == EARLY_AUDIO[family.name]
     assert torch.equal(cache.positions("audio", time=(0.0, 2.0)), layout.audio & (layout.audio_time < 2.0))
+    # a window inside the clip picks the tokens whose time, from the tower's token rate, lies in [a, b)
+    window = cache.positions("audio", time=(0.5, 1.1))
+    for b in range(2):
+        audio = torch.nonzero(layout.audio[b]).flatten()
+        times = family.audio_token_times(len(audio))
+        want = torch.zeros_like(layout.audio[b])
+        want[audio[(times >= 0.5) & (times < 1.1)]] = True
+        assert torch.equal(window[b], want) and int(want.sum()) == WINDOW_AUDIO[family.name]
     second_video = cache.select("blocks.1.hook_resid_post", "video", item=1)
     span = layout.spans_of("video")[1]
     assert torch.equal(second_video, resid[span.batch, span.positions])
-    assert cache.select("blocks.1.hook_resid_post", "audio", batch=1).shape[0] == 50
+    assert cache.select("blocks.1.hook_resid_post", "audio", batch=1).shape[0] == ROW1_AUDIO[family.name]
     last = cache.select("blocks.0.attn.hook_pattern", "last")  # query axis: [n, head, key]
     assert last.shape == (2, 4, batch.input_ids.shape[1])
     assert torch.equal(last[0], cache["blocks.0.attn.hook_pattern"][0, :, -1])
@@ -64,6 +91,7 @@ def test_select_by_modality_time_and_item(model, batch):
         cache.select("blocks.1.hook_resid_post", "sound")
 
 
+@qwen_only  # Qwen parses a layout from bare ids + media; VideoLLaMA2 lays out only what its prompt builder made
 def test_cache_of_hf_style_kwargs_gets_a_layout(model, av):
     _, cache = model.run_with_cache(**av.model_kwargs())
     assert cache.layout is not None
@@ -110,20 +138,42 @@ def test_empty_knockout_equals_plain_forward_and_generate(model, batch):
 
 
 @pytest.fixture(scope="module")
-def reference_pair(tmp_path_factory):
-    reference = build_omni_thinker("a", seed=1)
+def reference_pair(family, tmp_path_factory):
+    """(independent reference, our model loaded from its checkpoint): the Hugging Face Qwen2.5-Omni
+    thinker; VideoLLaMA2.1-AV assembled from transformers' Qwen2 and SigLIP, timm and ESPnet's BEATs."""
     folder = tmp_path_factory.mktemp("knockout_ref")
+    if not family.is_qwen:
+        return videollama2_reference_pair(seed=1, folder=folder)
+    reference = build_omni_thinker("a", seed=1)
     reference.save_pretrained(folder)
     return reference, HookedAVLLM.from_pretrained(folder)
 
 
+def reference_forward(family, reference, inputs, mask):
+    """The reference on ``inputs`` with the additive mask ``[batch, 1, query, key]``; the
+    VideoLLaMA2 reference's LLM reads embeddings from its own embedding table and towers."""
+    if family.is_qwen:
+        kwargs = dict(inputs.model_kwargs(), attention_mask=mask)
+        return reference(**kwargs, position_ids=inputs.layout.position_ids, output_hidden_states=True)
+    return reference.llm(inputs_embeds=videollama2_reference_embeds(reference, inputs), attention_mask=mask,
+                         position_ids=inputs.layout.position_ids[0], output_hidden_states=True)
+
+
+def reference_decoder(family, reference, inputs):
+    """The reference's decoder (its layers and rotary) and the position ids it takes
+    (3 M-RoPE rows for the thinker, one row of 1D positions for Qwen2)."""
+    if family.is_qwen:
+        return getattr(reference.model, "language_model", reference.model), inputs.layout.position_ids  # transformers 5.x layouts
+    return reference.llm.model, inputs.layout.position_ids[0]
+
+
 @pytest.mark.parametrize("rule,layers", [(("any", "audio"), None), (("text", "video"), (1, 2))])
-def test_knockout_equals_masked_reference(reference_pair, rule, layers):
-    """The Hugging Face thinker run with an explicit 4D additive mask built here (edges blocked in
-    every layer) is the independent reference; with a layer range, only the covered layers differ,
+def test_knockout_equals_masked_reference(family, reference_pair, rule, layers):
+    """The reference run with an explicit 4D additive mask built here (edges blocked in every
+    layer) is the independent reference; with a layer range, only the covered layers differ,
     checked through each layer's residual."""
     reference, ours = reference_pair
-    inputs = clip_inputs(ours, seconds=3, seed=5)
+    inputs = family.clip(ours, seconds=3, seed=5)
     n = inputs.input_ids.shape[1]
     kinds = position_kinds(inputs.input_ids, inputs.attention_mask, ours.cfg.tokens)
     codes = {"any": [0, 1, 2, 3], "audio": [AUDIO], "video": [VIDEO], "text": [0]}
@@ -131,9 +181,8 @@ def test_knockout_equals_masked_reference(reference_pair, rule, layers):
     k = torch.isin(kinds, torch.tensor(codes[rule[1]]))[:, None, :]
     allowed = torch.ones(n, n, dtype=torch.bool).tril()[None] & ~(q & k) | torch.eye(n, dtype=torch.bool)[None]
     mask = torch.zeros(1, 1, n, n).masked_fill(~allowed[:, None], float("-inf"))
-    kwargs = dict(inputs.model_kwargs(), attention_mask=mask)
     with torch.no_grad():
-        ref = reference(**kwargs, position_ids=inputs.layout.position_ids, output_hidden_states=True)
+        ref = reference_forward(family, reference, inputs, mask)
         with knockout(ours, KnockoutRule(*rule, layers=layers)):
             logits, cache = ours.run_with_cache(inputs, names_filter=lambda name: name.endswith("resid_post"))
         plain = ours(inputs)
@@ -142,14 +191,17 @@ def test_knockout_equals_masked_reference(reference_pair, rule, layers):
         assert (plain - ref.logits).abs().max() > 1e-2  # the rule matters
     else:
         # layer 0 is not covered: its output equals the plain run's; layer 1 is: equals the reference's
-        # layer-1 block applied to the plain layer-0 output, which is what the masked reference computes
-        _, plain_cache = ours.run_with_cache(inputs, names_filter=lambda name: name.endswith("resid_post"))
+        # layer-1 block applied to the plain layer-0 output, which is what the masked reference computes.
+        # The plain run is a no-grad run like the knocked-out one: with grad enabled SDPA may take another
+        # kernel where it gets a float mask that requires grad (BEATs' relative position bias: ~1e-6 apart)
+        with torch.no_grad():
+            _, plain_cache = ours.run_with_cache(inputs, names_filter=lambda name: name.endswith("resid_post"))
         assert torch.allclose(cache["blocks.0.hook_resid_post"], plain_cache["blocks.0.hook_resid_post"])
-        text_model = getattr(reference.model, "language_model", reference.model)  # transformers 5.x layouts
+        text_model, position_ids = reference_decoder(family, reference, inputs)
         block = text_model.layers[1]
-        rotary = text_model.rotary_emb(plain_cache["blocks.0.hook_resid_post"], inputs.layout.position_ids)
+        rotary = text_model.rotary_emb(plain_cache["blocks.0.hook_resid_post"], position_ids)
         out = block(plain_cache["blocks.0.hook_resid_post"], attention_mask=mask, position_embeddings=rotary,
-                    position_ids=inputs.layout.position_ids)
+                    position_ids=position_ids)
         out = out[0] if isinstance(out, tuple) else out
         assert (cache["blocks.1.hook_resid_post"] - out).abs().max() < 1e-4
 
@@ -203,7 +255,7 @@ def test_knockout_sweep_table_and_plot(model, av, tmp_path):
 # ----------------------------------------------------------------------------- token dropping
 
 
-def test_dropping_equals_removing_the_tokens(model, av):
+def test_dropping_equals_removing_the_tokens(family, model, av):
     """After layer 0, drop the video tokens: later layers equal a run where they are deleted from
     the sequence (remaining tokens keep their position ids), computed here block by block."""
     with torch.no_grad():
@@ -213,7 +265,10 @@ def test_dropping_equals_removing_the_tokens(model, av):
         keep = ~av.layout.video[0]
         resid = cache["blocks.0.hook_resid_post"][:, keep]
         t = model.cfg.text
-        rotary = rotary_mrope(av.layout.position_ids[:, :, keep], t.d_head, t.rope_theta, t.mrope_section)
+        if family.is_qwen:  # M-RoPE over the three position rows
+            rotary = rotary_mrope(av.layout.position_ids[:, :, keep], t.d_head, t.rope_theta, t.mrope_section)
+        else:  # 1D rotary over the one row
+            rotary = rotary_1d(av.layout.position_ids[0][:, keep], t.d_head, t.rope_theta)
         for block in model.blocks[1:]:
             resid = block(resid, rotary=rotary, causal=True)
         removed = model.unembed(model.ln_final(resid))
@@ -278,23 +333,30 @@ def test_share_table_and_plot(model, batch, tmp_path):
         attention_share(model, batch)
 
 
-def test_shares_during_generation_equal_hf_eager_output_attentions(reference_pair):
+def test_shares_during_generation_equal_hf_eager_output_attentions(family, reference_pair):
     """The reference generates with eager attention and returns every step's patterns; shares
     reduced from those equal ours, step by step (float32, so the greedy tokens agree)."""
     reference, ours = reference_pair
-    inputs = clip_inputs(ours, seconds=3, seed=6)
+    inputs = family.clip(ours, seconds=3, seed=6)
     n_prompt = inputs.input_ids.shape[1]
-    previous = reference.config._attn_implementation
-    reference.set_attn_implementation("eager")
+    if family.is_qwen:
+        generator, kwargs = reference, inputs.model_kwargs()
+    else:  # the reference LLM on its own embeddings (text and towers)
+        generator = reference.llm
+        kwargs = dict(inputs_embeds=videollama2_reference_embeds(reference, inputs), attention_mask=inputs.attention_mask)
+    previous = generator.config._attn_implementation
+    generator.set_attn_implementation("eager")
     try:
         with torch.no_grad():
-            out = reference.generate(**inputs.model_kwargs(), max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False,
+            out = generator.generate(**kwargs, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False,
                                      eos_token_id=None, pad_token_id=0, output_attentions=True,
                                      return_dict_in_generate=True)
     finally:
-        reference.set_attn_implementation(previous)
+        generator.set_attn_implementation(previous)
     shares = attention_share(ours, inputs, max_new_tokens=NEW, eos_token_id=[])
-    kinds = position_kinds(out.sequences, None, ours.cfg.tokens)
+    # generating from embeddings, transformers returns the new tokens only
+    sequences = out.sequences if family.is_qwen else torch.cat([inputs.input_ids, out.sequences], dim=1)
+    kinds = position_kinds(sequences, None, ours.cfg.tokens)
     kinds[:, n_prompt:] = GENERATED
     for step, layers in enumerate(out.attentions):  # step 0: prefill, its last row is the last prompt position
         ours_step = shares.values[shares.step == step][0]  # [layer, head, kind]
@@ -303,16 +365,17 @@ def test_shares_during_generation_equal_hf_eager_output_attentions(reference_pai
             assert (ours_step[layer] - expected).abs().max() < 1e-5, (step, layer)
 
 
-def test_share_over_a_list_of_clips_equals_the_batch(model):
-    clips = [clip_inputs(model, seconds=3, seed=1), clip_inputs(model, seconds=2, seed=2)]
+def test_share_over_a_list_of_clips_equals_the_batch(family, model):
+    clips = [family.clip(model, seconds=3, seed=1), family.clip(model, seed=2, **family.other_length)]
     separate = attention_share(model, clips, max_new_tokens=3, eos_token_id=[], progress=False)
-    together = attention_share(model, batch_inputs(model, clips), max_new_tokens=3, eos_token_id=[])
+    together = attention_share(model, family.batch(model, clips), max_new_tokens=3, eos_token_id=[])
     assert sorted(separate.batch.tolist()) == sorted(together.batch.tolist())
     assert (separate.per_clip() - together.per_clip()).abs().max() < 1e-5
 
 
-def test_knockout_sweep_regroups_clips_into_batches(model):
-    clips = [clip_inputs(model, seconds=3, seed=1), clip_inputs(model, seconds=2, seed=2), clip_inputs(model, seed=4)]
+def test_knockout_sweep_regroups_clips_into_batches(family, model):
+    clips = [family.clip(model, seconds=3, seed=1), family.clip(model, seed=2, **family.other_length),
+             family.clip(model, seed=4)]
     kwargs = dict(rules={"gen->video": lambda layers: KnockoutRule("generated", "video", layers)}, windows=[(0, 2)],
                   score=lambda new_tokens, clip: float(new_tokens[-1]), max_new_tokens=3, eos_token_id=[], progress=False)
     one_by_one = knockout_sweep(model, clips, **kwargs)
@@ -334,14 +397,15 @@ def test_shares_under_knockout_match_the_knocked_out_patterns(model, batch):
     assert float(shares.values[:, 0, :, 1].max()) < 1e-6  # no attention to audio in layer 0
 
 
-def test_tools_take_bare_token_ids(model):
+def test_tools_take_bare_token_ids(family, model):
     """A tensor's ``.layout`` attribute is torch's memory layout: tools must not mistake it for ours."""
     from hooked_avllm.analysis import logit_lens
 
     ids = torch.tensor([[5, 6, 7, 8]])
+    # every family lays out bare text ids (VideoLLaMA2: one text segment per row)
     tokens, cache = model.generate_with_cache(ids, 3, eos_token_id=[], names_filter=lambda n: "resid_post" in n)
     assert cache.layout.shape == tuple(tokens.shape) and int(cache.layout.generated.sum()) == 3
-    lens = logit_lens(model, ids, positions="last", progress=False)
+    lens = logit_lens(model, ids, positions="last", progress=False)  # "last" needs no layout
     assert lens.n_pos == 1
     shares = attention_share(model, ids, max_new_tokens=2, eos_token_id=[])
     assert (shares.values.sum(-1) - 1).abs().max() < 1e-5

@@ -1,9 +1,10 @@
-"""Frame heatmaps (E4): token -> grid cell mapping, attention to video against a full pattern cache, the plot."""
+"""Frame heatmaps (E4): token -> grid cell mapping, attention to video against a full pattern cache, the plot;
+on both families (a tiny Qwen2.5-Omni thinker and a tiny VideoLLaMA2.1-AV; see ``analysis_support.Family``)."""
 
 import numpy as np
 import pytest
 import torch
-from analysis_support import batch_inputs, clip_inputs, tiny_model
+from analysis_support import FAMILIES, Family
 
 from hooked_avllm.analysis.heatmap import (
     attention_to_video,
@@ -15,12 +16,20 @@ from hooked_avllm.analysis.heatmap import (
 from hooked_avllm.inputs import teacher_forced_inputs
 from hooked_avllm.inputs import TokenLayout, Video
 from hooked_avllm.inputs.interleave import audio_in_video_runs
+from hooked_avllm.inputs.layout import Segment
 from hooked_avllm.inputs.model_spec import ModelInputSpec
+
+qwen_only = pytest.mark.parametrize("family", ["qwen2_5_omni"], indirect=True)
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family(request):
+    return Family(request.param)
 
 
 @pytest.fixture(scope="module")
-def model():
-    return tiny_model(seed=0)
+def model(family):
+    return family.model(seed=0)
 
 
 def assert_bijection(layout, batch=0, video=0):
@@ -33,10 +42,15 @@ def assert_bijection(layout, batch=0, video=0):
     return grid
 
 
-def test_tiny_clip_grid_is_a_bijection(model):
-    inputs = clip_inputs(model, seconds=3, seed=0)  # audio interleaved with 3 frame groups of 2 x 2 cells
+# the tiny clip's token grid: Qwen2.5-Omni 3 s at 1 frame group a second of 2 x 2 merged cells (audio
+# interleaved); VideoLLaMA2's STC connector makes 4 frames of 4 x 4 SigLIP patches into 2 x 2 x 2 tokens
+CLIP_GRID = {"qwen2_5_omni": (3, 2, 2), "videollama2": (2, 2, 2)}
+
+
+def test_tiny_clip_grid_is_a_bijection(family, model):
+    inputs = family.clip(model, seconds=3, seed=0)
     grid = assert_bijection(inputs.layout)
-    assert grid.shape == (3, 2, 2)
+    assert grid.shape == CLIP_GRID[family.name]
     assert grid[1].flatten().tolist() == [4.0, 5.0, 6.0, 7.0]  # row-major within a frame group
     # per-position scores land on the same cells; non-video positions are ignored
     seq = inputs.input_ids.shape[1]
@@ -48,6 +62,7 @@ def test_tiny_clip_grid_is_a_bijection(model):
         video_token_grid(inputs.layout, torch.zeros(5))
 
 
+@qwen_only  # audio interleaved in 2-s chunks inside the video is Qwen2.5-Omni's layout
 def test_bigger_grid_with_interleaved_audio_is_a_bijection(model):
     spec = ModelInputSpec.from_config(model.cfg)
     tok = model.cfg.tokens
@@ -61,10 +76,36 @@ def test_bigger_grid_with_interleaved_audio_is_a_bijection(model):
                                         audio_token_counts=torch.tensor([n_audio]), use_audio_in_video=True)
     grid = assert_bijection(layout)
     assert grid.shape == (4, 6, 8)
-    # a second row with the tiny clip, left-padded in a batch: each row's video on its own grid
-    batch = batch_inputs(model, [clip_inputs(model, seconds=2, seed=1), clip_inputs(model, seconds=3, seed=2)])
-    assert assert_bijection(batch.layout, batch=0).shape == (2, 2, 2)
-    assert assert_bijection(batch.layout, batch=1).shape == (3, 2, 2)
+
+
+@pytest.mark.parametrize("family", ["videollama2"], indirect=True)
+def test_release_sized_connector_grid_is_a_bijection(family, model):
+    """VideoLLaMA2.1-AV's release: 16 frames of 27 x 27 SigLIP patches -> the STC connector's 8 x 13 x 13
+    tokens (time-major, row-major within a frame group), followed by the audio tokens."""
+    t, h, w = 8, 13, 13
+    order = torch.arange(t * h * w)
+    group, row, col = order // (h * w), (order % (h * w)) // w, order % w
+    tok = model.cfg.tokens
+    segments = [Segment.text([1, 2]), Segment("video", n_tokens=len(order), token_id=tok.video, time=group.float(),
+                                              frame_group=group, row=row, col=col),
+                Segment("audio", n_tokens=16, token_id=tok.audio, time=(torch.arange(16) // 8) * 0.16, in_video=0),
+                Segment.text([3])]
+    layout = TokenLayout.from_segments([segments], ModelInputSpec(), pad_id=0)
+    grid = assert_bijection(layout)
+    assert grid.shape == (t, h, w)
+    assert grid[3, 5].tolist() == [float(3 * h * w + 5 * w + c) for c in range(w)]
+    no_cells = TokenLayout.from_segments([[Segment("video", n_tokens=4, token_id=tok.video)]], ModelInputSpec(), pad_id=0)
+    with pytest.raises(ValueError, match="no grid cell"):
+        video_token_grid(no_cells, torch.zeros(4))
+
+
+def test_each_row_of_a_padded_batch_has_its_own_grid(family, model):
+    # a left-padded batch of two clips: each row's video on its own grid
+    batch = family.batch(model, [family.clip(model, seed=1, **family.other_length), family.clip(model, seconds=3, seed=2)])
+    assert bool((batch.attention_mask == 0).any())
+    shapes = {"qwen2_5_omni": [(2, 2, 2), (3, 2, 2)], "videollama2": [(2, 2, 2), (2, 2, 2)]}[family.name]
+    assert assert_bijection(batch.layout, batch=0).shape == shapes[0]
+    assert assert_bijection(batch.layout, batch=1).shape == shapes[1]
     with pytest.raises(ValueError, match="video"):
         video_token_grid(batch.layout, torch.zeros(8), batch=0, video=1)
 
@@ -80,8 +121,8 @@ def by_hand(model, inputs, qmask, layers, heads):
     return torch.stack(rows)  # [batch, key]
 
 
-def test_attention_to_video_equals_the_full_pattern_cache(model):
-    inputs = clip_inputs(model, seconds=3, seed=0)
+def test_attention_to_video_equals_the_full_pattern_cache(family, model):
+    inputs = family.clip(model, seconds=3, seed=0)
     forced = teacher_forced_inputs(inputs, torch.tensor([10, 11, 12, 13, 14]))
     video = forced.layout.video
     scores = attention_to_video(model, forced, queries="generated", layers=[0, 1], heads=[1, 3])
@@ -98,8 +139,8 @@ def test_attention_to_video_equals_the_full_pattern_cache(model):
         attention_to_video(model, inputs, queries="generated")
 
 
-def test_attention_to_video_last_query_in_a_padded_batch(model):
-    batch = batch_inputs(model, [clip_inputs(model, seconds=2, seed=1), clip_inputs(model, seconds=3, seed=2)])
+def test_attention_to_video_last_query_in_a_padded_batch(family, model):
+    batch = family.batch(model, [family.clip(model, seed=1, **family.other_length), family.clip(model, seconds=3, seed=2)])
     scores = attention_to_video(model, batch, queries="last")
     last = torch.zeros_like(batch.layout.video)
     last[:, -1] = True

@@ -1,21 +1,27 @@
-"""Logit lens: known answers against the model's own logits and a hand-made unembedding."""
+"""Logit lens: known answers against the model's own logits and a hand-made unembedding, on both
+families (a tiny Qwen2.5-Omni thinker and a tiny VideoLLaMA2.1-AV; see ``analysis_support.Family``)."""
 
 import pytest
 import torch
-from analysis_support import batch_inputs, clip_inputs, tiny_model
+from analysis_support import FAMILIES, Family
 
 from hooked_avllm.analysis.logit_lens import hook_names_for, logit_lens
 from hooked_avllm.analysis.select import select_positions
 
 
-@pytest.fixture(scope="module")
-def model():
-    return tiny_model(seed=0)
+@pytest.fixture(scope="module", params=FAMILIES)
+def family(request):
+    return Family(request.param)
 
 
 @pytest.fixture(scope="module")
-def inputs(model):
-    return clip_inputs(model, seconds=3, seed=0)
+def model(family):
+    return family.model(seed=0)
+
+
+@pytest.fixture(scope="module")
+def inputs(family, model):
+    return family.clip(model, seconds=3, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +64,11 @@ def test_lens_without_norm_equals_unembed_by_hand(model, run):
     assert (with_norm.top_probs[-1] - lens.top_probs[-1]).abs().max() > 1e-3
 
 
-def test_positions_by_modality_select_the_layout_positions(model, inputs, run):
+# audio tokens of the 3-s clip in [1, 2) s: 25 a second; BEATs time patches at 1.12 .. 1.92 s, 8 bands each
+AUDIO_IN_SECOND_TWO = {"qwen2_5_omni": 25, "videollama2": 6 * 8}
+
+
+def test_positions_by_modality_select_the_layout_positions(family, model, inputs, run):
     _, cache = run
     layout = inputs.layout
     for kind in ("audio", "video", "text"):
@@ -74,7 +84,8 @@ def test_positions_by_modality_select_the_layout_positions(model, inputs, run):
     assert torch.nonzero(last).tolist() == [[0, inputs.input_ids.shape[1] - 1]]
     window = logit_lens(model, cache, positions="audio", time=(1.0, 2.0), k=1, layers=[0])
     in_window = layout.audio[0] & (layout.audio_time[0] >= 1.0) & (layout.audio_time[0] < 2.0)
-    assert torch.equal(window.positions, torch.nonzero(in_window).flatten()) and len(window.positions) == 25
+    assert torch.equal(window.positions, torch.nonzero(in_window).flatten())
+    assert len(window.positions) == AUDIO_IN_SECOND_TWO[family.name]
     both = select_positions(layout, ["audio", "video"])
     assert torch.equal(both, layout.audio | layout.video)
     assert torch.nonzero(select_positions(layout, [0, -1])).tolist() == [[0, 0], [0, inputs.input_ids.shape[1] - 1]]
@@ -119,9 +130,9 @@ def test_regex_hooks_and_decoding_with_a_tokenizer(model, inputs):
     assert lens.track_ids == [42] and lens.track_labels == ["t42"]
 
 
-def test_padded_batch(model):
-    rows = [clip_inputs(model, seconds=2, seed=3), clip_inputs(model, seconds=3, seed=4)]
-    batch = batch_inputs(model, rows)
+def test_padded_batch(family, model):
+    rows = [family.clip(model, seed=3, **family.other_length), family.clip(model, seconds=3, seed=4)]
+    batch = family.batch(model, rows)
     lens = logit_lens(model, batch, positions="audio", k=3)
     assert lens.batch_index.tolist() == [0] * int(rows[0].layout.audio.sum()) + [1] * int(rows[1].layout.audio.sum())
     for b, row in enumerate(rows):

@@ -1,14 +1,16 @@
-"""Activation patching across layouts: known answers on tiny random models (float32, CPU)."""
+"""Activation patching across layouts: known answers on tiny random models (float32, CPU), on both
+families (a tiny Qwen2.5-Omni thinker and a tiny VideoLLaMA2.1-AV; see ``analysis_support.Family``)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields, replace
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import torch
-from analysis_support import _with_layout, batch_inputs, clip_inputs, tiny_model
+from analysis_support import FAMILIES, Family
 from transformer_lens import patching as tl_patching
 
 from hooked_avllm.analysis.patching import (
@@ -27,25 +29,30 @@ from hooked_avllm.inputs import ModelInputs
 COMPONENTS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
 
 
-@pytest.fixture(scope="module")
-def model():
-    return tiny_model(seed=3)
+@pytest.fixture(scope="module", params=FAMILIES)
+def family(request):
+    return Family(request.param)
 
 
 @pytest.fixture(scope="module")
-def same_layout(model):
+def model(family):
+    return family.model(seed=3)
+
+
+@pytest.fixture(scope="module")
+def same_layout(family, model):
     """Two audio+video clips with the same token ids and layout but different audio and video."""
-    a = clip_inputs(model, seed=0, audio_seed=1)
-    b = clip_inputs(model, seed=0, audio_seed=2)
+    a = family.clip(model, seed=0, audio_seed=1)
+    b = family.clip(model, seed=0, audio_seed=2)
     b = replace(b, pixel_values_videos=torch.randn(b.pixel_values_videos.shape, generator=torch.Generator().manual_seed(9)))
     assert torch.equal(a.input_ids, b.input_ids)
     return a, b
 
 
 @pytest.fixture(scope="module")
-def conflict(model):
+def conflict(family, model):
     """Audio-only source and audio+video target carrying the same audio features."""
-    return clip_inputs(model, video=False, seed=1, audio_seed=7), clip_inputs(model, video=True, seed=2, audio_seed=7)
+    return family.clip(model, video=False, seed=1, audio_seed=7), family.clip(model, video=True, seed=2, audio_seed=7)
 
 
 def _metric_at(metric, logits, inputs):
@@ -95,30 +102,46 @@ def test_audio_positions_patch_across_layouts(model, conflict):
     assert (logits[0, -1] - tgt_logits[0, -1]).abs().max() > 1e-6
 
 
-def test_time_window_alignment(model):
-    three = clip_inputs(model, video=False, seconds=3, seed=1)
-    two = clip_inputs(model, video=True, seconds=2, seed=2)
-    align = align_positions(three, two, "audio", time=(0.0, 2.0))
-    assert len(align) == 50
+# (window both clips cover, its tokens), the 3-s clip's audio tokens, (a window, its tokens, its first token's time).
+# The 2-s clip's BEATs patches end at 1.92 s (12 whole patches of 0.16 s): its common window with the 3-s clip stops there
+WINDOWS = {"qwen2_5_omni": (((0.0, 2.0), 50), 75, ((1.0, 1.5), 13, 1.0)),
+           "videollama2": (((0.0, 1.9), 12 * 8), 18 * 8, ((1.0, 1.5), 3 * 8, float(torch.tensor(7.0) * 0.16)))}
+
+
+def test_time_window_alignment(family, model):
+    (common, n_common), n_three, (window, n_window, first) = WINDOWS[family.name]
+    three = family.clip(model, video=False, seconds=3, seed=1)
+    two = family.clip(model, video=True, seconds=2, seed=2)
+    align = align_positions(three, two, "audio", time=common)
+    assert len(align) == n_common
     src_t = three.layout.audio_time[align.source_batch, align.source_pos]
     tgt_t = two.layout.audio_time[align.target_batch, align.target_pos]
     assert torch.equal(src_t, tgt_t)
-    assert int(three.layout.audio.sum()) == 75  # the layout's own masks are left alone
-    part = align_positions(three, three, "audio", time=(1.0, 1.5))
-    assert len(part) == 13 and float(three.layout.audio_time[0, part.target_pos].min()) == 1.0
+    assert int(three.layout.audio.sum()) == n_three  # the layout's own masks are left alone
+    part = align_positions(three, three, "audio", time=window)
+    assert len(part) == n_window and float(three.layout.audio_time[0, part.target_pos].min()) == first
 
 
-def test_alignment_errors_are_clear(model, conflict):
+# audio tokens of 3 s and 2 s, text tokens of the source and the text target, the target's last audio
+# position and the 2-s audio-only run's length
+COUNTS = {"qwen2_5_omni": dict(audio=(75, 50), text=(11, 13), last_audio=93, two=61),
+          "videollama2": dict(audio=(144, 96), text=(9, 11), last_audio=156, two=105)}
+
+
+def test_alignment_errors_are_clear(family, model, conflict):
     src, tgt = conflict
-    two = clip_inputs(model, video=False, seconds=2, seed=4)
-    with pytest.raises(ValueError, match=r"source has 75 audio tokens, target 50.*time=\(start_s, end_s\)"):
+    n = COUNTS[family.name]
+    two = family.clip(model, video=False, seconds=2, seed=4)
+    with pytest.raises(ValueError, match=rf"source has {n['audio'][0]} audio tokens, target {n['audio'][1]}.*time=\(start_s, end_s\)"):
         align_positions(src, two, "audio")
-    with pytest.raises(ValueError, match="source has 11 text tokens, target 13"):
-        align_positions(src, tgt, "text")  # the audio+video run has two more brackets
+    # Qwen2.5-Omni's audio+video run has two more brackets; VideoLLaMA2 has none: its text target gets 2 more prompt tokens
+    text_target = tgt if family.is_qwen else family.clip(model, video=True, seed=2, audio_seed=7, prefix=7)
+    with pytest.raises(ValueError, match=f"source has {n['text'][0]} text tokens, target {n['text'][1]}"):
+        align_positions(src, text_target, "text")
     with pytest.raises(ValueError, match="source_rows.*out of range"):
         align_positions(src, tgt, "audio", source_rows=[3])
     with pytest.raises(ValueError, match="the source has 2 rows and the target 3"):
-        align_positions(batch_inputs(model, [src, src]).layout, batch_inputs(model, [tgt, tgt, tgt]).layout)
+        align_positions(family.batch(model, [src, src]).layout, family.batch(model, [tgt, tgt, tgt]).layout)
     with pytest.raises(ValueError, match="mask has shape"):
         align_positions(src, tgt, torch.ones(1, 5, dtype=torch.bool))
     with pytest.raises(ValueError, match="unknown positions .sound."):
@@ -130,12 +153,12 @@ def test_alignment_errors_are_clear(model, conflict):
     # encoder hooks are patched whole: a 3 s source into a 2 s target does not fit
     one = torch.zeros(1, src.input_ids.shape[1], dtype=torch.bool), torch.zeros(1, two.input_ids.shape[1], dtype=torch.bool)
     one[0][0, 0] = one[1][0, 0] = True
-    with pytest.raises(ValueError, match=r"audio_proj.hook_out has shape \(1, 75, 64\) in the source .* \(1, 50, 64\)"):
+    with pytest.raises(ValueError, match=rf"audio_proj.hook_out has shape \(1, {n['audio'][0]}, 64\) in the source .* \(1, {n['audio'][1]}, 64\)"):
         patch(model, src, two, "audio_proj.hook_out", modality=one)
     # an alignment built for other runs: out of range in the target
     align = align_positions(src, tgt, "audio")
     store = {"blocks.0.hook_resid_pre": torch.zeros(len(align), model.cfg.d_model)}
-    with pytest.raises(ValueError, match=r"position 93 but blocks.0.hook_resid_pre has shape \(1, 61\)"):
+    with pytest.raises(ValueError, match=rf"position {n['last_audio']} but blocks.0.hook_resid_pre has shape \(1, {n['two']}\)"):
         model.run_with_hooks(two, fwd_hooks=patching_hooks(store, align, list(store)))
 
 
@@ -181,10 +204,10 @@ def test_sweep_matches_one_patch_at_a_time(model, conflict):
     assert torch.allclose(grouped.values, sweep.values, atol=1e-5)
 
 
-def test_sweep_on_a_left_padded_batch(model):
-    rows = [(3, 7, 1), (2, 8, 2)]  # seconds, audio seed, text seed
-    src = batch_inputs(model, [clip_inputs(model, video=False, seconds=s, seed=t, audio_seed=a) for s, a, t in rows])
-    tgt = batch_inputs(model, [clip_inputs(model, video=True, seconds=s, seed=t + 10, audio_seed=a) for s, a, t in rows])
+def test_sweep_on_a_left_padded_batch(family, model):
+    rows = [(dict(seconds=3), 7, 1), (family.other_length, 8, 2)]  # length, audio seed, text seed
+    src = family.batch(model, [family.clip(model, video=False, seed=t, audio_seed=a, **n) for n, a, t in rows])
+    tgt = family.batch(model, [family.clip(model, video=True, seed=t + 10, audio_seed=a, **n) for n, a, t in rows])
     assert bool((tgt.attention_mask == 0).any()) and bool((src.attention_mask == 0).any())
     metric = logit_diff([3, 4], [5, 6])  # one answer pair per row
     sweep = patching_sweep(model, src, tgt, metric, components=("resid_pre", "attn_out"), progress=False)
@@ -196,7 +219,7 @@ def test_sweep_on_a_left_padded_batch(model):
     assert abs(float(sweep.values[0, 1] - sweep.target_value[0])) > 1e-6  # a real effect was measured
 
 
-def test_head_and_encoder_sweeps_and_pairs(model, conflict):
+def test_head_and_encoder_sweeps_and_pairs(family, model, conflict):
     src, tgt = conflict
     metric = logit_diff(3, 5)
     heads = patching_sweep(model, src, tgt, metric, components=("z",), progress=False)
@@ -207,10 +230,10 @@ def test_head_and_encoder_sweeps_and_pairs(model, conflict):
             one = _metric_at(metric, patch(model, src, tgt, f"blocks.{layer}.attn.hook_z", heads=h), tgt)
             assert abs(float(heads.values[layer, h]) - one) < 1e-5
     # encoders are patched whole (other audio of the same length), one full forward per cell
-    other = clip_inputs(model, video=True, seed=2, audio_seed=8)
+    other = family.clip(model, video=True, seed=2, audio_seed=8)
     comps = ("resid_pre", "audio.blocks.{l}.hook_resid_post", "audio_proj.hook_out")
     sweep = patching_sweep(model, src, other, metric, components=comps, progress=False)
-    n_audio_layers = model.cfg.audio.n_layers
+    n_audio_layers = len([n for n in model.hook_dict if re.fullmatch(r"audio\.blocks\.\d+\.hook_resid_post", n)])
     assert sweep.n_forwards == n_layers + n_audio_layers + 1
     for layer in range(n_audio_layers):
         one = _metric_at(metric, patch(model, src, other, f"audio.blocks.{layer}.hook_resid_post"), other)
@@ -285,7 +308,7 @@ def _shaped(inputs: ModelInputs) -> ModelInputs:
     return Shaped(**{f.name: getattr(inputs, f.name) for f in fields(inputs)})
 
 
-def test_transformer_lens_generic_patch(model, same_layout, monkeypatch):
+def test_transformer_lens_generic_patch(family, model, same_layout, monkeypatch):
     # TransformerLens reads cfg.n_heads and cfg.device (and cfg.n_key_value_heads for k/v patches)
     cfg_type = type(model.cfg)
     for attr, value in (("n_heads", lambda c: c.text.n_heads), ("n_key_value_heads", lambda c: c.text.n_kv_heads),
@@ -298,7 +321,7 @@ def test_transformer_lens_generic_patch(model, same_layout, monkeypatch):
 
     # plain token ids: the whole [layer, pos] sweep against our patch at single positions
     ids = torch.randint(0, 199, (2, 8), generator=torch.Generator().manual_seed(0))
-    text = [_with_layout(model, ids[i : i + 1], torch.ones(1, 8, dtype=torch.long), {}, False) for i in range(2)]
+    text = [family.text(model, ids[i : i + 1]) for i in range(2)]
     with torch.no_grad():
         _, clean_cache = model.run_with_cache(ids[:1])
     tl_values = tl_patching.get_act_patch_resid_pre(model, ids[1:], clean_cache, lambda x: metric(x)[0])

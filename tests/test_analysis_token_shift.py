@@ -1,24 +1,34 @@
-"""Token shift (E4): teacher forcing, KL / rank / labels against hand computations."""
+"""Token shift (E4): teacher forcing, KL / rank / labels against hand computations, on both families
+(a tiny Qwen2.5-Omni thinker and a tiny VideoLLaMA2.1-AV; see ``analysis_support.Family``). The
+vision-language base B is the family's model without its audio tower: a stand-in for Qwen2.5-VL (the
+study's base for Qwen2.5-Omni), and VideoLLaMA2.1-AV's own vision-only variant. The tool needs no
+aligned layouts: each model reads its own prompt, the caption appended after it."""
 
 from dataclasses import replace
 
 import pytest
 import torch
-from analysis_support import batch_inputs, clip_inputs, tiny_model
+from analysis_support import FAMILIES, Family
 
 from hooked_avllm import AVLLMConfig, HookedAVLLM
 from hooked_avllm.analysis.token_shift import shift_summary, token_shift
+from hooked_avllm.architectures.videollama2.config import tiny_config as tiny_videollama2_config
 from hooked_avllm.inputs import teacher_forced_inputs
 
 
-@pytest.fixture(scope="module")
-def model_a():
-    return tiny_model(seed=0)
+@pytest.fixture(scope="module", params=FAMILIES)
+def family(request):
+    return Family(request.param)
 
 
 @pytest.fixture(scope="module")
-def inputs_a(model_a):
-    return clip_inputs(model_a, seconds=2, seed=0)
+def model_a(family):
+    return family.model(seed=0)
+
+
+@pytest.fixture(scope="module")
+def inputs_a(family, model_a):
+    return family.clip(model_a, seconds=2, seed=0)
 
 
 @torch.no_grad()
@@ -40,7 +50,7 @@ def test_teacher_forced_inputs_mark_the_caption_and_match_a_plain_run(model_a, i
 
 
 def test_model_against_itself_is_unshifted_and_greedy_caption_is_rank_zero(model_a, inputs_a):
-    shift = token_shift(model_a, inputs_a, model_a, inputs_a, max_new_tokens=6)
+    shift = token_shift(model_a, inputs_a, model_a, inputs_a, max_new_tokens=6, eos_token_id=[])  # no early stop
     assert len(shift.caption_ids) == 6
     assert set(shift.labels) == {"unshifted"}
     assert shift.kl.abs().max() < 1e-6
@@ -49,8 +59,8 @@ def test_model_against_itself_is_unshifted_and_greedy_caption_is_rank_zero(model
     assert summary["unshifted"] == 1.0 and summary["within_top_k"] == 1.0 and summary["n_tokens"] == 6
 
 
-def test_two_random_models_shift_and_ranks_by_hand(model_a, inputs_a, tmp_path):
-    model_b = tiny_model(seed=1)
+def test_two_random_models_shift_and_ranks_by_hand(family, model_a, inputs_a, tmp_path):
+    model_b = family.model(seed=1)
     caption = torch.tensor([11, 50, 3, 120, 77, 9, 199, 42])
     shift = token_shift(model_a, inputs_a, model_b, inputs_a, caption=caption)
     table = shift.table()
@@ -78,12 +88,16 @@ def test_two_random_models_shift_and_ranks_by_hand(model_a, inputs_a, tmp_path):
     assert (tmp_path / "shift.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_vision_only_base_with_larger_vocab(model_a):
+def test_vision_only_base_with_larger_vocab(family, model_a):
     """A: AV model on audio + video. B: a vision-only model (vocab 300) on the same video, no audio."""
-    cfg = AVLLMConfig.tiny(audio=False)
-    model_b = HookedAVLLM.from_config(replace(cfg, text=replace(cfg.text, vocab_size=300)), seed=2).eval()
-    inputs_a = clip_inputs(model_a, seconds=3, seed=5)
-    inputs_b = clip_inputs(model_b, audio=False, seconds=3, seed=5)
+    if family.is_qwen:
+        cfg = AVLLMConfig.tiny(audio=False)
+        cfg = replace(cfg, text=replace(cfg.text, vocab_size=300))
+    else:  # VideoLLaMA2.1-AV minus its audio tower (its placeholders move to the top of the larger vocabulary)
+        cfg = tiny_videollama2_config(vocab_size=300, audio=False)
+    model_b = HookedAVLLM.from_config(cfg, seed=2).eval()
+    inputs_a = family.clip(model_a, seconds=3, seed=5)
+    inputs_b = family.clip(model_b, audio=False, seconds=3, seed=5)
     assert torch.equal(inputs_a.pixel_values_videos, inputs_b.pixel_values_videos)
     assert inputs_b.input_features is None and not inputs_b.layout.audio.any()
     caption = torch.tensor([4, 5, 6, 7, 8])
@@ -100,8 +114,23 @@ def test_vision_only_base_with_larger_vocab(model_a):
         token_shift(model_a, inputs_a, model_b, inputs_b, caption=[260])
 
 
-def test_batches_and_padding_are_refused(model_a, inputs_a):
-    batch = batch_inputs(model_a, [clip_inputs(model_a, seconds=2, seed=1), clip_inputs(model_a, seconds=3, seed=2)])
+def test_base_without_the_audio_tower_agrees_on_the_video_alone(family, model_a):
+    """B is A minus its audio tower (A's other weights copied in): on the same video without audio,
+    B's distributions are A's (KL 0, A's greedy caption unshifted); A hearing the audio shifts them."""
+    model_b = family.model(seed=9, audio=False)
+    model_b.load_state_dict({k: v for k, v in model_a.state_dict().items() if not k.startswith("audio")})
+    video_a = family.clip(model_a, audio=False, seconds=3, seed=5)
+    video_b = family.clip(model_b, audio=False, seconds=3, seed=5)
+    assert torch.equal(video_a.input_ids, video_b.input_ids)
+    same = token_shift(model_a, video_a, model_b, video_b, max_new_tokens=5, eos_token_id=[])
+    assert same.kl.abs().max() < 1e-6 and set(same.labels) == {"unshifted"}
+    heard = token_shift(model_a, family.clip(model_a, seconds=3, seed=5), model_b, video_b, caption=same.caption_ids)
+    assert heard.kl.max() > 1e-3
+
+
+def test_batches_and_padding_are_refused(family, model_a, inputs_a):
+    batch = family.batch(model_a, [family.clip(model_a, seed=1, **family.other_length),
+                                   family.clip(model_a, seconds=3, seed=2)])
     with pytest.raises(ValueError, match="one clip at a time"):
         token_shift(model_a, batch, model_a, inputs_a, caption=[1, 2])
     padded = replace(inputs_a, attention_mask=inputs_a.attention_mask.clone())

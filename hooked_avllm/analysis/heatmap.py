@@ -5,8 +5,9 @@ Three steps, each usable alone:
 * :func:`attention_to_video` averages, inside ``hook_pattern`` hooks (one layer at a time, no
   pattern kept), the attention from chosen query positions (e.g. a teacher-forced caption span)
   to every key, over chosen layers, heads and queries -> a score per video position;
-* :func:`video_token_grid` puts per-position scores onto the merged patch grid
-  ``[frame_group, rows, cols]`` of one video through ``layout.frame_group / row / col``;
+* :func:`video_token_grid` puts per-position scores onto the token grid ``[frame_group, rows, cols]``
+  of one video (the merged patch grid, or a connector's output grid) through
+  ``layout.frame_group / row / col``;
 * :func:`plot_frame_heatmaps` draws each frame group's grid, upsampled to the frame size, over the
   first frame of the group (a group covers ``temporal_patch_size`` = 2 frames).
 
@@ -44,12 +45,13 @@ def video_token_grid(
     batch: int = 0,
     video: int = 0,
 ) -> Float[Tensor, "frame_group rows cols"]:
-    """Scores of one video's tokens on its merged patch grid; NaN where no token lands.
+    """Scores of one video's tokens on its token grid; NaN where no token lands.
 
     ``scores`` is per position (``[batch, seq]``, or ``[seq]`` for row ``batch``) or per token of
     this video (``[n_video_tokens]``, in sequence order). ``video`` counts the videos of row
-    ``batch`` (0 = its first video). Rows/cols are merged-grid cells (``spatial_merge_size`` =2:
-    each cell covers 28 x 28 pixels).
+    ``batch`` (0 = its first video). The grid is the one the layout records for each video token
+    (``layout.frame_group``, ``row``, ``col``: cells of the merged patch grid, e.g. 28 x 28 pixels
+    each, or of a connector's output grid), sized by the largest index of each.
 
     Example:
         >>> grid = video_token_grid(inputs.layout, scores)  # doctest: +SKIP
@@ -76,11 +78,11 @@ def video_token_grid(
             f"scores must be per position ([batch, seq] or [{seq}]) or per token of this video ([{len(positions)}]); "
             f"got shape {tuple(scores.shape)}"
         )
-    t, h, w = (int(x) for x in layout.video_grid_thw[span.index])
-    merge = layout.spec.spatial_merge_size
-    grid = torch.full((t, h // merge, w // merge), float("nan"))
     frame_group = layout.frame_group[batch].cpu()[positions]
     row, col = layout.row[batch].cpu()[positions], layout.col[batch].cpu()[positions]
+    if bool((frame_group < 0).any() | (row < 0).any() | (col < 0).any()):
+        raise ValueError(f"the layout gives no grid cell (frame_group / row / col) for some tokens of video {video} in row {batch}")
+    grid = torch.full((int(frame_group.max()) + 1, int(row.max()) + 1, int(col.max()) + 1), float("nan"))
     grid[frame_group, row, col] = values
     return grid
 

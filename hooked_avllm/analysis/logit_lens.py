@@ -432,9 +432,14 @@ def logit_lens(
     else:
         inputs = source
         layout = carried_layout(inputs)
+        attention_mask = getattr(inputs, "attention_mask", None)
         if layout is None and isinstance(inputs, Tensor):
-            layout = model.layout_of(inputs if inputs.ndim == 2 else inputs[None])
-        mask = select_positions(layout, positions, getattr(inputs, "attention_mask", None), time=time, item=item)
+            ids = inputs if inputs.ndim == 2 else inputs[None]
+            # families that lay out only their prepared inputs give None (with a warning): then only
+            # masks, indices, "last" and "all" select, over every position of the bare ids
+            layout = model.layout_of(ids, strict=False)
+            attention_mask = torch.ones_like(ids) if layout is None else None
+        mask = select_positions(layout, positions, attention_mask, time=time, item=item)
         rows = _collect_rows(model, inputs, names, mask)
 
     decode = token_decoder(model.tokenizer)

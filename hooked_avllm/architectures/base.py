@@ -18,7 +18,6 @@ from __future__ import annotations
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
@@ -26,7 +25,9 @@ from hooked_avllm.components import Attention, GatedMLP, RMSNorm, TransformerBlo
 from hooked_avllm.components.rotary import Rotary, rotary_1d, rotary_mrope
 from hooked_avllm.config import AVLLMConfig
 from hooked_avllm.inputs.errors import InputError
-from hooked_avllm.position_kinds import MEDIA_KINDS  # noqa: F401  (re-exported: the kinds the model scatters)
+from hooked_avllm.position_kinds import MEDIA_KINDS
+
+__all__ = ["MEDIA_KINDS", "TOWER_SLOTS", "Architecture"]
 
 if TYPE_CHECKING:  # annotations only
     from hooked_avllm.inputs import ModelInputs, ModelInputSpec, TokenLayout

@@ -87,6 +87,12 @@ def _stack_segment_inputs(items: Sequence[ModelInputs], padding_side: str, pad_i
     for name in ("pixel_values", "pixel_values_videos", "input_features"):
         parts = [getattr(item, name) for item in items if getattr(item, name) is not None]
         if parts:
+            shapes = sorted({tuple(p.shape[1:]) for p in parts})
+            if len(shapes) > 1:
+                raise InputError(
+                    f"the inputs' {name} have different shapes {shapes}; a batch needs one shape per medium "
+                    "(prepare every row the same way, e.g. the same audio length and number of frames)"
+                )
             media[name] = torch.cat(parts)
     device = items[0].input_ids.device
     return ModelInputs(input_ids=layout.input_ids.to(device), attention_mask=layout.attention_mask.to(device),

@@ -418,7 +418,7 @@ class TokenLayout:
         positions = torch.zeros(first.position_ids.shape[0], len(rows), longest, dtype=first.position_ids.dtype)
         spans: list[MediaSpan] = []
         counters = {"image": 0, "video": 0, "audio": 0}
-        order = []
+        video_at: dict[tuple[int, int], int] = {}  # (new row, a video's old index) -> its new index
         for r, (layout, b, real) in enumerate(rows):
             start = longest - len(real) if padding_side == "left" else 0
             target = slice(start, start + len(real))
@@ -427,17 +427,12 @@ class TokenLayout:
             positions[:, r, target] = layout.position_ids[:, b, real]
             shift = start - int(real[0]) if len(real) else 0
             for span in sorted(layout.spans_of(batch=b), key=lambda s: int(s.positions[0])):
-                order.append((span.kind, layout, span.index))
+                if span.kind == "video":
+                    video_at[(r, span.index)] = counters["video"]
+                in_video = video_at.get((r, span.in_video)) if span.in_video is not None else None
                 spans.append(MediaSpan(r, span.kind, counters[span.kind], span.positions + shift, span.start + shift,
-                                       span.stop + shift, span.in_video))
+                                       span.stop + shift, in_video))
                 counters[span.kind] += 1
-        renumber = {}
-        for kind, layout, index in order:  # a video's new index, for the audio taken from it
-            if kind == "video":
-                renumber[(id(layout), index)] = sum(1 for k, _, _ in order[: order.index((kind, layout, index))] if k == "video")
-        for span, (kind, layout, _) in zip(spans, order):
-            if span.in_video is not None:
-                span.in_video = renumber.get((id(layout), span.in_video), span.in_video)
         counts = [len(s.positions) for s in spans if s.kind == "audio"]
         stacked = cls(**values, spans=spans, spec=first.spec,
                       audio_token_counts=torch.tensor(counts, dtype=torch.long) if counts else None,

@@ -51,6 +51,16 @@ class VideoLLaMA2VisionConfig:
     def out_dim(self) -> int:
         return self.stc.d_model
 
+    @property
+    def n_layers(self) -> int:
+        """Layers of the vision tower that run (SigLIP's up to the selected one)."""
+        return self.siglip.n_layers_run
+
+    @property
+    def d_model(self) -> int:
+        """Width of the vision tower (SigLIP's)."""
+        return self.siglip.d_model
+
     def token_grid(self, frames: int | None = None) -> tuple[int, int, int]:
         """(frame groups, rows, columns) of the connector's tokens for ``frames`` frames."""
         grid = self.siglip.grid
@@ -70,6 +80,16 @@ class VideoLLaMA2AudioConfig:
     clip_seconds: float = 30.0
     clips_per_video: int = 8
     clip_duration: float = 2.0
+
+    @property
+    def n_layers(self) -> int:
+        """Layers of the audio tower (BEATs')."""
+        return self.beats.n_layers
+
+    @property
+    def d_model(self) -> int:
+        """Width of the audio tower (BEATs')."""
+        return self.beats.d_model
 
 
 def _projector_depth(kind: str, what: str) -> int:

@@ -14,6 +14,8 @@ from hooked_avllm.architectures.videollama2.config import config_from_dict, conf
 from hooked_avllm.architectures.videollama2.prompt import input_spec, prepare_videollama2
 from hooked_avllm.components.projectors import MLPProjector
 from hooked_avllm.config import AVLLMConfig
+from hooked_avllm.inputs.errors import InputError
+from hooked_avllm.inputs.layout import Segment, TokenLayout
 from hooked_avllm.towers.beats import BEATsTower
 from hooked_avllm.towers.siglip import SiglipVisionTower
 from hooked_avllm.towers.stc_connector import STCConnector
@@ -107,6 +109,26 @@ class VideoLLaMA2(Architecture):
 
     def input_spec(self, cfg: AVLLMConfig):
         return input_spec(cfg)
+
+    def layout_of(self, model: Any, input_ids: Tensor, attention_mask: Tensor | None, media: dict[str, Any]):
+        """Bare ids have a layout only without media (all text); media inputs come from ``prepare``,
+        which knows each placeholder's origin."""
+        given = sorted(k for k, v in media.items() if isinstance(v, Tensor))
+        tokens = model.cfg.tokens
+        placeholders = [t for t in (tokens.image, tokens.video, tokens.audio) if t is not None]
+        if given or bool(torch.isin(input_ids, torch.tensor(placeholders, device=input_ids.device)).any()):
+            raise InputError(
+                f"{self.name} inputs with media carry their layout: build them with model.prepare(...) "
+                f"(these ids hold media placeholders or come with {given})"
+            )
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        rows = [[Segment.text(ids[m.bool()].tolist())] for ids, m in zip(input_ids.cpu(), mask.cpu())]
+        left = attention_mask is None or bool(mask[:, -1].all())
+        pad = tokens.pad if tokens.pad is not None else 0
+        layout = TokenLayout.from_segments(rows, self.input_spec(model.cfg), pad_id=pad, padding_side="left" if left else "right")
+        if not torch.equal(layout.input_ids, input_ids.cpu()):
+            raise InputError("the padding of these ids is neither left nor right; pad each row on one side")
+        return layout
 
     def prepare(self, model: Any, prompt: Any, video: Any = None, audio: Any = None, images: Any = None, **kwargs: Any):
         return prepare_videollama2(model._require_tokenizer(), model.cfg, prompt=prompt, video=video, audio=audio,
