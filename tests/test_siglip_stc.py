@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import einops
 import pytest
 import torch
 from torch import nn
@@ -20,6 +19,7 @@ except ImportError:  # pragma: no cover
     from transformer_lens.hook_points import HookedRootModule
 
 from reference_shims import import_timm_regnet
+from videollama2_reference import ReferenceSTC  # stc_connector_v35 from timm + torch, as released
 
 from hooked_avllm.components.norms import LayerNorm2d
 from hooked_avllm.components.projectors import MLPProjector
@@ -215,30 +215,6 @@ def timm_parts():
     return stage, TimmLayerNorm2d
 
 
-class ReferenceSTC(nn.Module):
-    """stc_connector_v35 assembled from timm and torch, forward as the released connector's."""
-
-    def __init__(self, stage, d_in, d_model, depth, downsample=(2, 2, 2)):
-        super().__init__()
-        self.s1 = stage(depth, d_in, d_model)
-        self.sampler = nn.Sequential(nn.Conv3d(d_model, d_model, kernel_size=downsample, stride=downsample, padding=0, bias=True), nn.SiLU())
-        self.s2 = stage(depth, d_model, d_model)
-        self.readout = nn.Sequential(nn.Linear(d_model, d_model), nn.GELU(), nn.Linear(d_model, d_model))
-
-    def forward(self, x):  # [b, t, (h w), d]
-        t, hw = x.size(1), int(x.size(2) ** 0.5)
-        x = einops.rearrange(x, "b t (h w) d -> b d t h w", h=hw, w=hw)
-        x = einops.rearrange(x, "b d t h w -> (b t) d h w")
-        x = self.s1(x)
-        x = einops.rearrange(x, "(b t) d h w -> b d t h w", t=t)
-        x = self.sampler(x)
-        new_t = x.size(2)
-        x = einops.rearrange(x, "b d t h w -> (b t) d h w")
-        x = self.s2(x)
-        x = einops.rearrange(x, "(b t) d h w -> b (t h w) d", t=new_t)
-        return self.readout(x)
-
-
 def test_layer_norm_2d_matches_timm(timm_parts):
     _, TimmLayerNorm2d = timm_parts
     reference = TimmLayerNorm2d(12)
@@ -281,7 +257,7 @@ def test_regnet_stage_matches_timm(timm_parts):
 def stc_pair(timm_parts):
     stage, _ = timm_parts
     torch.manual_seed(6)
-    reference = ReferenceSTC(stage, d_in=12, d_model=16, depth=4).eval()
+    reference = ReferenceSTC(d_in=12, d_model=16, depth=4).eval()
     randomize_(reference, seed=7)
     cfg = STCConfig(d_in=12, d_model=16, depth=4)
     ours = STCConnector(cfg).eval()
@@ -347,7 +323,7 @@ def test_stc_names_at_full_size(timm_parts):
     stage, _ = timm_parts
     cfg = STCConfig()
     with torch.device("meta"):
-        reference = ReferenceSTC(stage, cfg.d_in, cfg.d_model, cfg.depth)
+        reference = ReferenceSTC(cfg.d_in, cfg.d_model, cfg.depth)
         ours = STCConnector(cfg)
     params = dict(ours.named_parameters())
     seen = set()
