@@ -52,17 +52,23 @@ class MediaSpan:
 
 @dataclass
 class Segment:
-    """One run of a prompt as a family's prompt builder emits it: text ids, or the placeholder
-    positions of one media item with each token's origin.
+    """One run of a prompt as a family's prompt builder emits it: text ids, or one media item (or
+    a bracketed block of them) with each token's origin.
 
-    For media, ``n_tokens`` placeholders of id ``token_id``; ``time`` (seconds; audio: from the
-    clip start, video: of the token's frame group), ``frame_group``/``row``/``col`` (video and
-    image tokens in the connector's output grid) are per token, ``None`` where not meaningful.
-    ``in_video`` ties an audio item to the video it was taken from.
+    A simple media segment is ``n_tokens`` placeholders of id ``token_id``, all of ``kind``. A
+    block (``token_kinds`` given) lists every token: ``ids``, and per token its kind (``"text"``
+    for bracket tokens, or a media kind): Qwen's ``<|vision_bos|>`` + placeholders +
+    ``<|vision_eos|>``, or a video with its audio interleaved; the block's bounds become the items'
+    ``MediaSpan.start``/``stop``. ``time`` (seconds; audio: from the clip start, video: of the
+    token's frame group), ``frame_group``/``row``/``col`` (cells of the video's token grid) are per
+    token, ``None`` where not meaningful (a block's are read at its media tokens only).
+    ``in_video`` ties an audio item to the video it was taken from (a block sets it itself).
 
     Example:
         >>> Segment.text([1, 2, 3]).n_tokens
         3
+        >>> Segment("video", ids=[9, 5, 5, 10], token_kinds=["text", "video", "video", "text"]).n_tokens
+        4
     """
 
     kind: Literal["text", "image", "video", "audio"]
@@ -74,17 +80,24 @@ class Segment:
     row: Tensor | None = None
     col: Tensor | None = None
     in_video: int | None = None
+    token_kinds: list[str] | None = None
 
     def __post_init__(self) -> None:
-        if self.kind == "text":
+        if self.kind == "text" or self.token_kinds is not None:
             self.n_tokens = len(self.ids or [])
+        if self.token_kinds is not None and len(self.token_kinds) != self.n_tokens:
+            raise InputError(f"a block segment needs one kind per token: {len(self.token_kinds)} kinds, {self.n_tokens} ids")
 
     @classmethod
     def text(cls, ids: list[int]) -> "Segment":
         return cls("text", ids=list(ids))
 
     def token_ids(self) -> list[int]:
-        return list(self.ids) if self.kind == "text" else [int(self.token_id)] * self.n_tokens
+        return list(self.ids) if self.kind == "text" or self.token_kinds is not None else [int(self.token_id)] * self.n_tokens
+
+    def kinds(self) -> list[str]:
+        """Each token's kind."""
+        return list(self.token_kinds) if self.token_kinds is not None else [self.kind] * self.n_tokens
 
 
 @dataclass
@@ -329,10 +342,17 @@ class TokenLayout:
         pad_id: int,
         padding_side: str = "left",
         position_rows: int = 1,
+        image_grid_thw: Int[Tensor, "n_images 3"] | None = None,
+        video_grid_thw: Int[Tensor, "n_videos 3"] | None = None,
+        video_second_per_grid: Float[Tensor, "n_videos"] | None = None,
+        use_audio_in_video: bool = False,
     ) -> "TokenLayout":
         """The layout of prompts given as the segments their prompt builder emitted: no id is
-        parsed, every count and origin comes from the builder. Position ids are 1D (each row's
-        real tokens counted from 0), repeated over ``position_rows`` rows.
+        parsed, every count and origin comes from the builder.
+
+        Position ids: with ``position_rows`` 1, 1D positions counting each row's real tokens; with
+        3, M-RoPE / TMRoPE ids from the spans and these grids
+        (:func:`~hooked_avllm.inputs.positions.positions_from_layout`, on first use).
 
         Example:
             >>> from hooked_avllm.inputs.model_spec import ModelInputSpec
@@ -360,32 +380,46 @@ class TokenLayout:
             at = seq - length if padding_side == "left" else 0
             attention_mask[b, at : at + length] = 1
             for seg in segments:
-                span = slice(at, at + seg.n_tokens)
-                input_ids[b, span] = torch.tensor(seg.token_ids(), dtype=torch.long)
-                if seg.kind != "text":
-                    kind_of[b, span] = code[seg.kind]
+                n = seg.n_tokens
+                input_ids[b, at : at + n] = torch.tensor(seg.token_ids(), dtype=torch.long)
+                kinds = seg.kinds()
+                present = [k for k in ("video", "image", "audio") if k in kinds]  # a video before its audio
+                video_index = None
+                for kind in present:
+                    local = torch.tensor([i for i, k in enumerate(kinds) if k == kind])
+                    positions = local + at
+                    kind_of[b, positions] = code[kind]
                     if seg.time is not None:
-                        (audio_time if seg.kind == "audio" else video_time)[b, span] = seg.time.float()
+                        (audio_time if kind == "audio" else video_time)[b, positions] = seg.time[local].float()
                     for target, values in ((frame_group, seg.frame_group), (row_of, seg.row), (col_of, seg.col)):
                         if values is not None:
-                            target[b, span] = values.long()
-                    positions = torch.arange(at, at + seg.n_tokens)
-                    spans.append(MediaSpan(b, seg.kind, counters[seg.kind], positions, at, at + seg.n_tokens, seg.in_video))
-                    counters[seg.kind] += 1
-                at += seg.n_tokens
+                            target[b, positions] = values[local].long()
+                    in_video = seg.in_video if kind == "audio" and video_index is None else video_index if kind == "audio" else None
+                    start, stop = (at, at + n) if seg.token_kinds is not None else (int(positions[0]), int(positions[-1]) + 1)
+                    spans.append(MediaSpan(b, kind, counters[kind], positions, start, stop, in_video))
+                    if kind == "video":
+                        video_index = counters[kind]
+                    counters[kind] += 1
+                at += n
         padding = attention_mask == 0
         audio, video, image = kind_of == 0, kind_of == 1, kind_of == 2
-        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         counts = [len(s.positions) for s in spans if s.kind == "audio"]
+        if position_rows > 1 and video_second_per_grid is None:  # the M-RoPE rule's default: 1 s per frame group
+            video_second_per_grid = torch.ones(len(video_grid_thw) if video_grid_thw is not None else 0)
         layout = cls(
             input_ids=input_ids, attention_mask=attention_mask, text=~(padding | audio | video | image),
             audio=audio, video=video, image=image, generated=torch.zeros_like(padding), padding=padding,
             audio_time=audio_time, video_time=video_time, frame_group=frame_group, row=row_of, col=col_of,
-            spans=spans, spec=spec, audio_token_counts=torch.tensor(counts, dtype=torch.long) if counts else None,
-            padding_side=padding_side, source="segments",
+            spans=spans, spec=spec, image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
+            video_second_per_grid=video_second_per_grid,
+            audio_token_counts=torch.tensor(counts, dtype=torch.long) if counts else None,
+            use_audio_in_video=use_audio_in_video, padding_side=padding_side, source="segments",
         )
-        layout._position_ids = positions[None].expand(position_rows, -1, -1).clone()
-        layout._rope_deltas = positions.amax(-1, keepdim=True) + 1 - attention_mask.sum(-1, keepdim=True)
+        if position_rows == 1:
+            positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+            layout._position_ids = positions[None].clone()
+            layout._rope_deltas = positions.amax(-1, keepdim=True) + 1 - attention_mask.sum(-1, keepdim=True)
+        # otherwise computed from the spans and grids on first use
         return layout
 
     @classmethod

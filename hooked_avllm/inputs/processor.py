@@ -25,14 +25,13 @@ from torch import Tensor
 from hooked_avllm.inputs.audio import Audio, audio_features, load_audio
 from hooked_avllm.inputs.errors import InputError
 from hooked_avllm.inputs.layout import TokenLayout
+from hooked_avllm.inputs.media_blocks import audio_block, audio_in_video_block, image_block, row_segments, video_block
 from hooked_avllm.inputs.model_spec import ModelInputSpec
 from hooked_avllm.inputs.preprocessor_config import PreprocessorConfig
 from hooked_avllm.inputs.prompt import (
     MEDIA_KINDS,
-    audio_in_video_ids,
     bracket_strings,
     conversation,
-    expand_placeholders,
     messages_media,
     place_media,
     placeholder_strings,
@@ -212,11 +211,11 @@ def prepare_inputs(
         if (audio_counts < 1).any():
             raise InputError("An audio clip is shorter than 0.02 s and gives no audio token; pass a longer clip.")
 
-    sequences = []
+    segment_rows = []
     for r, ((ids, _), plan) in enumerate(zip(rows, plans)):
-        expansions = [_expansion(step, out, audio_counts, spec) for step in plan]
-        sequences.append(expand_placeholders(ids, expansions, spec, f"prompt {r}" if batched else "the prompt"))
-    longest = max(len(s) for s in sequences)
+        blocks = [_block_builder(step, out, audio_counts, spec) for step in plan]
+        segment_rows.append(row_segments(ids, blocks, spec, f"prompt {r}" if batched else "the prompt"))
+    longest = max(sum(seg.n_tokens for seg in row) for row in segment_rows)
     if longest > spec.max_positions:
         raise InputError(
             f"The prepared sequence has {longest} tokens, more than the model's {spec.max_positions}. Shorten the "
@@ -224,20 +223,13 @@ def prepare_inputs(
             "(PreprocessorConfig video_max_pixels / max_pixels)."
         )
     pad_id = tokenizer.pad_token_id if getattr(tokenizer, "pad_token_id", None) is not None else spec.pad_token_id
-    input_ids, attention_mask = _pad(sequences, pad_id, padding_side)
-
     uses_av = audio_in_video and bool(loaded_videos)
-    layout = TokenLayout.from_input_ids(
-        input_ids,
-        attention_mask,
-        spec,
-        image_grid_thw=out.get("image_grid_thw"),
-        video_grid_thw=out.get("video_grid_thw"),
-        video_second_per_grid=out.get("video_second_per_grid"),
-        audio_token_counts=audio_counts,
-        use_audio_in_video=uses_av,
-        padding_side=padding_side,
+    layout = TokenLayout.from_segments(  # built from the blocks: nothing is parsed back from the ids
+        segment_rows, spec, pad_id=pad_id, padding_side=padding_side, position_rows=3,
+        image_grid_thw=out.get("image_grid_thw"), video_grid_thw=out.get("video_grid_thw"),
+        video_second_per_grid=out.get("video_second_per_grid"), use_audio_in_video=uses_av,
     )
+    input_ids, attention_mask = layout.input_ids.clone(), layout.attention_mask.clone()
     return ModelInputs(
         input_ids=input_ids, attention_mask=attention_mask, layout=layout, use_audio_in_video=uses_av, **out
     )
@@ -280,21 +272,21 @@ def _load_media(
     return images, videos, clips, plans
 
 
-def _expansion(
-    step: tuple[str, int, int | None], media: dict[str, Tensor], audio_counts: Tensor | None, spec: ModelInputSpec
-) -> list[int]:
-    """The tokens that replace one media item's placeholder."""
+def _block_builder(step: tuple[str, int, int | None], media: dict[str, Tensor], audio_counts: Tensor | None,
+                   spec: ModelInputSpec):
+    """The block of one media item's placeholder, given the bracket ids around it."""
     kind, index, audio_index = step
-    t, merge = spec.tokens, spec.spatial_merge_size**2
     if kind == "image":
-        return [t.image] * (int(media["image_grid_thw"][index].prod()) // merge)
-    if kind == "video" and audio_index is not None:
-        grid = tuple(media["video_grid_thw"][index].tolist())
-        seconds = float(media["video_second_per_grid"][index])
-        return audio_in_video_ids(grid, seconds, int(audio_counts[audio_index]), spec)
+        grid = media["image_grid_thw"][index].tolist()
+        return lambda opener, closer: image_block(opener, closer, grid, spec)
     if kind == "video":
-        return [t.video] * (int(media["video_grid_thw"][index].prod()) // merge)
-    return [t.audio] * int(audio_counts[index])
+        grid, seconds = media["video_grid_thw"][index].tolist(), float(media["video_second_per_grid"][index])
+        if audio_index is not None:
+            n_audio = int(audio_counts[audio_index])
+            return lambda opener, closer: audio_in_video_block(opener, closer, grid, seconds, n_audio, spec)
+        return lambda opener, closer: video_block(opener, closer, grid, seconds, spec)
+    n_audio = int(audio_counts[index])
+    return lambda opener, closer: audio_block(opener, closer, n_audio, spec)
 
 
 def _pad(sequences: list[list[int]], pad_id: int, side: str) -> tuple[Tensor, Tensor]:

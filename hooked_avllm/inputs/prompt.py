@@ -6,8 +6,9 @@ kind that has no placeholder go before the text (images, then videos, then audio
 also be a list of chat messages in the Hugging Face format, whose content items
 ``{"type": "video"}`` etc. are the placeholders. The conversation is rendered with the
 checkpoint's chat template (the Qwen2.5-Omni default system prompt unless another is given), then
-each placeholder token is replaced by the right number of tokens (audio-in-video: the interleaved
-chunks of :mod:`.interleave` inside ``<|audio_bos|> ... <|audio_eos|>``).
+each placeholder token becomes its media block (:mod:`.media_blocks`: the right number of tokens;
+audio-in-video: the interleaved chunks of :mod:`.interleave` inside ``<|audio_bos|> ...
+<|audio_eos|>``), from which the layout is built.
 
 Example:
     >>> parts = split_placeholders("Describe <|VIDEO|> briefly.", {"video": "<|VIDEO|>"})
@@ -197,23 +198,3 @@ def audio_in_video_ids(
     for kind, count in runs:
         ids += [t.video if kind == "video" else t.audio] * count
     return ids + [t.audio_end]
-
-
-def expand_placeholders(
-    ids: Sequence[int], expansions: Sequence[list[int]], spec: ModelInputSpec, where: str = "the prompt"
-) -> list[int]:
-    """Replace the media placeholder tokens of ``ids``, in order, by ``expansions``."""
-    placeholder_ids = set(spec.tokens.placeholders.values())
-    slots = [i for i, token in enumerate(ids) if token in placeholder_ids]
-    if len(slots) != len(expansions):
-        raise InputError(
-            f"{where} renders to {len(slots)} media placeholder token(s) but {len(expansions)} media item(s) "
-            "are to be placed. Do not type placeholder tokens in the system prompt or text except to place media."
-        )
-    out: list[int] = []
-    previous = 0
-    for slot, expansion in zip(slots, expansions):
-        out += ids[previous:slot]
-        out += expansion
-        previous = slot + 1
-    return out + list(ids[previous:])
