@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from hooked_avllm import HookedAVLLM  # noqa: E402
 from hooked_avllm.architectures.videollama2.config import config_from_hf  # noqa: E402
-from hooked_avllm.architectures.videollama2.prompt import _audio_segment, _visual_segment, input_spec  # noqa: E402
+from hooked_avllm.architectures.videollama2.prompt import audio_segment, visual_segment, input_spec  # noqa: E402
 from hooked_avllm.inputs import ModelInputs, TokenLayout  # noqa: E402
 from hooked_avllm.inputs.fbank import beats_fbank  # noqa: E402
 from hooked_avllm.inputs.layout import Segment  # noqa: E402
@@ -85,8 +85,8 @@ def main() -> None:
     fbank = beats_fbank(wave)[None]  # [1, 2998, 128]
     vocab = min(150000, cfg.text.vocab_size - 30)
     before, after = torch.randint(0, vocab, (20,), generator=g).tolist(), torch.randint(0, vocab, (15,), generator=g).tolist()
-    video_seg = _visual_segment("video", cfg, torch.arange(float(reference.num_frames)), cfg.tokens.video)
-    audio_seg = _audio_segment(cfg, torch.arange(fbank.shape[1]) * 0.01, fbank.shape[1], 0)
+    video_seg = visual_segment("video", cfg, torch.arange(float(reference.num_frames)), cfg.tokens.video)
+    audio_seg = audio_segment(cfg, torch.arange(fbank.shape[1]) * 0.01, fbank.shape[1], 0)
     layout = TokenLayout.from_segments([[Segment.text(before), video_seg, audio_seg, Segment.text(after)]],
                                        input_spec(cfg), pad_id=cfg.tokens.pad)
     inputs = ModelInputs(input_ids=layout.input_ids, attention_mask=layout.attention_mask, layout=layout,

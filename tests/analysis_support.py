@@ -14,7 +14,7 @@ import torch
 
 from hooked_avllm import AVLLMConfig, HookedAVLLM
 from hooked_avllm.architectures.videollama2.config import tiny_config as tiny_videollama2_config
-from hooked_avllm.architectures.videollama2.prompt import input_spec
+from hooked_avllm.architectures.videollama2.prompt import audio_segment, input_spec, visual_segment
 from hooked_avllm.inputs import ModelInputs, TokenLayout, concat_inputs
 from hooked_avllm.inputs.layout import Segment
 from hooked_avllm.inputs.model_spec import ModelInputSpec
@@ -133,19 +133,12 @@ def videollama2_clip_inputs(
     kw: dict = {}
     if video:
         frames = cfg.vision.num_frames
-        t, h, w = cfg.vision.token_grid(frames)
-        order = torch.arange(t * h * w)
-        group = order // (h * w)
-        segments.append(Segment("video", n_tokens=t * h * w, token_id=cfg.tokens.video, time=group.float(),
-                                frame_group=group, row=(order % (h * w)) // w, col=order % w))
+        # frames 0.5 s apart: frame group g (frames 2g, 2g + 1) at g seconds
+        segments.append(visual_segment("video", cfg, torch.arange(frames) / 2, cfg.tokens.video))
         size = cfg.vision.siglip.image_size
         kw["pixel_values_videos"] = torch.randn(1, frames, 3, size, size, generator=g)
     if audio:
-        beats = cfg.audio.beats
-        n_time, n_freq = beats.token_grid(audio_frames)
-        patch = torch.arange(n_time * n_freq) // n_freq
-        segments.append(Segment("audio", n_tokens=n_time * n_freq, token_id=cfg.tokens.audio,
-                                time=patch.float() * beats.seconds_per_time_patch, in_video=0 if video else None))
+        segments.append(audio_segment(cfg, torch.arange(audio_frames) * 0.01, audio_frames, 0 if video else None))
         kw["input_features"] = 10 + 5 * torch.randn(1, audio_frames, 128, generator=ga)
     segments.append(Segment.text(_text(suffix, g)))
     layout = TokenLayout.from_segments([segments], input_spec(cfg), pad_id=cfg.tokens.pad or 0)

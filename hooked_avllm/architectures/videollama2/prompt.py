@@ -96,7 +96,16 @@ def _text_ids(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _visual_segment(kind: str, cfg: AVLLMConfig, frame_times: torch.Tensor | None, token_id: int) -> Segment:
+def visual_segment(kind: str, cfg: AVLLMConfig, frame_times: torch.Tensor | None, token_id: int) -> Segment:
+    """One image's or video's connector tokens: (frame group, row, col) in the sampler's grid
+    (8 x 13 x 13 at full size), each group at its first frame's time (videos).
+
+    Example:
+        >>> from hooked_avllm.architectures.videollama2.config import tiny_config
+        >>> cfg = tiny_config()
+        >>> visual_segment("video", cfg, torch.arange(4.0), cfg.tokens.video).time.tolist()
+        [0.0, 0.0, 0.0, 0.0, 2.0, 2.0, 2.0, 2.0]
+    """
     t, h, w = cfg.vision.token_grid()
     order = torch.arange(t * h * w)
     group = order // (h * w)
@@ -107,7 +116,16 @@ def _visual_segment(kind: str, cfg: AVLLMConfig, frame_times: torch.Tensor | Non
                    row=(order % (h * w)) // w, col=order % w)
 
 
-def _audio_segment(cfg: AVLLMConfig, frame_source_time: torch.Tensor, n_frames: int, in_video: int | None) -> Segment:
+def audio_segment(cfg: AVLLMConfig, frame_source_time: torch.Tensor, n_frames: int, in_video: int | None) -> Segment:
+    """One audio input's BEATs tokens (time-major: 8 frequency patches per 16 fbank frames), each
+    at the source time of its patch's first frame.
+
+    Example:
+        >>> from hooked_avllm.architectures.videollama2.config import tiny_config
+        >>> segment = audio_segment(tiny_config(), torch.arange(40) * 0.01, 40, None)
+        >>> segment.n_tokens, segment.time[::8].tolist()
+        (16, [0.0, 0.1599999964237213])
+    """
     beats = cfg.audio.beats
     time_patches, freq_patches = beats.token_grid(n_frames)
     patch = torch.arange(time_patches * freq_patches) // freq_patches
@@ -207,7 +225,7 @@ def prepare_videollama2(
             sampled = load_frames(row_video, v.num_frames, v.siglip.image_size, v.image_mean, v.image_std, fps=video_fps,
                                   with_audio=use_audio_in_video and cfg.audio is not None and row_audio is None)
             pixel_videos.append(sampled.pixels)
-            media.append(_visual_segment("video", cfg, sampled.frame_times, tokens.video))
+            media.append(visual_segment("video", cfg, sampled.frame_times, tokens.video))
         track_from_video = sampled is not None and sampled.audio is not None and row_audio is None
         if row_audio is not None or track_from_video:
             a = cfg.audio
@@ -221,11 +239,11 @@ def prepare_videollama2(
             stream = audio_stream(wave, a.sample_rate, a.clip_seconds, times)
             fbanks.append(stream.fbank)
             in_video = len(pixel_videos) - 1 if sampled is not None else None
-            media.append(_audio_segment(cfg, stream.frame_source_time, stream.fbank.shape[0], in_video))
+            media.append(audio_segment(cfg, stream.frame_source_time, stream.fbank.shape[0], in_video))
         if row_image is not None:
             v = cfg.vision
             pixel_images.append(load_image_pixels(row_image, v.siglip.image_size, v.image_mean, v.image_std))
-            media.append(_visual_segment("image", cfg, None, tokens.image))
+            media.append(visual_segment("image", cfg, None, tokens.image))
         tag = _tag_for(r, row_video is not None, row_audio is not None or track_from_video, row_image is not None)
         tagged = _with_tag(row_prompt, tag, chat_template)
         if chat_template:
