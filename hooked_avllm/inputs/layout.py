@@ -50,6 +50,15 @@ class MediaSpan:
     in_video: int | None = None
 
 
+def _blank_origins(batch: int, seq: int) -> tuple[Tensor, ...]:
+    """Per-position kind code (-1 text, 0 audio, 1 video, 2 image), audio and video time (NaN),
+    frame group, row and column (-1), before any media token is placed."""
+    def filled(value) -> Tensor:
+        return torch.full((batch, seq), value, dtype=torch.float32 if value != value else torch.long)
+
+    return filled(-1), filled(float("nan")), filled(float("nan")), filled(-1), filled(-1), filled(-1)
+
+
 @dataclass
 class Segment:
     """One run of a prompt as a family's prompt builder emits it: text ids, or one media item (or
@@ -172,12 +181,7 @@ class TokenLayout:
                 f"video_second_per_grid has {len(seconds_per_grid)} entries for {len(grids['video'])} videos; give one per video."
             )
 
-        kind_of = torch.full((batch, seq), -1, dtype=torch.long)  # 0 audio, 1 video, 2 image
-        audio_time = torch.full((batch, seq), float("nan"))
-        video_time = torch.full((batch, seq), float("nan"))
-        frame_group = torch.full((batch, seq), -1, dtype=torch.long)
-        row = torch.full((batch, seq), -1, dtype=torch.long)
-        col = torch.full((batch, seq), -1, dtype=torch.long)
+        kind_of, audio_time, video_time, frame_group, row, col = _blank_origins(batch, seq)
         spans: list[MediaSpan] = []
         counters = {"image": 0, "video": 0, "audio": 0}
         t = spec.tokens
@@ -367,12 +371,7 @@ class TokenLayout:
         batch, seq = len(rows), max(lengths)
         input_ids = torch.full((batch, seq), pad_id, dtype=torch.long)
         attention_mask = torch.zeros((batch, seq), dtype=torch.long)
-        kind_of = torch.full((batch, seq), -1, dtype=torch.long)  # 0 audio, 1 video, 2 image
-        audio_time = torch.full((batch, seq), float("nan"))
-        video_time = torch.full((batch, seq), float("nan"))
-        frame_group = torch.full((batch, seq), -1, dtype=torch.long)
-        row_of = torch.full((batch, seq), -1, dtype=torch.long)
-        col_of = torch.full((batch, seq), -1, dtype=torch.long)
+        kind_of, audio_time, video_time, frame_group, row_of, col_of = _blank_origins(batch, seq)
         spans: list[MediaSpan] = []
         counters = {"image": 0, "video": 0, "audio": 0}
         code = {"audio": 0, "video": 1, "image": 2}
