@@ -3,7 +3,7 @@
 one process: bf16 error against each side's fp32 run, forward and 50-token greedy generation time
 and peak memory, on 16 frames of 384² and a 30-s clip (1352 video + 1496 audio tokens).
 
-    PYTHONPATH=.:tests python bench/bench_videollama2.py --out docs/bench_videollama2_h200.json
+    PYTHONPATH=.:tests python bench/bench_videollama2.py --analysis --out docs/bench_videollama2_h200.json
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench_videollama2.json")
     parser.add_argument("--new-tokens", type=int, default=50)
     parser.add_argument("--tiny", action="store_true", help="the tests' tiny dimensions (a CPU smoke run)")
+    parser.add_argument("--analysis", action="store_true", help="also time attention share and knockout during generation")
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -138,6 +139,22 @@ def main() -> None:
         results.update(generate_ours_s=t, generate_ours_peak_gib=peak)
         t, peak, ref_tokens = timed(ref_generate, 3)
         results.update(generate_reference_s=t, generate_reference_peak_gib=peak)
+        if args.analysis:  # the study's tools during generation, on our model only
+            from hooked_avllm.analysis import attention_share
+            from hooked_avllm.analysis.knockout import Knockout, KnockoutRule
+
+            t, peak, share = timed(lambda: attention_share(model, inputs16, max_new_tokens=args.new_tokens,
+                                                           eos_token_id=[], progress=False), 3)
+            results.update(attention_share_generate_s=t, attention_share_peak_gib=peak,
+                           attention_share_sums_to_one=float((share.values.sum(-1) - 1).abs().max()))
+            knockout = Knockout(KnockoutRule("generated", "audio"), last_prompt_as_generated=True)
+
+            def knocked():
+                with model.edit_attention(knockout):
+                    return model.generate(inputs16, max_new_tokens=args.new_tokens, eos_token_id=[])
+
+            t, peak, _ = timed(knocked, 3)
+            results.update(knockout_generate_s=t, knockout_generate_peak_gib=peak)
         ours_new = ours_tokens[0, n_tokens:].tolist()
         ref_new = ref_tokens[0, -args.new_tokens:].tolist()
         results["generated_tokens_equal_prefix"] = next((i for i, (a, b) in enumerate(zip(ours_new, ref_new)) if a != b), len(ours_new))
