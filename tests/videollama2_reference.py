@@ -172,9 +172,9 @@ class ReferenceVideoLLaMA2(nn.Module):
         return self.llm(inputs_embeds=embeds, attention_mask=mask).logits, mask
 
     def prompt_ids(self, tokenizer, prompt: str, tag: str | None) -> list[int]:
-        """The released prompt: the Qwen2 chat turn with ``tag + "\\n"`` before the text, tokenised in
-        chunks around the tag (``tokenizer_multimodal_token``)."""
-        user = f"{tag}\n{prompt}" if tag else prompt
+        """The released prompt: the Qwen2 chat turn with ``tag + "\\n"`` before the text (an empty tag
+        for text only), tokenised in chunks around the tag (``tokenizer_multimodal_token``)."""
+        user = f"{tag or ''}\n{prompt}"
         text = f"{SYSTEM}<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
         if tag is None:
             return tokenizer(text, add_special_tokens=False)["input_ids"]

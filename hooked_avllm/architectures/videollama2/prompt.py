@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Literal, Sequence
 
 import torch
@@ -76,13 +77,19 @@ def _tag_for(row: int, has_video: bool, has_audio: bool, has_image: bool) -> str
 
 def _with_tag(prompt: Any, tag: str | None, chat_template: bool) -> Any:
     """Put the modality tag and a newline first in the (first user) text unless the prompt holds it
-    already, as the released inference does."""
-    if tag is None or not chat_template:
+    already, as the released inference does (a text-only prompt gets the newline alone: its tag is
+    the empty string)."""
+    if not chat_template:
         return prompt
     if isinstance(prompt, str):
-        return prompt if tag in prompt else f"{tag}\n{prompt}"
+        return f"\n{prompt}" if tag is None else prompt if tag in prompt else f"{tag}\n{prompt}"
+    if tag is None:  # text only: the newline alone, where the content is text (other content is refused later)
+        first = next((m for m in prompt if isinstance(m, dict) and m.get("role") == "user"), None)
+        if first is None or not isinstance(first.get("content"), str):
+            return prompt
+        tag = ""
     messages = [dict(m) if isinstance(m, dict) else m for m in prompt]
-    if not any(isinstance(m, dict) and tag in str(m.get("content", "")) for m in messages):
+    if not tag or not any(isinstance(m, dict) and tag in str(m.get("content", "")) for m in messages):
         first = next((m for m in messages if isinstance(m, dict) and m.get("role") == "user"), None)
         if first is None:
             raise InputError("the chat messages have no user message to put the media in; add {'role': 'user', 'content': ...}")
@@ -226,10 +233,20 @@ def prepare_videollama2(
                                   with_audio=use_audio_in_video and cfg.audio is not None and row_audio is None)
             pixel_videos.append(sampled.pixels)
             media.append(visual_segment("video", cfg, sampled.frame_times, tokens.video))
-        track_from_video = sampled is not None and sampled.audio is not None and row_audio is None
+        wants_track = sampled is not None and row_audio is None and use_audio_in_video and cfg.audio is not None
+        track_from_video = wants_track
+        if wants_track and sampled.audio is None:
+            warnings.warn(
+                f"prompt {r}: the video has no sound track; as the released processor does, 30 s of silence stand in "
+                "for it (pass use_audio_in_video=False for video tokens only)",
+                stacklevel=4,  # the caller of model.prepare
+            )
         if row_audio is not None or track_from_video:
             a = cfg.audio
-            if track_from_video:
+            if track_from_video and sampled.audio is None:  # silence with no source time
+                n = int(a.clip_seconds * a.sample_rate)
+                wave, times = torch.zeros(n), torch.full((n,), float("nan"), dtype=torch.float64)
+            elif track_from_video:
                 track = load_audio(sampled.audio, sampling_rate=a.sample_rate)
                 wave, times = video_audio_clips(track, a.clips_per_video, a.clip_duration)
             else:
