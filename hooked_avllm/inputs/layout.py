@@ -1,11 +1,14 @@
 """TokenLayout: what every sequence position is, and where each media token came from.
 
-Built once from ``input_ids`` and the media metadata (grids, audio token counts); it checks that
-the placeholders agree with the media, then holds boolean masks ``[batch, seq]`` for text, audio,
+Built once, by :meth:`TokenLayout.from_segments`, from the segments a family's prompt builder
+emits (text runs and media blocks whose every token's kind and origin the builder knows). Bare
+ids (a Hugging Face processor's output) go through :meth:`TokenLayout.from_input_ids`, which
+finds the media blocks in the ids, checks them against the media metadata and hands the same
+blocks to ``from_segments``. A layout holds boolean masks ``[batch, seq]`` for text, audio,
 video, image, generated and padding positions (every position is in exactly one), the origin of
-each media token (audio time, video frame group / row / column in the merged grid), the span of
-every media item, and the 3-row TMRoPE position ids (from
-:func:`hooked_avllm.inputs.positions.rope_position_ids`, computed on first use).
+each media token (audio time, video frame group / row / column in its token grid), the span of
+every media item, and the position ids: 1D, or 3-row M-RoPE / TMRoPE from the spans
+(:func:`hooked_avllm.inputs.positions.positions_from_layout`, computed on first use).
 
 Example:
     >>> layout = TokenLayout.from_input_ids(input_ids, attention_mask, spec,        # doctest: +SKIP
@@ -26,8 +29,10 @@ from torch import Tensor
 
 from hooked_avllm.inputs.errors import InputError
 from hooked_avllm.inputs.interleave import audio_in_video_runs, merge_runs
+from hooked_avllm.inputs.media_blocks import audio_block, audio_in_video_block, image_block, video_block
 from hooked_avllm.inputs.model_spec import ModelInputSpec
 from hooked_avllm.inputs.positions import positions_from_layout
+from hooked_avllm.inputs.segments import Segment
 from hooked_avllm.position_kinds import KINDS, MEDIA_KINDS
 
 
@@ -57,56 +62,6 @@ def _blank_origins(batch: int, seq: int) -> tuple[Tensor, ...]:
         return torch.full((batch, seq), value, dtype=torch.float32 if value != value else torch.long)
 
     return filled(-1), filled(float("nan")), filled(float("nan")), filled(-1), filled(-1), filled(-1)
-
-
-@dataclass
-class Segment:
-    """One run of a prompt as a family's prompt builder emits it: text ids, or one media item (or
-    a bracketed block of them) with each token's origin.
-
-    A simple media segment is ``n_tokens`` placeholders of id ``token_id``, all of ``kind``. A
-    block (``token_kinds`` given) lists every token: ``ids``, and per token its kind (``"text"``
-    for bracket tokens, or a media kind): Qwen's ``<|vision_bos|>`` + placeholders +
-    ``<|vision_eos|>``, or a video with its audio interleaved; the block's bounds become the items'
-    ``MediaSpan.start``/``stop``. ``time`` (seconds; audio: from the clip start, video: of the
-    token's frame group), ``frame_group``/``row``/``col`` (cells of the video's token grid) are per
-    token, ``None`` where not meaningful (a block's are read at its media tokens only).
-    ``in_video`` ties an audio item to the video it was taken from (a block sets it itself).
-
-    Example:
-        >>> Segment.text([1, 2, 3]).n_tokens
-        3
-        >>> Segment("video", ids=[9, 5, 5, 10], token_kinds=["text", "video", "video", "text"]).n_tokens
-        4
-    """
-
-    kind: Literal["text", "image", "video", "audio"]
-    ids: list[int] | None = None
-    n_tokens: int = 0
-    token_id: int | None = None
-    time: Tensor | None = None
-    frame_group: Tensor | None = None
-    row: Tensor | None = None
-    col: Tensor | None = None
-    in_video: int | None = None
-    token_kinds: list[str] | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind == "text" or self.token_kinds is not None:
-            self.n_tokens = len(self.ids or [])
-        if self.token_kinds is not None and len(self.token_kinds) != self.n_tokens:
-            raise InputError(f"a block segment needs one kind per token: {len(self.token_kinds)} kinds, {self.n_tokens} ids")
-
-    @classmethod
-    def text(cls, ids: list[int]) -> "Segment":
-        return cls("text", ids=list(ids))
-
-    def token_ids(self) -> list[int]:
-        return list(self.ids) if self.kind == "text" or self.token_kinds is not None else [int(self.token_id)] * self.n_tokens
-
-    def kinds(self) -> list[str]:
-        """Each token's kind."""
-        return list(self.token_kinds) if self.token_kinds is not None else [self.kind] * self.n_tokens
 
 
 @dataclass
@@ -153,7 +108,8 @@ class TokenLayout:
         use_audio_in_video: bool = False,
         padding_side: str = "left",
     ) -> "TokenLayout":
-        """Parse the placeholders of ``input_ids`` and check them against the media metadata.
+        """Parse the placeholders of ``input_ids``, check them against the media metadata, and
+        build the layout from the media blocks found (:meth:`from_segments`).
 
         Raises :class:`InputError` when a placeholder run does not have the length its grid or
         audio length implies, when a media token sits outside its bracket, or when there are more
@@ -181,11 +137,9 @@ class TokenLayout:
                 f"video_second_per_grid has {len(seconds_per_grid)} entries for {len(grids['video'])} videos; give one per video."
             )
 
-        kind_of, audio_time, video_time, frame_group, row, col = _blank_origins(batch, seq)
-        spans: list[MediaSpan] = []
+        blocks: list[list[tuple[int, int, Segment]]] = [[] for _ in range(batch)]  # per row: (start, stop, block)
         counters = {"image": 0, "video": 0, "audio": 0}
         t = spec.tokens
-        seconds_per_audio_token = spec.audio_seconds_per_token
 
         def take(kind: str) -> int:
             index = counters[kind]
@@ -196,21 +150,6 @@ class TokenLayout:
                 )
             counters[kind] += 1
             return index
-
-        def place_visual(b: int, kind: str, index: int, positions: Tensor, seconds: float) -> None:
-            _, h, w = (int(x) for x in grids[kind][index])
-            h, w = h // spec.spatial_merge_size, w // spec.spatial_merge_size
-            order = torch.arange(len(positions))
-            kind_of[b, positions] = 1 if kind == "video" else 2
-            frame_group[b, positions] = order // (h * w)
-            row[b, positions] = (order % (h * w)) // w
-            col[b, positions] = order % w
-            if kind == "video":
-                video_time[b, positions] = frame_group[b, positions].float() * seconds
-
-        def place_audio(b: int, positions: Tensor) -> None:
-            kind_of[b, positions] = 0
-            audio_time[b, positions] = torch.arange(len(positions), dtype=torch.float32) * seconds_per_audio_token
 
         for b in range(batch):
             real = attention_mask[b].bool()
@@ -273,11 +212,9 @@ class TokenLayout:
                             f"tokens in 2-second chunks as the model expects (found runs {found[:6]}..., expected "
                             f"{expected[:6]}...). Check use_audio_in_video and the audio length."
                         )
-                    video_pos, audio_pos = positions[body == t.video], positions[body == t.audio]
-                    place_visual(b, "video", v, video_pos, float(seconds_per_grid[v]))
-                    place_audio(b, audio_pos)
-                    spans.append(MediaSpan(b, "video", v, video_pos, start, stop))
-                    spans.append(MediaSpan(b, "audio", a, audio_pos, start, stop, in_video=v))
+                    block = audio_in_video_block(t.vision_start, t.vision_end, grids["video"][v].tolist(),
+                                                 float(seconds_per_grid[v]), int(n_audio_items[a]), spec)
+                    blocks[b].append((start, stop, block))
                     continue
                 kind = {t.image: "image", t.video: "video", t.audio: "audio"}[int(body[0])]
                 if (body != body[0]).any():
@@ -291,10 +228,12 @@ class TokenLayout:
                         "the placeholders, or fix the grid / feature mask."
                     )
                 if kind == "audio":
-                    place_audio(b, positions)
+                    block = audio_block(opener, closers[0], expected_len, spec)
+                elif kind == "video":
+                    block = video_block(opener, closers[0], grids[kind][index].tolist(), float(seconds_per_grid[index]), spec)
                 else:
-                    place_visual(b, kind, index, positions, float(seconds_per_grid[index]) if kind == "video" else 0.0)
-                spans.append(MediaSpan(b, kind, index, positions, start, stop))
+                    block = image_block(opener, closers[0], grids[kind][index].tolist(), spec)
+                blocks[b].append((start, stop, block))
             stray = is_media & ~covered
             if stray.any():
                 position = int(torch.nonzero(stray)[0])
@@ -309,33 +248,31 @@ class TokenLayout:
                     f"{available} {kind} item(s) were given but input_ids place {count}; give one placeholder per {kind}."
                 )
 
-        padding = attention_mask == 0
-        audio = kind_of == 0
-        video = kind_of == 1
-        image = kind_of == 2
-        return cls(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            text=~(padding | audio | video | image),
-            audio=audio,
-            video=video,
-            image=image,
-            generated=torch.zeros_like(padding),
-            padding=padding,
-            audio_time=audio_time,
-            video_time=video_time,
-            frame_group=frame_group,
-            row=row,
-            col=col,
-            spans=spans,
-            spec=spec,
-            image_grid_thw=image_grid_thw,
-            video_grid_thw=video_grid_thw,
-            video_second_per_grid=video_second_per_grid,
-            audio_token_counts=audio_token_counts,
+        rows = []
+        for b in range(batch):  # text between the blocks; the real tokens must sit on one side
+            real = torch.nonzero(attention_mask[b]).flatten()
+            if len(real) and int(real[-1]) - int(real[0]) + 1 != len(real):
+                raise InputError(f"Row {b}: the attention mask has padding between real tokens; pad each row on one side.")
+            first, last = (int(real[0]), int(real[-1]) + 1) if len(real) else (0, 0)
+            segments, at = [], first
+            for start, stop, block in blocks[b]:
+                segments.append(Segment.text(input_ids[b, at:start].tolist()))
+                segments.append(block)
+                at = stop
+            segments.append(Segment.text(input_ids[b, at:last].tolist()))
+            rows.append(segments)
+        ends = {(int(m.nonzero()[0]) > 0, int(m.nonzero()[-1]) < seq - 1) for m in attention_mask if m.any()}
+        side = "right" if any(right for _, right in ends) else "left" if any(left for left, _ in ends) else padding_side
+        layout = cls.from_segments(
+            rows, spec, pad_id=0, padding_side=side, position_rows=3, image_grid_thw=image_grid_thw,
+            video_grid_thw=video_grid_thw, video_second_per_grid=video_second_per_grid,
             use_audio_in_video=use_audio_in_video,
-            padding_side=padding_side,
         )
+        if not torch.equal(layout.attention_mask, attention_mask):
+            raise InputError("rows are padded on different sides; pad every row on the left (or every row on the right).")
+        layout.input_ids = input_ids  # as given, padding ids included
+        layout.audio_token_counts, layout.padding_side, layout.source = audio_token_counts, padding_side, "ids"
+        return layout
 
     @classmethod
     def from_segments(

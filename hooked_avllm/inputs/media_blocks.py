@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from hooked_avllm.inputs.errors import InputError
-from hooked_avllm.inputs.layout import Segment
+from hooked_avllm.inputs.segments import Segment
 from hooked_avllm.inputs.model_spec import ModelInputSpec
 from hooked_avllm.inputs.prompt import audio_in_video_ids
 
