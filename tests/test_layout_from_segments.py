@@ -116,3 +116,27 @@ def test_a_placeholder_outside_its_brackets_is_refused(models):
     model = models["omni"]
     with pytest.raises(InputError, match="not inside its bracket"):
         model.prepare(prompt="Listen: <|AUDIO|> now.", audio=sound(1.0, 11), chat_template=False)
+
+
+def test_prepared_inputs_batch_like_a_batched_prepare(models):
+    """``concat_inputs`` of one-row prepared inputs (what ``knockout_sweep(batch_size=...)`` does)
+    equals preparing the rows together."""
+    from hooked_avllm.inputs import concat_inputs
+
+    model = models["omni"]
+    prompts = ["Describe what you see and hear.", "What do you hear?", "What do you see?"]
+    videos = [with_track(model, frames(8, 12), sound(4.0, 13)), None, None]
+    audios = [None, sound(3.1, 14), None]
+    images = [None, None, frames(1, 15)[0]]
+    together = model.prepare(prompt=prompts, video=videos, audio=audios, images=images, audio_padding="longest")
+    rows = [model.prepare(prompt=p, video=v, audio=a, images=i, audio_padding="longest")
+            for p, v, a, i in zip(prompts, videos, audios, images)]
+    joined = concat_inputs(rows)
+    assert_same(joined.layout, together.layout)
+    for name in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw",
+                 "feature_attention_mask"):
+        assert torch.equal(getattr(joined, name), getattr(together, name)), name
+    real = joined.feature_attention_mask.bool()[:, None, :].expand_as(joined.input_features)  # padded frames are masked
+    assert torch.equal(joined.input_features[real], together.input_features[real])
+    with torch.no_grad():
+        assert (model(joined) - model(together)).abs().max() < 1e-5

@@ -35,8 +35,12 @@ def concat_inputs(
     if padding_side not in ("left", "right"):
         raise InputError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     spec = items[0].layout.spec
-    if items[0].layout.source == "segments":  # the family's prompt builder made these: stack, nothing to parse
+    grid_media = any(getattr(item, name) is not None for item in items
+                     for name in ("feature_attention_mask", "image_grid_thw", "video_grid_thw"))
+    if all(item.layout.source == "segments" for item in items) and not grid_media:
+        # built by a prompt builder, media of fixed shapes: stack the layouts, nothing to parse
         return _stack_segment_inputs(items, padding_side, pad_id if pad_id is not None else spec.pad_token_id)
+    # media with grids and feature masks (the Qwen inputs): media concatenated by their rules, layout re-read
     flags = {item.use_audio_in_video for item in items if item.video_grid_thw is not None and item.input_features is not None}
     if len(flags) > 1:
         raise InputError("the inputs mix use_audio_in_video=True and False; prepare them the same way to batch them")
