@@ -68,6 +68,10 @@ class Injection:
     where: Tensor  # [batch, pos] bool
     rows: Tensor  # [n_true, d_model]
 
+    def repeat(self, n: int) -> "Injection":
+        """The same injection for a batch repeated ``n`` times along its rows."""
+        return Injection(self.layer, self.where.repeat(n, 1), self.rows.repeat(n, 1))
+
 
 class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
     """A hooked audio-visual LLM of any registered family (``hooked_avllm.architectures.supported()``).
@@ -382,10 +386,17 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
     ) -> Float[Tensor, "batch pos d_model"]:
         """Token embeddings with every media row scattered into its position: the layout's media
         masks when it matches the ids, else the family's placeholder ids."""
+        return self._embed_media(input_ids, layout, media)[0]
+
+    def _embed_media(self, input_ids: Tensor, layout: Any, media: dict) -> tuple[Tensor, list[Injection]]:
+        """The embeddings and the decoder-layer injections the family's media give: ``encode_media``
+        may return ``"injections"``, a list of ``(layer, kind, rows)`` added after ``layer`` at the
+        positions of ``kind`` (Qwen3-Omni's DeepStack)."""
         embeds = self.embed(input_ids)
-        feats = self.encode_media(**media)
-        if not feats:
-            return embeds
+        feats = dict(self.encode_media(**media))
+        injected = feats.pop("injections", [])
+        if not feats and not injected:
+            return embeds, []
         if layout is not None and tuple(layout.shape) == tuple(input_ids.shape):
             where = {kind: getattr(layout, kind).to(input_ids.device) for kind in MEDIA_KINDS}
         else:
@@ -393,7 +404,12 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
         for kind in MEDIA_KINDS:
             if kind in feats:
                 self._scatter(embeds, where.get(kind), feats[kind], kind)
-        return embeds
+        injections = []
+        for layer, kind, rows in injected:
+            if where.get(kind) is None or int(where[kind].sum()) != rows.shape[0]:
+                raise ValueError(f"an injection of {rows.shape[0]} rows at the {kind} positions does not match the layout")
+            injections.append(Injection(layer, where[kind], rows))
+        return embeds, injections
 
     @staticmethod
     def _scatter(embeds: Tensor, where: Tensor | None, feats: Tensor, kind: str) -> None:
@@ -467,8 +483,9 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
 
         Returns the keyword arguments of :meth:`run_decoder`: ``embeds`` [batch, pos, d_model]
         (media scattered in), ``position_ids`` [rows, batch, pos] (3 rows for M-RoPE, 1 for 1D),
-        ``attention_mask`` [batch, pos], ``kinds`` [batch, pos], ``n_prompt`` and ``input_ids``
-        [batch, pos] (the targets of ``return_type="loss"``). Analyses re-run the decoder on these
+        ``attention_mask`` [batch, pos], ``kinds`` [batch, pos], ``n_prompt``, ``input_ids``
+        [batch, pos] (the targets of ``return_type="loss"``), and ``injections`` where the family's
+        media add rows after decoder layers (see :class:`Injection`). Analyses re-run the decoder on these
         with edited embeddings or batches (e.g. a patching sweep).
 
         Args:
@@ -518,8 +535,8 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
                 position_ids = layout.position_ids.to(input_ids.device)
             else:
                 position_ids, _ = self.compute_position_ids(input_ids, attention_mask, **media)
-        embeds = self.embed_inputs(input_ids, layout, **media)
-        return dict(
+        embeds, injections = self._embed_media(input_ids, layout, media)
+        llm = dict(
             embeds=embeds,
             position_ids=position_ids,
             attention_mask=attention_mask,
@@ -527,6 +544,9 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
             n_prompt=layout.n_prompt if layout is not None else input_ids.shape[1],
             input_ids=input_ids,
         )
+        if injections:  # only families that inject (DeepStack) add the key
+            llm["injections"] = injections
+        return llm
 
     def run_decoder(
         self,

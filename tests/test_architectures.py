@@ -120,3 +120,45 @@ def test_a_full_size_videollama2_checkpoint_maps_every_tensor():
         + [n for n in state if ".head." in n]
     )
     assert model.cfg.vision.token_grid() == (8, 13, 13) and model.cfg.audio.beats.token_grid(2998) == (187, 8)
+
+
+def test_a_family_can_inject_media_rows_after_a_decoder_layer(monkeypatch):
+    """What Qwen3-Omni's DeepStack will do: ``encode_media`` returns ``"injections"`` (layer, kind,
+    rows), which the forward adds after that layer at that kind's positions, at the prefill of
+    generation, and in every copy of a patching sweep's batch."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from analysis_support import videollama2_clip_inputs, videollama2_model
+
+    from hooked_avllm.analysis import patching_sweep
+
+    model = videollama2_model()
+    inputs = videollama2_clip_inputs(model, audio_frames=160)
+    n_video = int(inputs.layout.video.sum())
+    rows = torch.randn(n_video, model.cfg.d_model, generator=torch.Generator().manual_seed(3))
+    family = model.architecture
+    plain_encode = type(family).encode_media
+
+    def expected_logits():
+        def add(resid, hook):
+            resid = resid.clone()
+            resid[inputs.layout.video] += rows
+            return resid
+
+        return model.run_with_hooks(inputs, fwd_hooks=[("blocks.0.hook_resid_post", add)])
+
+    with torch.no_grad():
+        expected = expected_logits()
+        monkeypatch.setattr(type(family), "encode_media",
+                            lambda self, m, media: {**plain_encode(self, m, media), "injections": [(0, "video", rows)]})
+        assert (model(inputs) - expected).abs().max() < 1e-5
+        assert "injections" in model.llm_inputs(inputs)
+        tokens = model.generate(inputs, max_new_tokens=3, eos_token_id=[])
+        assert tokens.shape[1] == inputs.input_ids.shape[1] + 3
+    # patching a run into itself with the rows injected in every copy gives back the same run
+    sweep = patching_sweep(model, inputs, inputs, lambda logits, _: logits[:, -1, 0], layers=[1],
+                           components=["resid_pre"], progress=False)
+    with torch.no_grad():
+        injected = model(inputs)[:, -1, 0]
+    assert (torch.as_tensor(sweep.values).flatten() - injected).abs().max() < 1e-4

@@ -496,6 +496,8 @@ def patching_sweep(
                 n = len(cells)
                 repeated = dict(llm, embeds=llm["embeds"].repeat(n, 1, 1), position_ids=llm["position_ids"].repeat(1, n, 1),
                                 attention_mask=llm["attention_mask"].repeat(n, 1), kinds=llm["kinds"].repeat(n, 1))
+                if "injections" in llm:  # rows a family adds after decoder layers, for every copy
+                    repeated["injections"] = [injection.repeat(n) for injection in llm["injections"]]
                 with model.hooks(fwd_hooks=hooks):
                     logits = model.run_decoder(**repeated, return_type="logits")
                 n_forwards += 1
