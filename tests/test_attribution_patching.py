@@ -36,25 +36,32 @@ def toy_pairs(toy):
     return sources, targets, metrics
 
 
+def assert_exact_where_linear(model, sources, targets, metrics, moves: float) -> None:
+    """Under a logit difference the logits are linear in ``ln_final.hook_normalized`` at the answer
+    position, so the estimate there equals the real patch (which moves the metric by more than
+    ``moves``); the last layer's output at the audio positions cannot reach the answer position,
+    so both are exactly 0 there."""
+    real = patching_sweep(model, sources, targets, metrics, components=("ln_final.hook_normalized",), modality="last",
+                          progress=False)
+    ap = attribution_patching(model, sources, targets, metrics, components=("ln_final.hook_normalized",),
+                              modality="last", heads=False, progress=False)
+    assert (real.per_pair - real.target_value[:, None, None]).abs().min() > moves  # the patch really moves the metric
+    assert (ap.components.per_pair - real.per_pair).abs().max() < 1e-4
+    assert torch.allclose(ap.components.source_value, real.source_value, atol=1e-5)
+    assert torch.allclose(ap.components.target_value, real.target_value, atol=1e-5)
+    last = model.cfg.n_layers - 1
+    real = patching_sweep(model, sources, targets, metrics, layers=[last], components=("resid_post",), progress=False)
+    ap = attribution_patching(model, sources, targets, metrics, layers=[last], components=("resid_post",), heads=False,
+                              progress=False)
+    assert float((real.per_pair - real.target_value[:, None, None]).abs().max()) < 1e-5
+    assert float(ap.components.effect.abs().max()) < 1e-7
+
+
 def test_exact_where_the_metric_is_linear(toy, toy_pairs):
     """Under a logit difference the logits are linear in the final-norm output at the answer
     position, so the estimate must equal the real patch there."""
     sources, targets, metrics = toy_pairs
-    real = patching_sweep(toy, sources, targets, metrics, components=("ln_final.hook_normalized",), modality="last",
-                          progress=False)
-    ap = attribution_patching(toy, sources, targets, metrics, components=("ln_final.hook_normalized",), modality="last",
-                              heads=False, progress=False)
-    assert (real.per_pair - real.target_value[:, None, None]).abs().min() > 0.1  # the patch really moves the metric
-    assert (ap.components.per_pair - real.per_pair).abs().max() < 1e-4
-    assert torch.allclose(ap.components.source_value, real.source_value, atol=1e-5)
-    assert torch.allclose(ap.components.target_value, real.target_value, atol=1e-5)
-    # the last layer's output at the audio positions cannot reach the answer position: both exactly 0
-    last = toy.cfg.n_layers - 1
-    real = patching_sweep(toy, sources, targets, metrics, layers=[last], components=("resid_post",), progress=False)
-    ap = attribution_patching(toy, sources, targets, metrics, layers=[last], components=("resid_post",), heads=False,
-                              progress=False)
-    assert float((real.per_pair - real.target_value[:, None, None]).abs().max()) < 1e-5
-    assert float(ap.components.effect.abs().max()) < 1e-7
+    assert_exact_where_linear(toy, sources, targets, metrics, moves=0.1)
 
 
 def test_tracks_the_real_sweep(toy, toy_pairs):
@@ -90,20 +97,7 @@ def test_exact_where_the_metric_is_linear_on_random_models(tiny_pairs):
     """As on the toy: under a logit difference the estimate at ``ln_final.hook_normalized`` of the
     answer position is the real patch; the last layer's audio positions cannot reach the answer."""
     model, sources, targets, metrics = tiny_pairs
-    real = patching_sweep(model, sources, targets, metrics, components=("ln_final.hook_normalized",), modality="last",
-                          progress=False)
-    ap = attribution_patching(model, sources, targets, metrics, components=("ln_final.hook_normalized",),
-                              modality="last", heads=False, progress=False)
-    assert (real.per_pair - real.target_value[:, None, None]).abs().min() > 0.01  # the patch really moves the metric
-    assert (ap.components.per_pair - real.per_pair).abs().max() < 1e-4
-    assert torch.allclose(ap.components.source_value, real.source_value, atol=1e-5)
-    assert torch.allclose(ap.components.target_value, real.target_value, atol=1e-5)
-    last = model.cfg.n_layers - 1
-    real = patching_sweep(model, sources, targets, metrics, layers=[last], components=("resid_post",), progress=False)
-    ap = attribution_patching(model, sources, targets, metrics, layers=[last], components=("resid_post",), heads=False,
-                              progress=False)
-    assert float((real.per_pair - real.target_value[:, None, None]).abs().max()) < 1e-5
-    assert float(ap.components.effect.abs().max()) < 1e-7
+    assert_exact_where_linear(model, sources, targets, metrics, moves=0.01)
 
 
 def test_position_table_on_random_models(family, tiny_pairs):

@@ -34,7 +34,9 @@ except ImportError as error:  # pragma: no cover
 TOLERANCE = 1e-3  # absolute, in natural-log energy
 
 
-def reference_fbank(samples: np.ndarray, sample_rate: int, num_mel_bins: int) -> np.ndarray:
+def reference_fbank(samples: np.ndarray, sample_rate: int, num_mel_bins: int, low_freq: float = 20.0,
+                    high_freq: float = 0.0) -> np.ndarray:
+    """kaldi-native-fbank at torchaudio's defaults (dither 0, snip edges, 25 ms / 10 ms windows)."""
     opts = knf.FbankOptions()
     opts.frame_opts.samp_freq = sample_rate
     opts.frame_opts.dither = 0.0
@@ -42,8 +44,8 @@ def reference_fbank(samples: np.ndarray, sample_rate: int, num_mel_bins: int) ->
     opts.frame_opts.frame_length_ms = 25.0
     opts.frame_opts.frame_shift_ms = 10.0
     opts.mel_opts.num_bins = num_mel_bins
-    opts.mel_opts.low_freq = 20.0
-    opts.mel_opts.high_freq = 0.0
+    opts.mel_opts.low_freq = low_freq
+    opts.mel_opts.high_freq = high_freq
     online = knf.OnlineFbank(opts)
     online.accept_waveform(sample_rate, samples.astype(np.float32).tolist())
     online.input_finished()

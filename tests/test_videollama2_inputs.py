@@ -30,6 +30,7 @@ import pytest
 import soundfile
 import torch
 from PIL import Image as PILImage
+from test_fbank import reference_fbank
 from test_inputs_support import encode_mp4, omni_tokenizer
 from transformers import AutoTokenizer, SiglipImageProcessorPil
 
@@ -48,11 +49,6 @@ from hooked_avllm.architectures.videollama2.prompt import prepare_videollama2
 from hooked_avllm.inputs import Audio, InputError, MediaFileNotFoundError, Video
 from hooked_avllm.inputs.fbank import beats_fbank
 from hooked_avllm.toy.tokenizer import save_tokenizer
-
-try:  # the independent fbank reference (a dev dependency)
-    import kaldi_native_fbank as knf
-except ImportError as error:  # pragma: no cover
-    raise ImportError(f"kaldi-native-fbank is the fbank reference ({error}); pip install kaldi-native-fbank") from error
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*weight_norm.*:FutureWarning")
 
@@ -98,22 +94,6 @@ def sampler_clips(n_samples: int, rate: int = RATE, clips: int = 8, seconds: int
     return out
 
 
-def knf_fbank(samples: np.ndarray, num_bins: int, low: float, high: float) -> np.ndarray:
-    opts = knf.FbankOptions()
-    opts.frame_opts.samp_freq = RATE
-    opts.frame_opts.dither = 0.0
-    opts.frame_opts.snip_edges = True
-    opts.frame_opts.frame_length_ms = 25.0
-    opts.frame_opts.frame_shift_ms = 10.0
-    opts.mel_opts.num_bins = num_bins
-    opts.mel_opts.low_freq = low
-    opts.mel_opts.high_freq = high
-    online = knf.OnlineFbank(opts)
-    online.accept_waveform(RATE, samples.astype(np.float32).tolist())
-    online.input_finished()
-    return np.stack([online.get_frame(i) for i in range(online.num_frames_ready)])
-
-
 def reference_beats_fbank(wave_16bit: np.ndarray) -> np.ndarray:
     """BEATs' 128 filters at 16 kHz from kaldi-native-fbank, which refuses that setting whole (filter
     3 gets no FFT bin). Filter j of an n-filter bank spans mel edges j..j+2 of n+2 equally spaced
@@ -123,8 +103,8 @@ def reference_beats_fbank(wave_16bit: np.ndarray) -> np.ndarray:
     inverse = lambda m: 700.0 * math.expm1(m / 1127.0)
     low, high = mel(20.0), mel(RATE / 2)
     edge4 = inverse(low + 4 * (high - low) / 129)
-    first = knf_fbank(wave_16bit, 3, 20.0, edge4)
-    rest = knf_fbank(wave_16bit, 124, edge4, RATE / 2)
+    first = reference_fbank(wave_16bit, RATE, 3, 20.0, edge4)
+    rest = reference_fbank(wave_16bit, RATE, 124, edge4, RATE / 2)
     return np.concatenate([first, np.full((first.shape[0], 1), LOG_EPS, np.float32), rest], axis=1)
 
 
