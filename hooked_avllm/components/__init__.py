@@ -2,8 +2,9 @@
 relative position bias, blocks."""
 
 from hooked_avllm.components.attention import Attention, AttentionSegments
-from hooked_avllm.components.blocks import PostNormBlock, TransformerBlock
+from hooked_avllm.components.blocks import InjectionBlock, PostNormBlock, TransformerBlock
 from hooked_avllm.components.mlp import GatedMLP, PlainMLP
+from hooked_avllm.components.moe import SparseMoE
 from hooked_avllm.components.norms import LayerNorm, RMSNorm
 from hooked_avllm.components.relative_position import (
     GatedRelativePositionAttention,
@@ -17,12 +18,14 @@ __all__ = [
     "AttentionSegments",
     "GatedMLP",
     "GatedRelativePositionAttention",
+    "InjectionBlock",
     "LayerNorm",
     "PlainMLP",
     "PostNormBlock",
     "RMSNorm",
     "RelativePositionBias",
     "Rotary",
+    "SparseMoE",
     "TransformerBlock",
     "relative_position_buckets",
 ]

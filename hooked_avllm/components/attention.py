@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from hooked_avllm.components.hook_state import watched
+from hooked_avllm.components.norms import RMSNorm
 from hooked_avllm.components.rotary import Rotary
 
 
@@ -116,6 +117,11 @@ class Attention(nn.Module):
         qkv_bias: whether the fused projection has a bias (a projection without one in the
             checkpoint gets a zero slice).
         out_bias: whether the output projection has a bias.
+        qk_norm_eps: when set, per-head RMSNorm of queries and keys over ``d_head`` (``q_norm``,
+            ``k_norm``; Qwen3), applied after the projection and before rotary. As in
+            TransformerLens, ``hook_q``/``hook_k`` see the raw projection and the norms' own
+            hooks (``q_norm.hook_normalized``...) the normalised one; keys are cached after
+            norm and rotary.
 
     Example:
         >>> attn = Attention(d_model=16, n_heads=4, n_kv_heads=2, d_head=4)
@@ -131,6 +137,7 @@ class Attention(nn.Module):
         d_head: int | None = None,
         qkv_bias: bool = True,
         out_bias: bool = False,
+        qk_norm_eps: float | None = None,
     ):
         super().__init__()
         self.n_heads = n_heads
@@ -145,9 +152,12 @@ class Attention(nn.Module):
         self.split_sizes = (q_dim, kv_dim, kv_dim)
         self.qkv = nn.Linear(d_model, q_dim + 2 * kv_dim, bias=qkv_bias)
         self.out = nn.Linear(q_dim, d_model, bias=out_bias)
+        if qk_norm_eps is not None:
+            self.q_norm = RMSNorm(self.d_head, qk_norm_eps)
+            self.k_norm = RMSNorm(self.d_head, qk_norm_eps)
 
-        self.hook_q = HookPoint()  # [batch, pos, head, d_head], before rotary
-        self.hook_k = HookPoint()  # [batch, pos, kv_head, d_head]
+        self.hook_q = HookPoint()  # [batch, pos, head, d_head], before q_norm (if any) and rotary
+        self.hook_k = HookPoint()  # [batch, pos, kv_head, d_head], before k_norm (if any) and rotary
         self.hook_v = HookPoint()  # [batch, pos, kv_head, d_head]
         self.hook_rot_q = HookPoint()  # [batch, pos, head, d_head], after rotary
         self.hook_rot_k = HookPoint()  # [batch, pos, kv_head, d_head]
@@ -251,6 +261,8 @@ class Attention(nn.Module):
         q = self.hook_q(q.view(batch, n_pos, self.n_heads, self.d_head))
         k = self.hook_k(k.view(batch, n_pos, self.n_kv_heads, self.d_head))
         v = self.hook_v(v.view(batch, n_pos, self.n_kv_heads, self.d_head))
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
         if rotary is not None:
             q, k = rotary.apply(q), rotary.apply(k)
         q, k = self.hook_rot_q(q), self.hook_rot_k(k)

@@ -16,6 +16,7 @@ class TransformerBlock(nn.Module):
     (LayerNorm, plain MLP). Keyword arguments of ``forward`` go to the attention.
 
     Example:
+        >>> import torch
         >>> from hooked_avllm.components import Attention, GatedMLP, RMSNorm
         >>> block = TransformerBlock(RMSNorm(8), Attention(8, 2), RMSNorm(8), GatedMLP(8, 16))
         >>> block(torch.randn(1, 3, 8), causal=True).shape
@@ -35,6 +36,24 @@ class TransformerBlock(nn.Module):
         resid = self.hook_resid_pre(resid)
         resid = self.hook_resid_mid(resid + self.hook_attn_out(self.attn(self.ln1(resid), **attn_kwargs)))
         return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(self.ln2(resid))))
+
+
+class InjectionBlock(TransformerBlock):
+    """A :class:`TransformerBlock` after which the model adds rows to the residual stream
+    (Qwen3-Omni's DeepStack): ``hook_injection`` sees what is added, as a residual-shaped tensor
+    that is zero off the receiving positions, so patching and ablation can target it. The sum is
+    the next block's ``hook_resid_pre``.
+
+    Example:
+        >>> from hooked_avllm.components import Attention, GatedMLP, RMSNorm
+        >>> block = InjectionBlock(RMSNorm(8), Attention(8, 2), RMSNorm(8), GatedMLP(8, 16))
+        >>> hasattr(block, "hook_injection")
+        True
+    """
+
+    def __init__(self, ln1: nn.Module, attn: nn.Module, ln2: nn.Module, mlp: nn.Module):
+        super().__init__(ln1, attn, ln2, mlp)
+        self.hook_injection = HookPoint()  # [batch, pos, d_model]: added after the block; zero off the receiving positions
 
 
 class PostNormBlock(nn.Module):
@@ -70,3 +89,25 @@ class PostNormBlock(nn.Module):
         resid = self.hook_resid_mid(self.ln1(self.residual_scale * resid + attn_out))
         mlp_out = self.hook_mlp_out(self.mlp(resid))
         return self.hook_resid_post(self.ln2(self.residual_scale * resid + mlp_out))
+
+
+def encoder_blocks(d_model: int, n_heads: int, d_mlp: int, n_layers: int, act: str = "gelu", eps: float = 1e-5) -> nn.ModuleList:
+    """``n_layers`` Whisper-style encoder blocks: pre-LayerNorm, attention with q/k/v and output
+    biases, a plain MLP (Whisper, Qwen2.5-Omni's audio tower, Qwen3-Omni's AuT).
+
+    Example:
+        >>> len(encoder_blocks(8, 2, 16, n_layers=3))
+        3
+    """
+    from hooked_avllm.components.attention import Attention
+    from hooked_avllm.components.mlp import PlainMLP
+    from hooked_avllm.components.norms import LayerNorm
+
+    return nn.ModuleList(
+        TransformerBlock(
+            LayerNorm(d_model, eps), Attention(d_model, n_heads, qkv_bias=True, out_bias=True),
+            LayerNorm(d_model, eps), PlainMLP(d_model, d_mlp, act=act),
+        )
+        for _ in range(n_layers)
+    )
+

@@ -25,6 +25,7 @@ class GatedMLP(nn.Module):
     """``down(act(gate(x)) * up(x))`` with gate and up fused into one projection.
 
     Example:
+        >>> import torch
         >>> GatedMLP(8, 16)(torch.randn(2, 3, 8)).shape
         torch.Size([2, 3, 8])
     """
@@ -75,6 +76,7 @@ class PlainMLP(nn.Module):
     """``fc2(act(fc1(x)))``.
 
     Example:
+        >>> import torch
         >>> PlainMLP(8, 16, act="gelu")(torch.randn(4, 8)).shape
         torch.Size([4, 8])
     """

@@ -1,8 +1,11 @@
-"""Rotary position schemes: 1D, sectioned M-RoPE/TMRoPE over three position rows, 2D axial.
+"""Rotary position schemes: 1D, sectioned and interleaved M-RoPE/TMRoPE over three position rows,
+2D axial.
 
 Every scheme produces a :class:`Rotary` (cos and sin over the full head dimension, in the
 ``rotate_half`` convention) that :class:`~hooked_avllm.components.attention.Attention` applies to
-queries and keys. The schemes differ only in how positions become angles.
+queries and keys. The schemes differ only in how positions become angles. Positions may be
+integers or floats (Qwen3-Omni's video positions are fractional): both are cast to float32, as the
+reference does, and never rounded to integers.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def inverse_frequencies(rotary_dim: int, theta: float, device=None) -> Float[Ten
     return 1.0 / (theta**exponents)
 
 
-def rotary_1d(positions: Int[Tensor, "batch pos"], d_head: int, theta: float) -> Rotary:
+def rotary_1d(positions: Int[Tensor, "batch pos"] | Float[Tensor, "batch pos"], d_head: int, theta: float) -> Rotary:
     """Plain RoPE over one position row.
 
     Example:
@@ -64,7 +67,10 @@ def rotary_1d(positions: Int[Tensor, "batch pos"], d_head: int, theta: float) ->
 
 
 def rotary_mrope(
-    positions: Int[Tensor, "3 batch pos"], d_head: int, theta: float, sections: tuple[int, ...]
+    positions: Int[Tensor, "3 batch pos"] | Float[Tensor, "3 batch pos"],
+    d_head: int,
+    theta: float,
+    sections: tuple[int, ...],
 ) -> Rotary:
     """Sectioned multimodal RoPE (Qwen2-VL M-RoPE, Qwen2.5-Omni TMRoPE).
 
@@ -86,6 +92,39 @@ def rotary_mrope(
     # angles[b, p, f] = positions[row_of_frequency[f], b, p] * inv_freq[f]
     chosen = positions.float().permute(1, 2, 0)[..., row_of_frequency]  # [batch, pos, d_head/2]
     angles = chosen * inv_freq
+    angles = torch.cat((angles, angles), dim=-1)
+    return Rotary(angles.cos(), angles.sin())
+
+
+def rotary_mrope_interleaved(
+    positions: Int[Tensor, "3 batch pos"] | Float[Tensor, "3 batch pos"],
+    d_head: int,
+    theta: float,
+    sections: tuple[int, int, int] | list[int],
+) -> Rotary:
+    """Interleaved multimodal RoPE (Qwen3-VL / Qwen3-Omni).
+
+    Instead of consecutive sections, the rows alternate across the ``d_head / 2`` frequencies:
+    frequency ``f`` takes its angle from row H (1) when ``f % 3 == 1`` and ``f < 3 * sections[1]``,
+    from row W (2) when ``f % 3 == 2`` and ``f < 3 * sections[2]``, and from row T (0) otherwise.
+    Float positions are used unrounded. With all three rows equal this is plain 1D RoPE.
+
+    Example:
+        >>> pos = (torch.arange(4) * 0.5).expand(3, 1, 4)
+        >>> torch.equal(rotary_mrope_interleaved(pos, 8, 1e4, (2, 1, 1)).cos, rotary_1d(pos[0], 8, 1e4).cos)
+        True
+    """
+    sections = tuple(sections)
+    if len(sections) != 3 or sum(sections) != d_head // 2:
+        raise ValueError(f"sections={sections} must be three counts (T, H, W) summing to d_head/2 = {d_head // 2}")
+    if positions.ndim != 3 or positions.shape[0] != 3:
+        raise ValueError(f"positions has shape {tuple(positions.shape)}; expected [3, batch, pos] (T, H, W rows)")
+    frequency = torch.arange(d_head // 2, device=positions.device)
+    row_of_frequency = torch.zeros_like(frequency)  # [d_head/2]: which position row drives each frequency
+    row_of_frequency[(frequency % 3 == 1) & (frequency < 3 * sections[1])] = 1
+    row_of_frequency[(frequency % 3 == 2) & (frequency < 3 * sections[2])] = 2
+    chosen = positions.float().permute(1, 2, 0)[..., row_of_frequency]  # [batch, pos, d_head/2]
+    angles = chosen * inverse_frequencies(d_head, theta, positions.device)
     angles = torch.cat((angles, angles), dim=-1)
     return Rotary(angles.cos(), angles.sin())
 
