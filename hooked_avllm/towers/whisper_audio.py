@@ -18,7 +18,8 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
-from hooked_avllm.components import Attention, AttentionSegments, LayerNorm, PlainMLP, TransformerBlock
+from hooked_avllm.components import AttentionSegments, LayerNorm
+from hooked_avllm.components.blocks import encoder_blocks
 from hooked_avllm.config import AudioConfig
 
 
@@ -77,15 +78,7 @@ class QwenOmniAudioTower(nn.Module):
         self.cfg = cfg
         self.conv1 = nn.Conv1d(cfg.n_mels, cfg.d_model, kernel_size=3, padding=1)
         self.conv2 = nn.Conv1d(cfg.d_model, cfg.d_model, kernel_size=3, stride=2, padding=1)
-        self.blocks = nn.ModuleList(
-            TransformerBlock(
-                LayerNorm(cfg.d_model, cfg.layer_norm_eps),
-                Attention(cfg.d_model, cfg.n_heads, qkv_bias=True, out_bias=True),
-                LayerNorm(cfg.d_model, cfg.layer_norm_eps),
-                PlainMLP(cfg.d_model, cfg.d_mlp, act=cfg.act),
-            )
-            for _ in range(cfg.n_layers)
-        )
+        self.blocks = encoder_blocks(cfg.d_model, cfg.n_heads, cfg.d_mlp, cfg.n_layers, cfg.act, cfg.layer_norm_eps)
         self.ln_post = LayerNorm(cfg.d_model, cfg.layer_norm_eps)
         self.hook_conv1 = HookPoint()  # [chunk, frame, d_model], after GELU and padding mask
         self.hook_conv2 = HookPoint()  # [chunk, frame/2, d_model], after GELU
