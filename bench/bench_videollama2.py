@@ -18,9 +18,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from hooked_avllm import HookedAVLLM  # noqa: E402
+from timing import CUDA, sync, timed  # noqa: E402
 from hooked_avllm.architectures.videollama2.config import config_from_hf  # noqa: E402
 from hooked_avllm.architectures.videollama2.prompt import audio_segment, visual_segment, input_spec  # noqa: E402
 from hooked_avllm.inputs import ModelInputs, TokenLayout  # noqa: E402
@@ -29,32 +31,6 @@ from hooked_avllm.inputs.layout import Segment  # noqa: E402
 from hooked_avllm.loading import fill_from_named_tensors  # noqa: E402
 from videollama2_reference import PLACEHOLDER, REAL_DIMS, ReferenceVideoLLaMA2  # noqa: E402
 import weights_conversion.videollama2 as converter  # noqa: E402
-
-CUDA = torch.cuda.is_available()
-
-
-def sync() -> None:
-    if CUDA:
-        torch.cuda.synchronize()
-
-
-def timed(fn, repeats: int) -> tuple[float, float, object]:
-    """(median seconds, peak GiB above the memory in use before (CUDA only), last result)."""
-    fn()  # warm-up
-    sync()
-    base = torch.cuda.memory_allocated() if CUDA else 0
-    if CUDA:
-        torch.cuda.reset_peak_memory_stats()
-    times, out = [], None
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        out = fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    peak = (torch.cuda.max_memory_allocated() - base) / 2**30 if CUDA else float("nan")
-    return sorted(times)[len(times) // 2], peak, out
-
 
 def main() -> None:
     parser = argparse.ArgumentParser()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import torch
 from jaxtyping import Bool
 from torch import Tensor
 from transformer_lens import ActivationCache
+from transformer_lens.utilities import Slice
 
 from hooked_avllm.architectures.base import TOWER_SLOTS
+from hooked_avllm.weight_views import EXPERT_ACTIVATIONS, moe_layers, refuse_moe
 
 ENCODER_PREFIXES = tuple(f"{slot}." for slot in TOWER_SLOTS)  # hooks of the towers and projectors
 QUERY_KEY_HOOKS = ("hook_pattern", "hook_attn_scores")  # [batch, head, query, key]: positions on the query axis
@@ -26,6 +29,14 @@ class AVActivationCache(ActivationCache):
     ``decompose_resid``, ``logit_attrs``, ``accumulated_resid``...); on top, positions are chosen
     by modality: :meth:`select` one activation, :meth:`restrict` the whole cache (then
     TransformerLens's methods run on those positions only).
+
+    Rows a model adds to the stream after a block (``blocks.{l}.hook_injection``, e.g. DeepStack's
+    at the visual positions) are part of the residual stream: :meth:`decompose_resid` (mode
+    ``"all"``) and :meth:`get_full_resid_decomposition` list them as ``"{l}_injection"``
+    components, and :meth:`accumulated_resid`'s ``"final_post"`` is the stream the final norm reads
+    (the last layer's ``hook_resid_post`` plus its injection), so decompositions still sum to the
+    stream. Neuron methods (``stack_neuron_results``, ``get_neuron_results``, ``expand_neurons``)
+    refuse mixture-of-experts layers, which have no ``d_mlp`` neurons.
 
     Example:
         >>> logits, cache = model.run_with_cache(inputs)  # doctest: +SKIP
@@ -129,6 +140,116 @@ class AVActivationCache(ActivationCache):
         restricted = AVActivationCache(entries, self.model, layout=None, has_batch_dim=False)
         restricted.selection = mask
         return restricted
+
+    # ------------------------------------------------------------------ TransformerLens decompositions
+
+    def _injection_terms(self, layer: int, pos_slice: Slice) -> tuple[list[Tensor], list[str]]:
+        """The cached rows injected after blocks ``0 .. layer - 1`` (they are in the stream at the
+        input of ``layer``), position-sliced, with their labels; raises when one was not cached."""
+        names = [f"blocks.{l}.hook_injection" for l in range(layer)]
+        names = [name for name in names if name in self.model.hook_dict]
+        missing = [name for name in names if name not in self.cache_dict]
+        if missing:
+            raise ValueError(
+                f"{missing[0]} is not in this cache, but the rows it adds are part of the residual stream; cache it too "
+                "(names_filter), or pass incl_injections=False to leave the injected rows out of the decomposition"
+            )
+        return [pos_slice.apply(self[name], dim=-2) for name in names], [f"{name.split('.')[1]}_injection" for name in names]
+
+    def _final_layer(self, layer: int | None) -> int:
+        return self.model.cfg.n_layers if layer is None or layer == -1 else layer
+
+    def decompose_resid(self, layer=None, mlp_input=False, mode="all", apply_ln=False, pos_slice=None, incl_embeds=True,
+                        return_labels=False, incl_injections: bool = True):
+        """TransformerLens's ``decompose_resid``, plus (``mode="all"``) one ``"{l}_injection"``
+        component after layer ``l``'s MLP for each injection the stream at ``layer``'s input holds
+        (``incl_injections=False`` leaves them out), so the components sum to that stream.
+
+        Example:
+            >>> stack, labels = cache.decompose_resid(return_labels=True)  # doctest: +SKIP
+            >>> labels  # a model injecting after layers 0 and 1  # doctest: +SKIP
+            ['embed', '0_attn_out', '0_mlp_out', '0_injection', '1_attn_out', '1_mlp_out', '1_injection']
+        """
+        pos = pos_slice if isinstance(pos_slice, Slice) else Slice(pos_slice)
+        stack, labels = super().decompose_resid(layer, mlp_input, mode, apply_ln=False, pos_slice=pos,
+                                                incl_embeds=incl_embeds, return_labels=True)
+        layer = self._final_layer(layer)
+        if mode == "all" and incl_injections:
+            terms, names = self._injection_terms(layer, pos)
+            parts, order = list(stack), list(labels)
+            for term, name in zip(terms, names):
+                at = order.index(f"{name.split('_')[0]}_mlp_out") + 1
+                parts.insert(at, term)
+                order.insert(at, name)
+            stack, labels = torch.stack(parts), order
+        if apply_ln:
+            stack = self.apply_ln_to_stack(stack, layer, pos_slice=pos, mlp_input=mlp_input)
+        return (stack, labels) if return_labels else stack
+
+    def accumulated_resid(self, layer=None, incl_mid=False, apply_ln=False, pos_slice=None, mlp_input=False,
+                          return_labels=False):
+        """TransformerLens's ``accumulated_resid``; its ``"final_post"`` (``layer=n_layers``) is the
+        stream the final norm reads: the last layer's ``hook_resid_post`` plus the rows injected
+        after that layer, where the model injects there.
+
+        Example:
+            >>> stack, labels = cache.accumulated_resid(return_labels=True)  # doctest: +SKIP
+        """
+        pos = pos_slice if isinstance(pos_slice, Slice) else Slice(pos_slice)
+        stack, labels = super().accumulated_resid(layer, incl_mid, apply_ln=False, pos_slice=pos, mlp_input=mlp_input,
+                                                  return_labels=True)
+        layer = self._final_layer(layer)
+        n_layers = self.model.cfg.n_layers
+        if layer == n_layers:
+            terms, names = self._injection_terms(n_layers, pos)
+            last = [t for t, name in zip(terms, names) if name == f"{n_layers - 1}_injection"]
+            if last:
+                stack = torch.cat([stack[:-1], (stack[-1] + last[0])[None]])
+        if apply_ln:
+            stack = self.apply_ln_to_stack(stack, layer, pos_slice=pos, mlp_input=mlp_input,
+                                           has_batch_dim=self.has_batch_dim, recompute_ln=layer == n_layers)
+        return (stack, labels) if return_labels else stack
+
+    def get_full_resid_decomposition(self, layer=None, mlp_input=False, expand_neurons=True, apply_ln=False,
+                                     pos_slice=None, return_labels=False, project_output_onto=None):
+        """TransformerLens's ``get_full_resid_decomposition`` (heads, MLP neurons or outputs, embed,
+        bias), plus one ``"{l}_injection"`` component per injection in the stream at ``layer``'s
+        input (before ``"embed"``), treated as the others are (``apply_ln``, ``project_output_onto``).
+        ``expand_neurons=True`` needs dense MLPs: with mixture-of-experts layers pass
+        ``expand_neurons=False`` (one ``mlp_out`` component per layer).
+
+        Example:
+            >>> stack, labels = cache.get_full_resid_decomposition(expand_neurons=False, return_labels=True)  # doctest: +SKIP
+        """
+        layer_ = self._final_layer(layer)
+        if expand_neurons and moe_layers(self.model):
+            refuse_moe(self.model, "get_full_resid_decomposition(expand_neurons=True)", range(layer_),
+                       instead="expand_neurons=False (one mlp_out component per layer), or " + EXPERT_ACTIVATIONS)
+        pos = pos_slice if isinstance(pos_slice, Slice) else Slice(pos_slice)
+        stack, labels = super().get_full_resid_decomposition(layer, mlp_input, expand_neurons, apply_ln, pos, True,
+                                                             project_output_onto)
+        terms, names = self._injection_terms(layer_, pos)
+        if terms:
+            extra = torch.stack(terms)
+            if apply_ln:
+                extra = self.apply_ln_to_stack(extra, layer_, pos_slice=pos, mlp_input=mlp_input)
+            if project_output_onto is not None:
+                extra = extra @ project_output_onto  # [d_model] -> squeezed, [d_model, n] -> n outputs
+            at = labels.index("embed") if "embed" in labels else labels.index("bias")
+            stack = torch.cat([stack[:at], extra.to(stack.dtype), stack[at:]])
+            labels = labels[:at] + names + labels[at:]
+        return (stack, labels) if return_labels else stack
+
+    def stack_neuron_results(self, layer, *args: Any, **kwargs: Any):
+        """TransformerLens's ``stack_neuron_results``, for dense MLP layers (mixture-of-experts
+        layers below ``layer`` raise: they have no ``d_mlp`` neurons)."""
+        refuse_moe(self.model, "stack_neuron_results", range(layer if layer not in (None, -1) else self.model.cfg.n_layers))
+        return super().stack_neuron_results(layer, *args, **kwargs)
+
+    def get_neuron_results(self, layer, *args: Any, **kwargs: Any):
+        """TransformerLens's ``get_neuron_results``, for a dense MLP layer (a mixture-of-experts layer raises)."""
+        refuse_moe(self.model, "get_neuron_results", [layer])
+        return super().get_neuron_results(layer, *args, **kwargs)
 
     def remove_batch_dim(self) -> "AVActivationCache":
         """Drop the batch axis of a batch-1 cache (TransformerLens's method); the layout stays, so

@@ -155,7 +155,8 @@ class AVLLMConfig:
 
     @property
     def d_mlp(self) -> int:
-        return self.text.d_mlp
+        """The MLP width; for a mixture-of-experts LLM each expert's (TransformerLens's meaning)."""
+        return getattr(self.text, "d_expert", None) or self.text.d_mlp
 
     @property
     def d_vocab(self) -> int:
@@ -168,6 +169,16 @@ class AVLLMConfig:
     @property
     def n_ctx(self) -> int:
         return self.text.max_position_embeddings
+
+    @property
+    def num_experts(self) -> int | None:
+        """Experts per MoE layer (``None`` for dense LLMs), as TransformerLens names it."""
+        return getattr(self.text, "n_experts", None)
+
+    @property
+    def experts_per_token(self) -> int | None:
+        """Experts each token is routed to (``None`` for dense LLMs), as TransformerLens names it."""
+        return getattr(self.text, "top_k", None)
 
     @property
     def act_fn(self) -> str:

@@ -81,15 +81,22 @@ class WeightFiller:
         for name, param in model.named_parameters(remove_duplicate=False):
             first = next(n for n, p in self.params.items() if p is param)
             self.aliases[name] = first
-        self.written = {name: torch.zeros(p.shape[0] if p.ndim else 1, dtype=torch.bool) for name, p in self.params.items()}
+        # rows written per parameter: over dim 0, or over (dim 0, dim 1) of stacked [expert, ...] parameters
+        self.written = {name: torch.zeros(tuple(p.shape[:2]) if p.ndim >= 3 else (p.shape[0] if p.ndim else 1), dtype=torch.bool)
+                        for name, p in self.params.items()}
 
     def fill(self, source: str, tensor: torch.Tensor, target: Target) -> None:
         name = self.aliases.get(target.param)
         if name is None:
             raise ValueError(f"converter bug: {source} maps to {target.param}, which the model does not have")
         param = self.params[name]
-        start, stop = target.rows if target.rows is not None else (0, param.shape[0] if param.ndim else 1)
-        destination = param.data[start:stop] if param.ndim else param.data
+        data, written = param.data, self.written[name]
+        if target.index is not None:
+            if param.ndim < 3 or not 0 <= target.index < param.shape[0]:
+                raise ValueError(f"converter bug: {source} maps to slice {target.index} of {name} {tuple(param.shape)}")
+            data, written = data[target.index], written[target.index]
+        start, stop = target.rows if target.rows is not None else (0, data.shape[0] if data.ndim else 1)
+        destination = data[start:stop] if data.ndim else data
         if target.shape is not None and tensor.numel() == destination.numel():
             tensor = tensor.reshape(target.shape)
         if tuple(tensor.shape) != tuple(destination.shape):
@@ -98,7 +105,7 @@ class WeightFiller:
                 f"(for {name}); the checkpoint does not match its config.json"
             )
         destination.copy_(tensor.to(dtype=param.dtype))
-        self.written[name][start:stop] = True
+        written[start:stop] = True
 
     def zero(self, target: Target) -> None:
         name = self.aliases[target.param]
@@ -215,4 +222,11 @@ def load_tokenizer_from(folder: Path):
     except ImportError:
         warnings.warn("the checkpoint has a tokenizer but transformers is not installed; model.tokenizer is None")
         return None
-    return AutoTokenizer.from_pretrained(str(folder))
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    if not getattr(tokenizer, "chat_template", None):  # a processor-level template (Qwen3-Omni ships chat_template.json)
+        template = folder / "chat_template.json"
+        if template.exists():
+            tokenizer.chat_template = json.loads(template.read_text()).get("chat_template")
+        elif (folder / "chat_template.jinja").exists():
+            tokenizer.chat_template = (folder / "chat_template.jinja").read_text()
+    return tokenizer

@@ -28,6 +28,7 @@ from transformer_lens.hook_points import HookPoint
 from hooked_avllm.architectures import MEDIA_KINDS, TOWER_SLOTS, Architecture, architecture_for
 from hooked_avllm.cache import AVActivationCache
 from hooked_avllm.components.attention import LayerKVCache
+from hooked_avllm.components.hook_state import watched
 from hooked_avllm.config import AVLLMConfig
 from hooked_avllm.inputs.errors import InputError
 from hooked_avllm.inputs.layout import carried_layout
@@ -209,6 +210,18 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
         return load_pretrained(cls, name_or_path, dtype=dtype, device=device, load_tokenizer=load_tokenizer)
 
     # ------------------------------------------------------------------ inputs
+
+    @property
+    def preprocessor(self) -> Any:
+        """The media preprocessing settings this model's ``prepare`` uses (a
+        :class:`~hooked_avllm.inputs.PreprocessorConfig`): pass it to ``load_video`` / ``load_image``
+        to load media ahead of ``prepare``.
+
+        Example:
+            >>> HookedAVLLM.from_config(AVLLMConfig.tiny()).preprocessor.patch_size
+            14
+        """
+        return self.architecture.preprocessor(self)
 
     def prepare(self, prompt, video=None, audio=None, images=None, use_audio_in_video: bool = True, **kwargs):
         """Media files/arrays and a prompt -> :class:`~hooked_avllm.inputs.ModelInputs` (tensors +
@@ -561,6 +574,7 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
         input_ids: Int[Tensor, "batch pos"] | None = None,
         loss_per_token: bool = False,
         injections: list[Injection] | None = None,
+        last_logits_only: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor] | None:
         """The LLM: embeddings -> blocks -> final norm -> unembedding (-> text-target loss).
 
@@ -568,6 +582,8 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
         run, :attr:`forward_context` tells hooks and attention edits what the positions are.
         ``input_ids`` are the loss's targets (``return_type`` ``"loss"`` or ``"both"``).
         ``injections`` add rows to the residual stream after chosen layers (see :class:`Injection`).
+        ``last_logits_only`` unembeds only the last position (``[batch, 1, vocab]``; what greedy
+        decoding needs, without a prompt-long logits tensor).
 
         Example:
             >>> model = HookedAVLLM.from_config(AVLLMConfig.tiny())
@@ -598,9 +614,8 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
                 cache = kv_caches[i] if kv_caches is not None else None
                 edit = self.attention_edit_mask(i, context, resid.dtype) if self._attention_edits else None
                 resid = block(resid, rotary=rotary, causal=True, key_valid=key_valid, kv_cache=cache, additive_mask=edit)
-                for injection in added.get(i, ()):
-                    resid = resid.clone()
-                    resid[injection.where.to(resid.device)] += injection.rows.to(resid.dtype)
+                if i in added or self._injection_watched(block):
+                    resid = resid + self._injected(block, added.get(i, ()), resid)
         finally:
             self._forward_context = None
             self._edit_memo = None  # drop the last layer's mask with its forward
@@ -609,11 +624,33 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
         normalized = self.ln_final(resid)
         if return_type == "normalized":
             return normalized
+        if last_logits_only:
+            if return_type != "logits":
+                raise ValueError(f"last_logits_only=True needs return_type='logits', got {return_type!r}")
+            normalized = normalized[:, -1:]
         logits = self.unembed(normalized)
         if return_type == "logits":
             return logits
         loss = text_target_loss(logits, input_ids, kinds, per_token=loss_per_token)
         return loss if return_type == "loss" else (logits, loss)
+
+    @staticmethod
+    def _injection_watched(block: nn.Module) -> bool:
+        """Whether the block's ``hook_injection`` has a hook: then it fires on every forward, a zero
+        tensor where nothing is injected (text-only prompts, decoding steps), so caches line up with
+        the layout and a hook's edit is never dropped."""
+        hook = getattr(block, "hook_injection", None)
+        return hook is not None and watched(hook)
+
+    @staticmethod
+    def _injected(block: nn.Module, injections: list[Injection], resid: Tensor) -> Tensor:
+        """The rows of ``injections`` scattered into a zero residual; through the block's
+        ``hook_injection`` when it has one (so hooks can patch or ablate what is added)."""
+        delta = torch.zeros_like(resid)
+        for injection in injections:
+            delta[injection.where.to(resid.device)] += injection.rows.to(resid.dtype)
+        hook = getattr(block, "hook_injection", None)
+        return hook(delta) if hook is not None else delta
 
     def generate_with_cache(
         self,
@@ -678,7 +715,7 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
         real = attention_mask.bool()
         deltas = llm["position_ids"].masked_fill(~real[None], 0).amax(dim=(0, 2))[:, None] + 1 - real.sum(-1, keepdim=True)
         caches = [LayerKVCache() for _ in self.blocks]
-        logits = self.run_decoder(**llm, return_type="logits", kv_caches=caches)
+        logits = self.run_decoder(**llm, return_type="logits", kv_caches=caches, last_logits_only=True)
         eos = self.end_tokens(eos_token_id, input_ids.device)
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         tokens = input_ids
@@ -698,7 +735,7 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
             step_pos = (attention_mask.sum(-1, keepdim=True) - 1 + deltas).expand(-1, 1)
             rows = llm["position_ids"].shape[0]
             logits = self.run_decoder(self.embed(next_token[:, None]), step_pos[None].expand(rows, -1, -1), attention_mask,
-                                      "logits", caches, kinds, step, n_prompt)
+                                      "logits", caches, kinds, step, n_prompt, last_logits_only=True)
             if last:
                 break
         return tokens

@@ -36,6 +36,7 @@ from transformer_lens.hook_points import HookPoint
 
 from hooked_avllm.components import Attention, LayerNorm, RMSNorm
 from hooked_avllm.components.hook_state import watched
+from hooked_avllm.components.moe import SparseMoE
 
 OWN_POINTS = ("hook_sae_error", "hook_sae_output")  # computed here, not by the SAE: our own hook points
 
@@ -354,6 +355,8 @@ class SAEHost:
             raise ValueError(
                 f"{name} fires only with per-head results: call model.set_use_attn_result(True) before attaching the SAE"
             )
+        if isinstance(parent, SparseMoE):
+            self._check_moe_point(name, parent_name, leaf, parent)
         on_demand = (
             (isinstance(parent, Attention) and leaf in ("hook_pattern", "hook_attn_scores"))
             or (isinstance(parent, RMSNorm) and leaf == "hook_scale")
@@ -363,6 +366,22 @@ class SAEHost:
             raise ValueError(
                 f"an SAE at {name} would never run: {type(parent).__name__} computes this activation only when a hook "
                 "watches it, and hooked_avllm.components.hook_state.watched does not count an SAE as watching"
+            )
+
+    @staticmethod
+    def _check_moe_point(name: str, parent_name: str, leaf: str, moe: SparseMoE) -> None:
+        """Refuse the mixture-of-experts hooks an SAE cannot sit on: the chosen expert ids (integers,
+        not activations) and the per-expert outputs while the layer does not compute them."""
+        if leaf == "hook_expert_indices":
+            raise ValueError(
+                f"{name} holds integer expert ids (the top-k choice), not an activation an SAE can encode; attach it at "
+                f"{parent_name}.hook_router_logits ([batch, pos, n_experts]), {parent_name}.hook_expert_out (each chosen "
+                "expert's output) or the block's hook_mlp_out"
+            )
+        if leaf == "hook_expert_out" and not moe.use_expert_outputs:
+            raise ValueError(
+                f"{name} fires only with per-expert outputs: set model.{parent_name}.use_expert_outputs = True before "
+                "attaching the SAE (it then encodes each chosen expert's output, [batch, pos, top_k, d_model])"
             )
 
     def _put_point(self, name: str, point: HookPoint) -> None:

@@ -1,5 +1,6 @@
 """Modality selection, generation caching, knockout, token dropping and attention share: known answers,
-on both families (a tiny Qwen2.5-Omni thinker and a tiny VideoLLaMA2.1-AV; see ``analysis_support.Family``)."""
+on every family (tiny Qwen2.5-Omni and Qwen3-Omni thinkers and a tiny VideoLLaMA2.1-AV; see
+``analysis_support.Family``)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,20 @@ from hooked_avllm import HookedAVLLM
 from hooked_avllm.analysis.attention_share import attention_share, shares_from_patterns
 from hooked_avllm.analysis.knockout import Knockout, KnockoutRule, generate_with_knockout, knockout, knockout_sweep
 from hooked_avllm.analysis.token_dropping import drop_tokens
-from hooked_avllm.components.rotary import rotary_1d, rotary_mrope
+from hooked_avllm.components.rotary import rotary_1d, rotary_mrope, rotary_mrope_interleaved
 from hooked_avllm.inputs import teacher_forced_inputs
 from hooked_avllm.position_kinds import AUDIO, GENERATED, VIDEO, position_kinds
+from qwen3_reference import build_thinker as build_qwen3_thinker
 from reference_models import build_omni_thinker
 
 # ESPnet's BEATs (the VideoLLaMA2 reference) uses a deprecated autocast spelling
 pytestmark = pytest.mark.filterwarnings("ignore:.*autocast.*:FutureWarning")
 
 NEW = 6
-# tests of a Qwen-only concept run on that family alone (the reason is given at each)
-qwen_only = pytest.mark.parametrize("family", ["qwen2_5_omni"], indirect=True)
+RESIDS = ("hook_resid_pre", "hook_resid_post")
+# tests of a Qwen-only concept run on the Qwen families alone (the reason is given at each)
+qwen_only = pytest.mark.parametrize("family", ["qwen2_5_omni", "qwen3_omni"], indirect=True)
+HF_THINKERS = ("qwen2_5_omni", "qwen3_omni")  # the families whose reference is a Hugging Face thinker
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -55,9 +59,13 @@ def teacher_forced(inputs, tokens):
 
 # audio tokens of the batch in [0, 2) s, of its second row, and of each row in [0.5, 1.1) s
 EARLY_AUDIO = {"qwen2_5_omni": 2 * 50,  # two clips, 2 s each at 25 tokens/s
+               "qwen3_omni": 2 * 26,  # AuT: tokens k / 13 s < 2 s, k = 0 .. 25, of each clip (3 s and 2 s)
                "videollama2": 2 * 13 * 8}  # BEATs: time patches 0, 0.16 .. 1.92 s of each 3-s clip, 8 bands each
-ROW1_AUDIO = {"qwen2_5_omni": 50, "videollama2": 18 * 8}  # 2 s at 25/s; 3 s of fbank = 18 time patches x 8 bands
-WINDOW_AUDIO = {"qwen2_5_omni": 15, "videollama2": 3 * 8}  # tokens at 0.52 .. 1.08 s; patches at 0.64, 0.80, 0.96 s
+ROW1_AUDIO = {"qwen2_5_omni": 50, "qwen3_omni": 26,  # 2 s at 25/s; 2 s at 13/s
+              "videollama2": 18 * 8}  # 3 s of fbank = 18 time patches x 8 bands
+WINDOW_AUDIO = {"qwen2_5_omni": 15,  # tokens at 0.52 .. 1.08 s
+                "qwen3_omni": 8,  # k / 13 in [0.5, 1.1): k = 7 .. 14 (0.54 .. 1.08 s)
+                "videollama2": 3 * 8}  # patches at 0.64, 0.80, 0.96 s
 
 
 def test_select_by_modality_time_and_item(family, model, batch):
@@ -140,11 +148,13 @@ def test_empty_knockout_equals_plain_forward_and_generate(model, batch):
 @pytest.fixture(scope="module")
 def reference_pair(family, tmp_path_factory):
     """(independent reference, our model loaded from its checkpoint): the Hugging Face Qwen2.5-Omni
-    thinker; VideoLLaMA2.1-AV assembled from transformers' Qwen2 and SigLIP, timm and ESPnet's BEATs."""
+    or Qwen3-Omni thinker (3 MoE layers, DeepStack into layers 0-1); VideoLLaMA2.1-AV assembled from
+    transformers' Qwen2 and SigLIP, timm and ESPnet's BEATs."""
     folder = tmp_path_factory.mktemp("knockout_ref")
-    if not family.is_qwen:
+    if family.name == "videollama2":
         return videollama2_reference_pair(seed=1, folder=folder)
-    reference = build_omni_thinker("a", seed=1)
+    build = {"qwen2_5_omni": build_omni_thinker, "qwen3_omni": build_qwen3_thinker}[family.name]
+    reference = build("a", seed=1)
     reference.save_pretrained(folder)
     return reference, HookedAVLLM.from_pretrained(folder)
 
@@ -152,7 +162,7 @@ def reference_pair(family, tmp_path_factory):
 def reference_forward(family, reference, inputs, mask):
     """The reference on ``inputs`` with the additive mask ``[batch, 1, query, key]``; the
     VideoLLaMA2 reference's LLM reads embeddings from its own embedding table and towers."""
-    if family.is_qwen:
+    if family.name in HF_THINKERS:
         kwargs = dict(inputs.model_kwargs(), attention_mask=mask)
         return reference(**kwargs, position_ids=inputs.layout.position_ids, output_hidden_states=True)
     return reference.llm(inputs_embeds=videollama2_reference_embeds(reference, inputs), attention_mask=mask,
@@ -162,7 +172,7 @@ def reference_forward(family, reference, inputs, mask):
 def reference_decoder(family, reference, inputs):
     """The reference's decoder (its layers and rotary) and the position ids it takes
     (3 M-RoPE rows for the thinker, one row of 1D positions for Qwen2)."""
-    if family.is_qwen:
+    if family.name in HF_THINKERS:
         return getattr(reference.model, "language_model", reference.model), inputs.layout.position_ids  # transformers 5.x layouts
     return reference.llm.model, inputs.layout.position_ids[0]
 
@@ -184,24 +194,26 @@ def test_knockout_equals_masked_reference(family, reference_pair, rule, layers):
     with torch.no_grad():
         ref = reference_forward(family, reference, inputs, mask)
         with knockout(ours, KnockoutRule(*rule, layers=layers)):
-            logits, cache = ours.run_with_cache(inputs, names_filter=lambda name: name.endswith("resid_post"))
+            logits, cache = ours.run_with_cache(inputs, names_filter=lambda name: name.endswith(RESIDS))
         plain = ours(inputs)
     if layers is None:
         assert (logits - ref.logits).abs().max() < 1e-4
         assert (plain - ref.logits).abs().max() > 1e-2  # the rule matters
     else:
         # layer 0 is not covered: its output equals the plain run's; layer 1 is: equals the reference's
-        # layer-1 block applied to the plain layer-0 output, which is what the masked reference computes.
+        # layer-1 block applied to the plain layer-1 input, which is what the masked reference computes
+        # (the layer-0 output, plus Qwen3-Omni's DeepStack rows at the visual positions).
         # The plain run is a no-grad run like the knocked-out one: with grad enabled SDPA may take another
         # kernel where it gets a float mask that requires grad (BEATs' relative position bias: ~1e-6 apart)
         with torch.no_grad():
-            _, plain_cache = ours.run_with_cache(inputs, names_filter=lambda name: name.endswith("resid_post"))
+            _, plain_cache = ours.run_with_cache(inputs, names_filter=lambda name: name.endswith(RESIDS))
         assert torch.allclose(cache["blocks.0.hook_resid_post"], plain_cache["blocks.0.hook_resid_post"])
+        assert torch.allclose(cache["blocks.1.hook_resid_pre"], plain_cache["blocks.1.hook_resid_pre"])
         text_model, position_ids = reference_decoder(family, reference, inputs)
         block = text_model.layers[1]
-        rotary = text_model.rotary_emb(plain_cache["blocks.0.hook_resid_post"], position_ids)
-        out = block(plain_cache["blocks.0.hook_resid_post"], attention_mask=mask, position_embeddings=rotary,
-                    position_ids=position_ids)
+        layer_input = plain_cache["blocks.1.hook_resid_pre"]
+        rotary = text_model.rotary_emb(layer_input, position_ids)
+        out = block(layer_input, attention_mask=mask, position_embeddings=rotary, position_ids=position_ids)
         out = out[0] if isinstance(out, tuple) else out
         assert (cache["blocks.1.hook_resid_post"] - out).abs().max() < 1e-4
 
@@ -265,10 +277,13 @@ def test_dropping_equals_removing_the_tokens(family, model, av):
         keep = ~av.layout.video[0]
         resid = cache["blocks.0.hook_resid_post"][:, keep]
         t = model.cfg.text
-        if family.is_qwen:  # M-RoPE over the three position rows
-            rotary = rotary_mrope(av.layout.position_ids[:, :, keep], t.d_head, t.rope_theta, t.mrope_section)
+        kept = av.layout.position_ids[:, :, keep]
+        if family.name == "qwen2_5_omni":  # M-RoPE over the three position rows, in sections
+            rotary = rotary_mrope(kept, t.d_head, t.rope_theta, t.mrope_section)
+        elif family.name == "qwen3_omni":  # interleaved M-RoPE over the three (float) position rows
+            rotary = rotary_mrope_interleaved(kept, t.d_head, t.rope_theta, t.mrope_section)
         else:  # 1D rotary over the one row
-            rotary = rotary_1d(av.layout.position_ids[0][:, keep], t.d_head, t.rope_theta)
+            rotary = rotary_1d(kept[0], t.d_head, t.rope_theta)
         for block in model.blocks[1:]:
             resid = block(resid, rotary=rotary, causal=True)
         removed = model.unembed(model.ln_final(resid))
@@ -339,7 +354,7 @@ def test_shares_during_generation_equal_hf_eager_output_attentions(family, refer
     reference, ours = reference_pair
     inputs = family.clip(ours, seconds=3, seed=6)
     n_prompt = inputs.input_ids.shape[1]
-    if family.is_qwen:
+    if family.name in HF_THINKERS:
         generator, kwargs = reference, inputs.model_kwargs()
     else:  # the reference LLM on its own embeddings (text and towers)
         generator = reference.llm
@@ -355,7 +370,7 @@ def test_shares_during_generation_equal_hf_eager_output_attentions(family, refer
         generator.set_attn_implementation(previous)
     shares = attention_share(ours, inputs, max_new_tokens=NEW, eos_token_id=[])
     # generating from embeddings, transformers returns the new tokens only
-    sequences = out.sequences if family.is_qwen else torch.cat([inputs.input_ids, out.sequences], dim=1)
+    sequences = out.sequences if family.name in HF_THINKERS else torch.cat([inputs.input_ids, out.sequences], dim=1)
     kinds = position_kinds(sequences, None, ours.cfg.tokens)
     kinds[:, n_prompt:] = GENERATED
     for step, layers in enumerate(out.attentions):  # step 0: prefill, its last row is the last prompt position

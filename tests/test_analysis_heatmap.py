@@ -1,5 +1,6 @@
 """Frame heatmaps (E4): token -> grid cell mapping, attention to video against a full pattern cache, the plot;
-on both families (a tiny Qwen2.5-Omni thinker and a tiny VideoLLaMA2.1-AV; see ``analysis_support.Family``)."""
+on every family (tiny Qwen2.5-Omni and Qwen3-Omni thinkers and a tiny VideoLLaMA2.1-AV; see
+``analysis_support.Family``)."""
 
 import numpy as np
 import pytest
@@ -13,13 +14,14 @@ from hooked_avllm.analysis.heatmap import (
     upsample_grid,
     video_token_grid,
 )
+from hooked_avllm.architectures.qwen3_omni.positions import time_ordered_runs
 from hooked_avllm.inputs import teacher_forced_inputs
 from hooked_avllm.inputs import TokenLayout, Video
 from hooked_avllm.inputs.interleave import audio_in_video_runs
 from hooked_avllm.inputs.layout import Segment
 from hooked_avllm.inputs.model_spec import ModelInputSpec
 
-qwen_only = pytest.mark.parametrize("family", ["qwen2_5_omni"], indirect=True)
+qwen_only = pytest.mark.parametrize("family", ["qwen2_5_omni", "qwen3_omni"], indirect=True)
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -42,9 +44,10 @@ def assert_bijection(layout, batch=0, video=0):
     return grid
 
 
-# the tiny clip's token grid: Qwen2.5-Omni 3 s at 1 frame group a second of 2 x 2 merged cells (audio
-# interleaved); VideoLLaMA2's STC connector makes 4 frames of 4 x 4 SigLIP patches into 2 x 2 x 2 tokens
-CLIP_GRID = {"qwen2_5_omni": (3, 2, 2), "videollama2": (2, 2, 2)}
+# the tiny clip's token grid: the Qwen families 3 s at 1 frame group a second of 2 x 2 merged cells (audio
+# interleaved in 2-s chunks / merged in time order); VideoLLaMA2's STC connector makes 4 frames of 4 x 4
+# SigLIP patches into 2 x 2 x 2 tokens
+CLIP_GRID = {"qwen2_5_omni": (3, 2, 2), "qwen3_omni": (3, 2, 2), "videollama2": (2, 2, 2)}
 
 
 def test_tiny_clip_grid_is_a_bijection(family, model):
@@ -62,13 +65,19 @@ def test_tiny_clip_grid_is_a_bijection(family, model):
         video_token_grid(inputs.layout, torch.zeros(5))
 
 
-@qwen_only  # audio interleaved in 2-s chunks inside the video is Qwen2.5-Omni's layout
-def test_bigger_grid_with_interleaved_audio_is_a_bijection(model):
-    spec = ModelInputSpec.from_config(model.cfg)
+@qwen_only  # audio inside the video's bracket is the Qwen layouts' (2-s chunks; Qwen3-Omni: token by token)
+def test_bigger_grid_with_interleaved_audio_is_a_bijection(family, model):
+    spec = model.architecture.input_spec(model.cfg)
     tok = model.cfg.tokens
-    grid_thw, n_audio = (4, 12, 16), 100  # 4 frame groups of 6 x 8 cells, 4 s of audio
-    runs = audio_in_video_runs(grid_thw, 1.0, n_audio, position_id_per_second=model.cfg.position_id_per_second,
-                               seconds_per_chunk=model.cfg.seconds_per_chunk)
+    grid_thw = (4, 12, 16)  # 4 frame groups of 6 x 8 cells, with 4 s of audio
+    if family.name == "qwen2_5_omni":  # 25 tokens a second, each 2-s chunk's video then its audio
+        n_audio = 100
+        runs = audio_in_video_runs(grid_thw, 1.0, n_audio, position_id_per_second=model.cfg.position_id_per_second,
+                                   seconds_per_chunk=model.cfg.seconds_per_chunk)
+    else:  # 13 AuT tokens a second, each frame group's 48 tokens before the audio token of its second
+        n_audio = 4 * 13
+        runs = time_ordered_runs(grid_thw, 1.0, n_audio, spec)
+        assert runs == [("video", 48), ("audio", 13)] * 4
     body = [t for kind, count in runs for t in [tok.video if kind == "video" else tok.audio] * count]
     ids = torch.tensor([[1, 2, tok.vision_start, tok.audio_start, *body, tok.audio_end, tok.vision_end, 3]])
     layout = TokenLayout.from_input_ids(ids, None, spec, video_grid_thw=torch.tensor([grid_thw]),
@@ -103,7 +112,8 @@ def test_each_row_of_a_padded_batch_has_its_own_grid(family, model):
     # a left-padded batch of two clips: each row's video on its own grid
     batch = family.batch(model, [family.clip(model, seed=1, **family.other_length), family.clip(model, seconds=3, seed=2)])
     assert bool((batch.attention_mask == 0).any())
-    shapes = {"qwen2_5_omni": [(2, 2, 2), (3, 2, 2)], "videollama2": [(2, 2, 2), (2, 2, 2)]}[family.name]
+    shapes = {"qwen2_5_omni": [(2, 2, 2), (3, 2, 2)], "qwen3_omni": [(2, 2, 2), (3, 2, 2)],
+              "videollama2": [(2, 2, 2), (2, 2, 2)]}[family.name]
     assert assert_bijection(batch.layout, batch=0).shape == shapes[0]
     assert assert_bijection(batch.layout, batch=1).shape == shapes[1]
     with pytest.raises(ValueError, match="video"):

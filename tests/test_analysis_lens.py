@@ -1,5 +1,6 @@
-"""Logit lens: known answers against the model's own logits and a hand-made unembedding, on both
-families (a tiny Qwen2.5-Omni thinker and a tiny VideoLLaMA2.1-AV; see ``analysis_support.Family``)."""
+"""Logit lens: known answers against the model's own logits and a hand-made unembedding, on every
+family (tiny Qwen2.5-Omni and Qwen3-Omni thinkers and a tiny VideoLLaMA2.1-AV; see
+``analysis_support.Family``)."""
 
 import pytest
 import torch
@@ -29,20 +30,41 @@ def run(model, inputs):
     return model.run_with_cache(inputs, names_filter=lambda name: name.startswith("blocks.") and "resid" in name)
 
 
-def test_final_norm_lens_at_last_layer_equals_model_logits(model, inputs, run):
-    logits, cache = run
+def assert_top_k_equal(got_ids, got_probs, probs, k):
+    """The lens's top-k against the softmax ``probs`` [n, vocab]: ids agree wherever the
+    probabilities are not (near-)tied."""
+    want_probs, want_ids = probs.topk(k, dim=-1)
+    assert (got_probs - want_probs).abs().max() < 1e-5
+    assert (probs.gather(-1, got_ids) - want_probs).abs().max() < 1e-5
+    distinct = (want_probs[:, :-1] - want_probs[:, 1:]).abs() > 1e-6
+    assert torch.equal(got_ids[:, :-1][distinct], want_ids[:, :-1][distinct])
+
+
+def test_final_norm_lens_at_last_layer_equals_model_logits(model, inputs):
+    """The last layer's ``hook_resid_post`` is the final residual stream wherever that layer adds no
+    injection after its block. The tiny Qwen3-Omni adds DeepStack rows after its last layer too (2
+    taps, 2 layers), so at its visual positions the stream the final norm reads is ``hook_resid_post +
+    hook_injection``: the lens reads the named hook only. ``ln_final.hook_normalized`` (the normed final
+    stream) through the unembedding alone is the logits at every position, in every family."""
+    last = model.cfg.n_layers - 1
+    names = (f"blocks.{last}.hook_injection", "ln_final.hook_normalized")
+    logits, cache = model.run_with_cache(inputs, names_filter=lambda name: name in names or name.endswith("resid_post"))
     k = 7
     lens = logit_lens(model, cache, positions="all", k=k, apply_final_norm=True)
     assert lens.top_ids.shape == (model.cfg.n_layers, inputs.input_ids.shape[1], k)
     probs = logits[0].float().softmax(-1)  # [seq, vocab]
-    want_probs, want_ids = probs.topk(k, dim=-1)
-    got_ids, got_probs = lens.top_ids[-1], lens.top_probs[-1]
-    assert (got_probs - want_probs).abs().max() < 1e-5
-    # ids agree wherever the probabilities are not (near-)tied
-    gathered = probs.gather(-1, got_ids)
-    assert (gathered - want_probs).abs().max() < 1e-5
-    distinct = (want_probs[:, :-1] - want_probs[:, 1:]).abs() > 1e-6
-    assert torch.equal(got_ids[:, :-1][distinct], want_ids[:, :-1][distinct])
+    injection = cache.cache_dict.get(names[0])
+    injected = torch.zeros(len(probs), dtype=torch.bool)
+    if injection is not None:  # DeepStack: rows at the visual positions only
+        injected = (injection[0] != 0).any(-1)
+        assert torch.equal(injected, inputs.layout.video[0] | inputs.layout.image[0])
+    plain = ~injected
+    assert_top_k_equal(lens.top_ids[-1][plain], lens.top_probs[-1][plain], probs[plain], k)
+    if bool(injected.any()):  # the injection matters: the named hook alone is not the final stream there
+        assert (lens.top_probs[-1][injected] - probs[injected].topk(k, dim=-1).values).abs().max() > 1e-5
+    final = logit_lens(model, cache, positions="all", hooks="ln_final.hook_normalized", k=k, apply_final_norm=False)
+    assert final.layers == [-1]
+    assert_top_k_equal(final.top_ids[0], final.top_probs[0], probs, k)
 
 
 def test_lens_without_norm_equals_unembed_by_hand(model, run):
@@ -64,8 +86,9 @@ def test_lens_without_norm_equals_unembed_by_hand(model, run):
     assert (with_norm.top_probs[-1] - lens.top_probs[-1]).abs().max() > 1e-3
 
 
-# audio tokens of the 3-s clip in [1, 2) s: 25 a second; BEATs time patches at 1.12 .. 1.92 s, 8 bands each
-AUDIO_IN_SECOND_TWO = {"qwen2_5_omni": 25, "videollama2": 6 * 8}
+# audio tokens of the 3-s clip in [1, 2) s: Whisper 25 a second; AuT k / 13 s for k = 13 .. 25; BEATs time
+# patches at 1.12 .. 1.92 s, 8 bands each
+AUDIO_IN_SECOND_TWO = {"qwen2_5_omni": 25, "qwen3_omni": 13, "videollama2": 6 * 8}
 
 
 def test_positions_by_modality_select_the_layout_positions(family, model, inputs, run):

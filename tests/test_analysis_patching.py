@@ -1,5 +1,6 @@
-"""Activation patching across layouts: known answers on tiny random models (float32, CPU), on both
-families (a tiny Qwen2.5-Omni thinker and a tiny VideoLLaMA2.1-AV; see ``analysis_support.Family``)."""
+"""Activation patching across layouts: known answers on tiny random models (float32, CPU), on every
+family (tiny Qwen2.5-Omni and Qwen3-Omni thinkers and a tiny VideoLLaMA2.1-AV; see
+``analysis_support.Family``)."""
 
 from __future__ import annotations
 
@@ -62,18 +63,33 @@ def _metric_at(metric, logits, inputs):
 # ------------------------------------------------------------------ full patches reproduce the source
 
 
+def injections_from(model, layer: int) -> list[str]:
+    """The hooks of the rows added to the stream after block ``layer`` or a later one (DeepStack's,
+    where the family injects): inputs of the later layers beside the stream itself."""
+    names = [f"blocks.{l}.hook_injection" for l in range(layer, model.cfg.n_layers)]
+    return [name for name in names if name in model.hook_dict]
+
+
 def test_patching_every_position_reproduces_source(model, same_layout):
+    """The stream at every position from the source, and every row injected from that layer on
+    (the later layers' other input: Qwen3-Omni's DeepStack rows of the target's own video): the
+    rest of the run is the source's."""
     a, b = same_layout
     with torch.no_grad():
         logits_a, logits_b = model(a), model(b)
     assert (logits_a - logits_b).abs().max() > 1e-3  # the runs really differ
     for layer in range(model.cfg.n_layers):
-        patched = patch(model, a, b, f"blocks.{layer}.hook_resid_pre", modality="all")
+        later = injections_from(model, layer)
+        patched = patch(model, a, b, [f"blocks.{layer}.hook_resid_pre", *later], modality="all")
         assert (patched - logits_a).abs().max() < 1e-6
+        if later:  # without them the target's DeepStack rows still enter the later layers
+            assert (patch(model, a, b, f"blocks.{layer}.hook_resid_pre", modality="all") - logits_a).abs().max() > 1e-4
     # the last layer's output (and the (component, layer) spelling) too
-    patched = patch(model, a, b, ("resid_post", model.cfg.n_layers - 1), modality="all")
+    last = model.cfg.n_layers - 1
+    patched = patch(model, a, b, [("resid_post", last), *injections_from(model, last)], modality="all")
     assert (patched - logits_a).abs().max() < 1e-6
-    patched = patch(model, a, b, ("blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre"), modality="all")  # several hooks
+    several = ("blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre", *injections_from(model, 0))
+    patched = patch(model, a, b, several, modality="all")  # several hooks
     assert (patched - logits_a).abs().max() < 1e-6
 
 
@@ -103,8 +119,10 @@ def test_audio_positions_patch_across_layouts(model, conflict):
 
 
 # (window both clips cover, its tokens), the 3-s clip's audio tokens, (a window, its tokens, its first token's time).
-# The 2-s clip's BEATs patches end at 1.92 s (12 whole patches of 0.16 s): its common window with the 3-s clip stops there
+# The 2-s clip's BEATs patches end at 1.92 s (12 whole patches of 0.16 s): its common window with the 3-s clip stops there.
+# AuT: token k at k / 13 s; [0, 2) holds k = 0 .. 25, [1, 1.5) k = 13 .. 19 (token 13 at 1 s)
 WINDOWS = {"qwen2_5_omni": (((0.0, 2.0), 50), 75, ((1.0, 1.5), 13, 1.0)),
+           "qwen3_omni": (((0.0, 2.0), 26), 39, ((1.0, 1.5), 7, 1.0)),
            "videollama2": (((0.0, 1.9), 12 * 8), 18 * 8, ((1.0, 1.5), 3 * 8, float(torch.tensor(7.0) * 0.16)))}
 
 
@@ -123,8 +141,11 @@ def test_time_window_alignment(family, model):
 
 
 # audio tokens of 3 s and 2 s, text tokens of the source and the text target, the target's last audio
-# position and the 2-s audio-only run's length
+# position and the 2-s audio-only run's length. Qwen3-Omni's target: 5 text, 2 openers, then per second a
+# frame group's 4 video tokens and 13 audio tokens (positions 7 .. 57), 2 closers, 4 text; the 2-s run is
+# 5 + 1 + 26 + 1 + 4 tokens
 COUNTS = {"qwen2_5_omni": dict(audio=(75, 50), text=(11, 13), last_audio=93, two=61),
+          "qwen3_omni": dict(audio=(39, 26), text=(11, 13), last_audio=57, two=37),
           "videollama2": dict(audio=(144, 96), text=(9, 11), last_audio=156, two=105)}
 
 
@@ -134,8 +155,9 @@ def test_alignment_errors_are_clear(family, model, conflict):
     two = family.clip(model, video=False, seconds=2, seed=4)
     with pytest.raises(ValueError, match=rf"source has {n['audio'][0]} audio tokens, target {n['audio'][1]}.*time=\(start_s, end_s\)"):
         align_positions(src, two, "audio")
-    # Qwen2.5-Omni's audio+video run has two more brackets; VideoLLaMA2 has none: its text target gets 2 more prompt tokens
-    text_target = tgt if family.is_qwen else family.clip(model, video=True, seed=2, audio_seed=7, prefix=7)
+    # the Qwen families' audio+video run has two more brackets; VideoLLaMA2 has none: its text target gets 2 more prompt tokens
+    has_brackets = family.name in ("qwen2_5_omni", "qwen3_omni")
+    text_target = tgt if has_brackets else family.clip(model, video=True, seed=2, audio_seed=7, prefix=7)
     with pytest.raises(ValueError, match=f"source has {n['text'][0]} text tokens, target {n['text'][1]}"):
         align_positions(src, text_target, "text")
     with pytest.raises(ValueError, match="source_rows.*out of range"):
@@ -282,14 +304,25 @@ def test_metrics_by_hand():
 
 
 def test_full_patch_restores_everything(model, same_layout):
+    """A full patch of the stream restores the source, with the later injections patched too. A
+    sweep over ``resid_pre`` alone restores the last position's metric fully at a layer L unless the
+    target's rows are injected after a block L .. n_layers - 2, where a later block's attention
+    carries them to the last (text) position: VideoLLaMA2 and Qwen2.5-Omni inject nothing; the tiny
+    Qwen3-Omni injects after both its layers, so layer 0 is not restored and layer 1 is (the rows
+    added after the last block reach the visual positions' logits only)."""
     a, b = same_layout
     metric = logit_diff(3, 5)
     with torch.no_grad():
         source_value, target_value = _metric_at(metric, model(a), a), _metric_at(metric, model(b), b)
-    patched = _metric_at(metric, patch(model, a, b, "blocks.0.hook_resid_pre", modality="all"), b)
+    full = ["blocks.0.hook_resid_pre", *injections_from(model, 0)]
+    patched = _metric_at(metric, patch(model, a, b, full, modality="all"), b)
     assert abs(restoration(patched, target_value, source_value) - 1.0) < 1e-4
     sweep = patching_sweep(model, a, b, metric, components=("resid_pre",), modality="all", progress=False)
-    assert torch.allclose(sweep.restoration[0], torch.ones(model.cfg.n_layers), atol=1e-4)
+    last = model.cfg.n_layers - 1
+    read_later = lambda layer: [n for n in injections_from(model, layer) if n != f"blocks.{last}.hook_injection"]  # noqa: E731
+    reached = torch.tensor([bool(read_later(layer)) for layer in range(model.cfg.n_layers)])
+    assert torch.allclose(sweep.restoration[0][~reached], torch.ones(int((~reached).sum())), atol=1e-4)
+    assert ((sweep.restoration[0][reached] - 1).abs() > 1e-3).all()
 
 
 # ------------------------------------------------------------------ TransformerLens

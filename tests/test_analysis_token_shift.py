@@ -1,14 +1,15 @@
-"""Token shift (E4): teacher forcing, KL / rank / labels against hand computations, on both families
-(a tiny Qwen2.5-Omni thinker and a tiny VideoLLaMA2.1-AV; see ``analysis_support.Family``). The
-vision-language base B is the family's model without its audio tower: a stand-in for Qwen2.5-VL (the
-study's base for Qwen2.5-Omni), and VideoLLaMA2.1-AV's own vision-only variant. The tool needs no
+"""Token shift (E4): teacher forcing, KL / rank / labels against hand computations, on every family
+(tiny Qwen2.5-Omni and Qwen3-Omni thinkers and a tiny VideoLLaMA2.1-AV; see ``analysis_support.Family``).
+The vision-language base B is the family's model without its audio tower: a stand-in for Qwen2.5-VL
+(the study's base for Qwen2.5-Omni), Qwen3-Omni's thinker without AuT (its ViT and DeepStack kept), and
+VideoLLaMA2.1-AV's own vision-only variant. The tool needs no
 aligned layouts: each model reads its own prompt, the caption appended after it."""
 
 from dataclasses import replace
 
 import pytest
 import torch
-from analysis_support import FAMILIES, Family
+from analysis_support import FAMILIES, Family, qwen3_model
 
 from hooked_avllm import AVLLMConfig, HookedAVLLM
 from hooked_avllm.analysis.token_shift import shift_summary, token_shift
@@ -90,12 +91,15 @@ def test_two_random_models_shift_and_ranks_by_hand(family, model_a, inputs_a, tm
 
 def test_vision_only_base_with_larger_vocab(family, model_a):
     """A: AV model on audio + video. B: a vision-only model (vocab 300) on the same video, no audio."""
-    if family.is_qwen:
-        cfg = AVLLMConfig.tiny(audio=False)
-        cfg = replace(cfg, text=replace(cfg.text, vocab_size=300))
-    else:  # VideoLLaMA2.1-AV minus its audio tower (its placeholders move to the top of the larger vocabulary)
-        cfg = tiny_videollama2_config(vocab_size=300, audio=False)
-    model_b = HookedAVLLM.from_config(cfg, seed=2).eval()
+    if family.name == "qwen3_omni":  # the thinker without AuT, a larger vocabulary (same placeholder ids)
+        model_b = qwen3_model(seed=2, audio=False, vocab_size=300)
+    else:
+        if family.name == "qwen2_5_omni":
+            cfg = AVLLMConfig.tiny(audio=False)
+            cfg = replace(cfg, text=replace(cfg.text, vocab_size=300))
+        else:  # VideoLLaMA2.1-AV minus its audio tower (its placeholders move to the top of the larger vocabulary)
+            cfg = tiny_videollama2_config(vocab_size=300, audio=False)
+        model_b = HookedAVLLM.from_config(cfg, seed=2).eval()
     inputs_a = family.clip(model_a, seconds=3, seed=5)
     inputs_b = family.clip(model_b, audio=False, seconds=3, seed=5)
     assert torch.equal(inputs_a.pixel_values_videos, inputs_b.pixel_values_videos)

@@ -14,6 +14,8 @@ import torch
 
 from hooked_avllm import AVLLMConfig, HookedAVLLM
 from hooked_avllm.architectures import BY_MODEL_TYPE, architecture_for, supported
+from hooked_avllm.architectures.qwen3_omni.config import config_from_hf as qwen3_config_from_hf
+from hooked_avllm.architectures.qwen3_omni.config import tiny_config_json as qwen3_tiny_config_json
 from hooked_avllm.architectures.videollama2.config import config_from_hf, tiny_config
 from hooked_avllm.model import Injection
 from weights_conversion import videollama2 as videollama2_converter
@@ -23,12 +25,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_supported_lists_every_family_with_its_model_types_and_hub_ids():
     families = {a.name: a for a in supported()}
-    assert set(families) == {"qwen2_5_omni", "qwen2_5_vl", "videollama2"}
+    assert set(families) == {"qwen2_5_omni", "qwen2_5_vl", "qwen3_omni", "videollama2"}
     assert families["videollama2"].model_types == ("videollama2_qwen2",)
     assert "DAMO-NLP-SG/VideoLLaMA2.1-7B-AV" in families["videollama2"].hub_ids
     assert all(a.hub_ids and a.description and a.converter is not None for a in supported())
     assert architecture_for("qwen2_5_omni_thinker") is families["qwen2_5_omni"]
-    assert set(BY_MODEL_TYPE) == {"qwen2_5_omni", "qwen2_5_omni_thinker", "qwen2_5_vl", "videollama2_qwen2"}
+    assert set(BY_MODEL_TYPE) == {"qwen2_5_omni", "qwen2_5_omni_thinker", "qwen2_5_vl", "qwen3_omni_moe",
+                                  "qwen3_omni_moe_thinker", "videollama2_qwen2"}
+    assert "Qwen/Qwen3-Omni-30B-A3B-Instruct" in families["qwen3_omni"].hub_ids
 
 
 def test_an_unknown_model_type_names_the_supported_ones():
@@ -36,7 +40,9 @@ def test_an_unknown_model_type_names_the_supported_ones():
         architecture_for("llava")
 
 
-@pytest.mark.parametrize("cfg", [AVLLMConfig.tiny(), AVLLMConfig.tiny(audio=False), tiny_config()], ids=["omni", "vl", "videollama2"])
+@pytest.mark.parametrize("cfg", [AVLLMConfig.tiny(), AVLLMConfig.tiny(audio=False), tiny_config(),
+                                 qwen3_config_from_hf(qwen3_tiny_config_json(vocab_size=512))],
+                         ids=["omni", "vl", "videollama2", "qwen3_omni"])
 def test_every_family_builds_through_the_generic_model(cfg):
     model = HookedAVLLM.from_config(cfg)
     assert model.architecture is architecture_for(cfg.architecture)

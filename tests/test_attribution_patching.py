@@ -3,7 +3,9 @@ activation, the derivative of an interpolated real patch everywhere (float32 / f
 
 The toy tests run on the shipped toy model, a trained Qwen2.5-Omni-style checkpoint (there is no
 VideoLLaMA2 toy): the estimate tracking the real sweep needs a trained model. The known answers
-that need no training also run on both families' tiny random models (``analysis_support.Family``).
+that need no training also run on every family's tiny random model (``analysis_support.Family``),
+Qwen3-Omni's MoE LLM included (the estimate differentiates through the routing weights of the chosen
+experts; the choice itself is piecewise constant).
 """
 
 from __future__ import annotations
@@ -121,10 +123,15 @@ def test_position_table_on_random_models(family, tiny_pairs):
     assert float(ap.components.effect[ap.components.row_labels.index("audio_proj.hook_out")].abs().max()) == 0.0
 
 
-def _interpolated_metric(model, src, tgt, metric, name, eps, head=None):
-    """Real patching of tgt + eps * (src - tgt) at the aligned audio positions of ``name``."""
+def _interpolated_metric(model, src, tgt, metric, name, eps, head=None, routing=None):
+    """Real patching of tgt + eps * (src - tgt) at the aligned audio positions of ``name``; with a
+    ``routing`` list, the experts every MoE layer chose in that run are appended to it."""
     align = align_positions(src, tgt, "audio")
     store = {}
+    routed = [n for n in model.hook_dict if n.endswith("mlp.hook_expert_indices")] if routing is not None else []
+
+    def chosen(indices, hook):
+        routing.append(indices.clone())
 
     def keep(act, hook):
         store["src"] = act[align.source_batch, align.source_pos].detach().clone()
@@ -142,7 +149,28 @@ def _interpolated_metric(model, src, tgt, metric, name, eps, head=None):
 
     with torch.no_grad():
         model.run_with_hooks(src, fwd_hooks=[(name, keep)])
-        return float(metric(model.run_with_hooks(tgt, fwd_hooks=[(name, write)]), tgt).mean())
+        logits = model.run_with_hooks(tgt, fwd_hooks=[(name, write)] + [(n, chosen) for n in routed])
+        return float(metric(logits, tgt).mean())
+
+
+def _step(model) -> float:
+    """The central-difference step: 1e-4 for dense LLMs (float64 throughout). An MoE router's softmax
+    is float32 (the released one), so a float64 model's metric carries ~1e-7-relative rounding of the
+    routing weights: the step is 1e-3, where that rounding costs ~1e-8 / 1e-3 on the slope. It must
+    also leave every top-k choice unchanged (checked where it is used): the metric is smooth only on
+    pieces of fixed routing, and the estimate is the derivative on the target's piece."""
+    return 1e-3 if any(n.endswith("mlp.hook_expert_indices") for n in model.hook_dict) else 1e-4
+
+
+def _slope(model, src, tgt, metric, name, eps, head=None):
+    """Central difference of the interpolated patch, asserting that no expert choice flips within the step."""
+    runs = [[], [], []]
+    up, down = (_interpolated_metric(model, src, tgt, metric, name, e, head, routing=r)
+                for e, r in ((eps, runs[0]), (-eps, runs[1])))
+    _interpolated_metric(model, src, tgt, metric, name, 0.0, head, routing=runs[2])
+    for plus, minus, plain in zip(*runs):
+        assert torch.equal(plus, plain) and torch.equal(minus, plain), f"{name}: a step of {eps} re-routes a token"
+    return (up - down) / (2 * eps)
 
 
 def test_equals_the_derivative_of_an_interpolated_patch(family):
@@ -155,17 +183,15 @@ def test_equals_the_derivative_of_an_interpolated_patch(family):
     src, tgt = src.to("cpu", torch.float64), tgt.to("cpu", torch.float64)
     metric = logit_diff(3, 7)
     ap = attribution_patching(model, src, tgt, metric, components=COMPONENTS, modality="audio", progress=False)
-    eps = 1e-4
+    eps = _step(model)
     for comp, layer in (("resid_pre", 1), ("attn_out", 0), ("mlp_out", 1), ("resid_mid", 1)):
         name = f"blocks.{layer}.hook_{comp}"
-        slope = (_interpolated_metric(model, src, tgt, metric, name, eps)
-                 - _interpolated_metric(model, src, tgt, metric, name, -eps)) / (2 * eps)
+        slope = _slope(model, src, tgt, metric, name, eps)
         estimate = float(ap.components.effect[COMPONENTS.index(comp), layer])
         assert abs(estimate - slope) < 1e-6 * max(1.0, abs(slope)), (name, estimate, slope)
     for layer, head in ((0, 2), (0, 3)):  # (the last layer's heads cannot reach the answer from audio)
         name = f"blocks.{layer}.attn.hook_z"
-        slope = (_interpolated_metric(model, src, tgt, metric, name, eps, head)
-                 - _interpolated_metric(model, src, tgt, metric, name, -eps, head)) / (2 * eps)
+        slope = _slope(model, src, tgt, metric, name, eps, head)
         assert abs(float(ap.heads.effect[layer, head]) - slope) < 1e-6 * max(1.0, abs(slope))
     # the per-position estimates add up to the cell's estimate
     per_position = ap.components.per_position[0]

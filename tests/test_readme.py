@@ -41,6 +41,8 @@ def toy_from_pretrained(name_or_path, *args, **kwargs):
         return load_toy("vl")
     if name.startswith("DAMO-NLP-SG/VideoLLaMA2.1"):
         return tiny_videollama2()
+    if name.startswith("Qwen/Qwen3-Omni"):
+        return tiny_qwen3_omni()
     if Path(name).is_dir():  # a local folder (load_toy itself) loads as usual
         return REAL_FROM_PRETRAINED(name_or_path, *args, **kwargs)
     raise AssertionError(f"the README loads {name!r}, which has no toy stand-in here")
@@ -58,6 +60,25 @@ def tiny_videollama2() -> HookedAVLLM:
     model = HookedAVLLM.from_config(tiny_config(vocab_size=264))
     with tempfile.TemporaryDirectory() as folder:
         save_tokenizer(folder, "vl")
+        model.tokenizer = AutoTokenizer.from_pretrained(folder)
+    return model
+
+
+def tiny_qwen3_omni() -> HookedAVLLM:
+    """A random tiny Qwen3-Omni thinker that reads prompts with the toy Omni tokenizer (its media ids)."""
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    from hooked_avllm.architectures.qwen3_omni.config import config_from_hf, tiny_config_json
+    from hooked_avllm.toy.tokenizer import SPECIAL_IDS, save_tokenizer
+
+    config = tiny_config_json(vocab_size=264)
+    for kind in ("audio", "image", "video", "audio_start", "audio_end", "vision_start", "vision_end"):
+        config[f"{kind}_token_id"] = SPECIAL_IDS[kind]
+    model = HookedAVLLM.from_config(config_from_hf(config)).eval()
+    with tempfile.TemporaryDirectory() as folder:
+        save_tokenizer(folder, "omni")
         model.tokenizer = AutoTokenizer.from_pretrained(folder)
     return model
 

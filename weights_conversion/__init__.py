@@ -10,10 +10,11 @@ Each family module exposes two plain functions:
   too (read with ``torch.load(weights_only=True)``).
 
 Tower-level mappings shared by families live beside them: ``beats.py`` (BEATs, also its official
-``.pt`` checkpoints), ``siglip.py`` (SigLIP, the STC connector, MLP projectors), ``qwen_common.py``.
+``.pt`` checkpoints), ``siglip.py`` (SigLIP, the STC connector, MLP projectors), ``aut_audio.py`` (Qwen3-Omni's AuT),
+``qwen3_vision.py`` (Qwen3-Omni's ViT and DeepStack mergers), ``qwen_common.py``.
 """
 
-from weights_conversion import qwen2_5_omni, qwen2_5_vl, videollama2
+from weights_conversion import qwen2_5_omni, qwen2_5_vl, qwen3_omni, videollama2
 from weights_conversion.targets import Target
 
 # model_type in config.json -> converter module
@@ -22,6 +23,8 @@ CONVERTERS = {
     "qwen2_5_omni_thinker": qwen2_5_omni,
     "qwen2_5_vl": qwen2_5_vl,
     "videollama2_qwen2": videollama2,
+    "qwen3_omni_moe": qwen3_omni,
+    "qwen3_omni_moe_thinker": qwen3_omni,
 }
 
-__all__ = ["CONVERTERS", "Target", "qwen2_5_omni", "qwen2_5_vl", "videollama2"]
+__all__ = ["CONVERTERS", "Target", "qwen2_5_omni", "qwen2_5_vl", "qwen3_omni", "videollama2"]

@@ -9,6 +9,16 @@ its own position, so no row is empty). Kinds are ``text``, ``audio``, ``video``,
 first generated token; ``last_prompt_as_generated=True`` treats it as generated (as a query and as
 a key).
 
+What a knockout removes, and what it does not: it removes attention edges only. Rows a model adds
+to the residual stream after a layer (``blocks.{l}.hook_injection``, e.g. DeepStack's vision-layer
+features added at the visual positions after the first decoder layers) are not attention: under
+``KnockoutRule("text", "video")`` they still enter the stream, at the video positions, in every
+layer (also at the prefill of a generation; decoding steps inject nothing). What the rule blocks is
+their only way to the text positions in the covered layers: reading the video positions. They can
+still reach text through positions the rule leaves open (e.g. audio tokens that read the video).
+To remove the injected rows themselves, ablate ``blocks.{l}.hook_injection`` with a hook (zero
+it) in the layers that have one.
+
 Example:
     >>> rules = KnockoutRule("generated", "video", layers=range(18, 30))          # doctest: +SKIP
     >>> tokens = generate_with_knockout(model, inputs, rules, max_new_tokens=50)  # doctest: +SKIP

@@ -394,7 +394,12 @@ def logit_lens(
             ``"image"``, ``"generated"``), ``"last"``, ``"all"`` or a list of indices; see
             :func:`select_positions`.
         hooks, layers: which hooks (default ``blocks.{l}.hook_resid_post`` of every layer); see
-            :func:`hook_names_for`.
+            :func:`hook_names_for`. The lens reads exactly the named hook. After a block with
+            ``hook_injection`` (rows added to the stream after the block, e.g. DeepStack's at the
+            visual positions), ``blocks.{l}.hook_resid_post`` is the stream *before* the injection
+            (as Hugging Face's ``hidden_states`` record it); the stream that leaves the layer is
+            ``blocks.{l+1}.hook_resid_pre``, and after the last layer ``ln_final.hook_normalized``
+            (with ``apply_final_norm=False``: the logits exactly).
         apply_final_norm: project through ``ln_final`` then ``unembed`` (True: at the last layer
             this reproduces the model's logits) or ``unembed`` alone (the study's code).
         k: how many top tokens to keep.

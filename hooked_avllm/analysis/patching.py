@@ -409,6 +409,13 @@ def sweep_cells(model: Any, layers: list[int], components: Sequence[str] | str, 
             fixed_rows.append(i)
             whole_cells.append((i, -1, comp))
         else:
+            having = [layer for layer in range(model.cfg.n_layers) if get_act_name(comp, layer) in model.hook_dict]
+            missing = [layer for layer in layers if layer not in having]
+            if having and missing:
+                raise ValueError(
+                    f"component {comp!r} exists at layers {having} only, not at {missing}; pass layers={having} "
+                    "(sweep it in its own call if the other components need other layers)"
+                )
             for layer in layers:
                 name = get_act_name(comp, layer)
                 _check_patchable(name, model)

@@ -6,7 +6,9 @@ they are removed as attention keys (their rows in the KV cache are masked). That
 the outputs of deleting them from the sequence (and from the cache) with the remaining tokens
 keeping their positions, as the study does; the sequence keeps its length, so hooks keep their
 shapes and caches stay aligned with the layout (the dropped positions' own activations are still
-computed, but nothing downstream depends on them).
+computed, but nothing downstream depends on them). Rows a model injects after a layer at the
+dropped positions (``blocks.{l}.hook_injection``, e.g. DeepStack's at the video positions) are
+added there as usual and go unread with them: dropping video tokens drops their injected rows too.
 
 Example:
     >>> with drop_tokens(model, "video", after_layer=20):          # doctest: +SKIP

@@ -7,7 +7,7 @@ its ``model_type`` values and the hub ids known to work. Adding a family: see
 
 Example:
     >>> [a.name for a in supported()]
-    ['qwen2_5_omni', 'qwen2_5_vl', 'videollama2']
+    ['qwen2_5_omni', 'qwen2_5_vl', 'qwen3_omni', 'videollama2']
     >>> architecture_for("qwen2_5_omni_thinker").name
     'qwen2_5_omni'
 """
@@ -17,9 +17,10 @@ from __future__ import annotations
 from hooked_avllm.architectures.base import MEDIA_KINDS, TOWER_SLOTS, Architecture
 from hooked_avllm.architectures.qwen2_5_omni import Qwen25Omni
 from hooked_avllm.architectures.qwen2_5_vl import Qwen25VL
+from hooked_avllm.architectures.qwen3_omni import Qwen3Omni
 from hooked_avllm.architectures.videollama2 import VideoLLaMA2
 
-FAMILIES: tuple[Architecture, ...] = (Qwen25Omni(), Qwen25VL(), VideoLLaMA2())
+FAMILIES: tuple[Architecture, ...] = (Qwen25Omni(), Qwen25VL(), Qwen3Omni(), VideoLLaMA2())
 # model_type in config.json (and AVLLMConfig.architecture) -> family
 BY_MODEL_TYPE: dict[str, Architecture] = {t: family for family in FAMILIES for t in family.model_types}
 

@@ -110,6 +110,16 @@ class Architecture:
         positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         return positions[None].expand(model.cfg.text.position_rows, -1, -1)
 
+    def preprocessor(self, model: Any) -> Any:
+        """The media preprocessing settings: the checkpoint folder's ``preprocessor_config.json``,
+        else the family's defaults (Qwen2.5-Omni's here)."""
+        from hooked_avllm.inputs import PreprocessorConfig
+
+        folder = getattr(model, "checkpoint_folder", None)
+        if folder is not None and (folder / "preprocessor_config.json").exists():
+            return PreprocessorConfig.from_pretrained(folder)
+        return PreprocessorConfig()
+
     def prepare(self, model: Any, prompt: Any, video: Any = None, audio: Any = None, images: Any = None, **kwargs: Any) -> "ModelInputs":
         """A prompt and media files/arrays -> prepared inputs with their layout."""
         raise NotImplementedError(f"{self.name}: prepare is not available for this family")

@@ -176,7 +176,7 @@ def audio_features(
     clips: Sequence[Audio | Tensor],
     config: PreprocessorConfig | None = None,
     *,
-    padding: Literal["max_length", "longest"] = "max_length",
+    padding: Literal["max_length", "longest", "processor_longest"] = "max_length",
     sampling_rate: int | None = None,
     device: torch.device | str | None = None,
 ) -> AudioFeatures:
@@ -184,6 +184,10 @@ def audio_features(
 
     ``padding="max_length"`` pads every clip to ``config.nb_max_frames`` frames (300 s for
     Qwen2.5-Omni), as the reference processor does; ``"longest"`` pads only to the longest clip.
+    ``"processor_longest"`` is what ``WhisperFeatureExtractor(padding="longest")`` does (Qwen3-Omni's
+    processor): clips padded to the longest clip's samples, ``samples // hop_length`` frames (the
+    STFT reflects at that clip's end and its partial last frame is dropped), each clip's real
+    frames ``ceil(samples / hop_length)`` capped at that.
     A clip has ``ceil(samples / hop_length)`` real frames. Tensors are taken to be at
     ``sampling_rate`` (default: the config's); if that is not the config's rate, this raises.
     Clips longer than ``config.chunk_length`` seconds raise too: cut them with ``load_audio(...,
@@ -201,8 +205,8 @@ def audio_features(
             f"Audio at {sampling_rate} Hz given, but the model's features need {config.sampling_rate} Hz. "
             f"Load it with load_audio(x, source_rate={sampling_rate}) to resample it first."
         )
-    if padding not in ("max_length", "longest"):
-        raise InputError(f"padding must be 'max_length' or 'longest', got {padding!r}.")
+    if padding not in ("max_length", "longest", "processor_longest"):
+        raise InputError(f"padding must be 'max_length', 'longest' or 'processor_longest', got {padding!r}.")
     if not clips:
         raise InputError("audio_features needs at least one clip.")
     waves = []
@@ -226,8 +230,14 @@ def audio_features(
             )
         waves.append(wave)
     frame_counts = [math.ceil(w.shape[-1] / config.hop_length) for w in waves]
-    n_frames = config.nb_max_frames if padding == "max_length" else max(frame_counts)
-    batch = torch.stack([padded_for_frames(w, n_frames, config.hop_length, config.n_fft) for w in waves])
+    if padding == "processor_longest":  # WhisperFeatureExtractor(padding="longest"): reflect at the longest clip's end
+        longest = max(w.shape[-1] for w in waves)
+        n_frames = longest // config.hop_length
+        frame_counts = [min(n, n_frames) for n in frame_counts]
+        batch = torch.stack([torch.nn.functional.pad(w, (0, longest - w.shape[-1])) for w in waves])
+    else:
+        n_frames = config.nb_max_frames if padding == "max_length" else max(frame_counts)
+        batch = torch.stack([padded_for_frames(w, n_frames, config.hop_length, config.n_fft) for w in waves])
     if device is not None:
         batch = batch.to(device)
     features = log_mel_spectrogram(

@@ -67,10 +67,8 @@ def concat_inputs(
             parts = [torch.nn.functional.pad(p, (0, frames - p.shape[-1])) for p in parts]
         media[name] = torch.cat(parts)
     counts = None
-    if "feature_attention_mask" in media:
-        from hooked_avllm.inputs.audio import audio_token_count
-
-        counts = audio_token_count(media["feature_attention_mask"].sum(-1)).cpu()
+    if "feature_attention_mask" in media:  # the family's own rule (Whisper 25/s, AuT 13/s...)
+        counts = spec.rules.audio_token_counts(media["feature_attention_mask"].sum(-1).cpu())
     use_av = bool(flags) and flags.pop()
     layout = TokenLayout.from_input_ids(
         input_ids.cpu(), attention_mask.cpu(), spec,

@@ -28,10 +28,9 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from hooked_avllm.inputs.errors import InputError
-from hooked_avllm.inputs.interleave import audio_in_video_runs, merge_runs
+from hooked_avllm.inputs.interleave import merge_runs
 from hooked_avllm.inputs.media_blocks import audio_block, audio_in_video_block, image_block, video_block
 from hooked_avllm.inputs.model_spec import ModelInputSpec
-from hooked_avllm.inputs.positions import positions_from_layout
 from hooked_avllm.inputs.segments import Segment
 from hooked_avllm.position_kinds import KINDS, MEDIA_KINDS
 
@@ -193,23 +192,15 @@ class TokenLayout:
                 skip_until = stop
                 if len(closers) == 2:  # a video with its audio track
                     v, a = take("video"), take("audio")
-                    expected = merge_runs(
-                        audio_in_video_runs(
-                            tuple(grids["video"][v].tolist()),
-                            float(seconds_per_grid[v]),
-                            int(n_audio_items[a]),
-                            spatial_merge_size=spec.spatial_merge_size,
-                            position_id_per_second=spec.position_id_per_second,
-                            seconds_per_chunk=spec.seconds_per_chunk,
-                        )
-                    )
+                    expected = merge_runs(spec.rules.audio_in_video_runs(
+                        tuple(grids["video"][v].tolist()), float(seconds_per_grid[v]), int(n_audio_items[a]), spec))
                     found = merge_runs(
                         [("video" if x == t.video else "audio" if x == t.audio else "image", 1) for x in body.tolist()]
                     )
                     if found != expected:
                         raise InputError(
                             f"Row {b}: the audio-in-video block at position {start} does not interleave video and audio "
-                            f"tokens in 2-second chunks as the model expects (found runs {found[:6]}..., expected "
+                            f"tokens in the order the model expects (found runs {found[:6]}..., expected "
                             f"{expected[:6]}...). Check use_audio_in_video and the audio length."
                         )
                     block = audio_in_video_block(t.vision_start, t.vision_end, grids["video"][v].tolist(),
@@ -447,7 +438,7 @@ class TokenLayout:
 
     def _compute_positions(self) -> None:
         """M-RoPE / TMRoPE ids from the spans found when the ids were parsed (they are not read again)."""
-        positions, deltas = positions_from_layout(self)
+        positions, deltas = self.spec.rules.layout_positions(self)
         positions = positions.to(self.attention_mask.device)
         n_new = self.shape[1] - self.n_prompt
         if n_new:

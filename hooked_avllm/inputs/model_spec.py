@@ -15,11 +15,12 @@ Example:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hooked_avllm.inputs.errors import InputError, MediaFileNotFoundError
+from hooked_avllm.inputs.rules import QWEN2_5_RULES, InputRules
 
 OMNI_SYSTEM_PROMPT = (
     "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving "
@@ -51,7 +52,8 @@ class MediaTokens:
 
 @dataclass(frozen=True)
 class ModelInputSpec:
-    """Token ids, position timing and limits of one model family."""
+    """Token ids, position timing and limits of one model family; ``rules`` are its audio-token,
+    audio-in-video and position rules (:mod:`hooked_avllm.inputs.rules`)."""
 
     family: str = "qwen2_5_omni"
     tokens: MediaTokens = MediaTokens()
@@ -61,6 +63,7 @@ class ModelInputSpec:
     max_positions: int = 32768
     pad_token_id: int = 151643
     default_system_prompt: str | None = OMNI_SYSTEM_PROMPT
+    rules: InputRules = field(default=QWEN2_5_RULES, compare=False, repr=False)
 
     @property
     def supports_audio(self) -> bool:

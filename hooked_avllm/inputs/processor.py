@@ -131,7 +131,7 @@ def prepare_inputs(
     use_audio_in_video: bool = True,
     system_prompt: str | None | bool = None,
     padding_side: Literal["left", "right"] = "left",
-    audio_padding: Literal["max_length", "longest"] = "max_length",
+    audio_padding: Literal["max_length", "longest", "processor_longest"] = "max_length",
     chat_template: bool = True,
     add_generation_prompt: bool = True,
     video_fps: float | None = None,
@@ -148,7 +148,8 @@ def prepare_inputs(
     ``use_audio_in_video`` loads each video's sound track and interleaves it with the frames in
     2-second chunks (ignored for models without audio). ``system_prompt=None`` uses the model's
     default, ``False`` none. ``audio_padding="max_length"`` pads features to 300 s like the
-    reference; ``"longest"`` only to the longest clip (same model outputs, less memory).
+    reference; ``"longest"`` only to the longest clip (same model outputs, less memory);
+    ``"processor_longest"`` as ``WhisperFeatureExtractor(padding="longest")`` (Qwen3-Omni's processor).
     ``chat_template=False`` takes the prompt as already-rendered text with bracketed placeholders.
 
     Example:
@@ -207,7 +208,7 @@ def prepare_inputs(
     if loaded_audio:
         feats = audio_features(loaded_audio, config, padding=audio_padding)
         out["input_features"], out["feature_attention_mask"] = feats.input_features, feats.feature_attention_mask
-        audio_counts = feats.token_counts
+        audio_counts = spec.rules.audio_token_counts(feats.frame_counts)
         if (audio_counts < 1).any():
             raise InputError("An audio clip is shorter than 0.02 s and gives no audio token; pass a longer clip.")
 

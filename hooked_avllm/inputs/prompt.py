@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
 from hooked_avllm.inputs.errors import InputError
-from hooked_avllm.inputs.interleave import audio_in_video_runs
 from hooked_avllm.inputs.model_spec import ModelInputSpec
 
 MediaKind = Literal["image", "video", "audio"]
@@ -186,14 +185,7 @@ def audio_in_video_ids(
 ) -> list[int]:
     """Tokens that replace the ``<|VIDEO|>`` placeholder of a video with its audio track."""
     t = spec.tokens
-    runs = audio_in_video_runs(
-        grid_thw,
-        second_per_grid,
-        n_audio,
-        spatial_merge_size=spec.spatial_merge_size,
-        position_id_per_second=spec.position_id_per_second,
-        seconds_per_chunk=spec.seconds_per_chunk,
-    )
+    runs = spec.rules.audio_in_video_runs(grid_thw, second_per_grid, n_audio, spec)
     ids = [t.audio_start]
     for kind, count in runs:
         ids += [t.video if kind == "video" else t.audio] * count

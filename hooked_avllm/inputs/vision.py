@@ -274,11 +274,18 @@ def check_video_size(video: "Video", config: PreprocessorConfig) -> None:
     )
     expected = tuple(smart_resize(height, width, config.resize_factor, config.video_min_pixels, budget,
                                   config.max_aspect_ratio))
+    factor = config.resize_factor
+    if height % factor or width % factor:
+        raise InputError(
+            f"Video {video.source or ''} has {height}x{width} frames, which this model's {factor}-pixel patch grid cannot "
+            f"take (its preprocessing would size them {expected[0]}x{expected[1]}): it was loaded with another model's "
+            "settings. Load it with load_video(source, model.preprocessor), or pass the raw frames/path to prepare."
+        )
     if expected != (height, width):
         warnings.warn(
             f"Video {video.source or ''} has {height}x{width} frames, but this model's preprocessing would size "
             f"them {expected[0]}x{expected[1]}: it was loaded with other settings. Load it with "
-            "load_video(source, PreprocessorConfig.from_pretrained(checkpoint)) or pass the raw frames/path.",
+            "load_video(source, model.preprocessor) or pass the raw frames/path.",
             stacklevel=3,
         )
 
