@@ -148,7 +148,8 @@ def finish(filler: "WeightFiller", converter, cfg, unexpected: list[str], source
         raise ValueError(f"missing tensors in {source}: no checkpoint tensor filled {shown}")
 
 
-def load_pretrained(cls, name_or_path, dtype=torch.float32, device="cpu", load_tokenizer=True):
+def load_pretrained(cls, name_or_path, dtype=torch.float32, device="cpu", load_tokenizer=True,
+                    device_map=None, max_memory=None, offload_dir=None):
     folder = resolve_checkpoint(name_or_path)
     config_json = read_config(folder)
     family = pick_architecture(config_json)
@@ -158,8 +159,15 @@ def load_pretrained(cls, name_or_path, dtype=torch.float32, device="cpu", load_t
 
     with torch.device("meta"):
         model = cls(cfg)
-    model.to_empty(device=device)
-    model.to(dtype)
+    plan = None
+    if device_map is not None:  # every tensor is written straight into its device's storage
+        from hooked_avllm.device_map import materialize, plan_device_map
+
+        plan = plan_device_map(model, device_map, max_memory=max_memory, dtype=dtype)
+        materialize(model, plan, dtype)
+    else:
+        model.to_empty(device=device)
+        model.to(dtype)
     model.tie_weights()
     filler = WeightFiller(model)
     unexpected: list[str] = []
@@ -189,6 +197,10 @@ def load_pretrained(cls, name_or_path, dtype=torch.float32, device="cpu", load_t
                 filler.fill(f"{name}:{key}", tensor, target)
     finish(filler, converter, cfg, unexpected, folder)
 
+    if plan is not None:
+        from hooked_avllm.device_map import dispatch
+
+        model = dispatch(model, plan, offload_dir=offload_dir)
     model.eval()  # as Hugging Face's from_pretrained: analysis (TransformerLens's patching) needs eval mode
     model.checkpoint_folder = folder
     if load_tokenizer:

@@ -192,6 +192,9 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
         load_tokenizer: bool = True,
+        device_map: str | dict[str, Any] | None = None,
+        max_memory: dict[Any, int | str] | None = None,
+        offload_dir: str | None = None,
     ) -> "HookedAVLLM":
         """Load a Hugging Face checkpoint (local folder or hub id) through our own converter.
 
@@ -202,12 +205,30 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
         read with ``torch.load(weights_only=True)``. The model comes back in eval mode (as Hugging Face's
         ``from_pretrained`` does), which TransformerLens's patching requires.
 
+        ``device_map`` (``"auto"``, ``"balanced"``, ``"balanced_low_0"``, ``"sequential"`` or a dict
+        of module name -> device, with ``max_memory`` per device) splits the model over several
+        devices through accelerate (see :mod:`hooked_avllm.device_map`): each tensor is written
+        straight to its device, blocks and towers stay whole, and accelerate's hooks move the
+        activations; ``device`` is then ignored.
+
         Example:
             >>> model = HookedAVLLM.from_pretrained("Qwen/Qwen2.5-Omni-3B", dtype=torch.bfloat16, device="cuda")  # doctest: +SKIP
+            >>> big = HookedAVLLM.from_pretrained("Qwen/Qwen3-Omni-30B-A3B-Instruct", dtype=torch.bfloat16, device_map="auto")  # doctest: +SKIP
         """
         from hooked_avllm.loading import load_pretrained
 
-        return load_pretrained(cls, name_or_path, dtype=dtype, device=device, load_tokenizer=load_tokenizer)
+        return load_pretrained(cls, name_or_path, dtype=dtype, device=device, load_tokenizer=load_tokenizer,
+                               device_map=device_map, max_memory=max_memory, offload_dir=offload_dir)
+
+    def dispatch(self, device_map: str | dict[str, Any] = "auto", max_memory: dict[Any, int | str] | None = None) -> "HookedAVLLM":
+        """Split this (already built) model over devices as ``from_pretrained(device_map=...)`` does.
+
+        Example:
+            >>> model = HookedAVLLM.from_config(cfg).dispatch("balanced", max_memory={0: "40GiB", 1: "40GiB"})  # doctest: +SKIP
+        """
+        from hooked_avllm.device_map import dispatch, plan_device_map
+
+        return dispatch(self, plan_device_map(self, device_map, max_memory=max_memory, dtype=self.cfg.dtype))
 
     # ------------------------------------------------------------------ inputs
 
@@ -432,7 +453,7 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
                 f"the prompt has {n_slots} {kind} placeholder tokens but the {kind} inputs give {feats.shape[0]} "
                 f"{kind} tokens; expand the placeholders with the processor (or model.prepare) for these inputs"
             )
-        embeds[where] = feats.to(embeds.dtype)
+        embeds[where.to(embeds.device)] = feats.to(embeds.device, embeds.dtype)  # a tower may sit on another device
 
     def compute_position_ids(
         self,
@@ -721,7 +742,7 @@ class HookedAVLLM(WeightViews, TokenMethods, SAEHost, HookedRootModule):
         tokens = input_ids
         generated = torch.full_like(kinds[:, :1], GENERATED)
         for step in range(1, max_new_tokens + 1):
-            next_token = logits[:, -1].argmax(-1)
+            next_token = logits[:, -1].argmax(-1).to(input_ids.device)  # the unembedding may sit on another device
             if eos.numel():
                 next_token = torch.where(done, eos[0], next_token)
             tokens = torch.cat((tokens, next_token[:, None]), dim=1)

@@ -37,6 +37,10 @@ class Rotary:
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         return x * cos + rotate_half(x) * sin
 
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Rotary":
+        """The same angles on ``device`` (accelerate's device hooks move a block's inputs with this)."""
+        return Rotary(self.cos.to(device, non_blocking=non_blocking), self.sin.to(device, non_blocking=non_blocking), self.upcast)
+
     def select(self, index: Tensor) -> "Rotary":
         """Keep only the positions ``index`` of the position axis (used by KV-cached decoding)."""
         return Rotary(self.cos[:, index], self.sin[:, index], self.upcast)
