@@ -22,6 +22,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from hooked_avllm import parallel
 from hooked_avllm.inputs.layout import carried_layout
 from hooked_avllm.position_kinds import GENERATED, KINDS, PADDING
 
@@ -181,7 +182,8 @@ class _ShareRecorder:
 
     def _shares(self, layer: int, context: Any, keys: Tensor) -> Tensor:
         """Shares ``[query, head, kind]`` of the selected queries at ``layer`` (keys ``[batch, kv, key, d]``)."""
-        rows, queries = self.index
+        device = keys.device  # the layer's: a split model's layers sit on several devices (.to is free otherwise)
+        rows, queries = (t.to(device) for t in self.index)
         attn = self.model.blocks[layer].attn
         n_kv, n_keys, d_head = keys.shape[1:]
         if self.all_rows:  # a decoding step: every row's single query; one fused product per layer
@@ -189,15 +191,15 @@ class _ShareRecorder:
             batch, n_heads = q.shape[:2]
             group = n_heads // n_kv
             if self.neg is None:  # the causal/padding mask of this step, shared by every layer
-                blocked = (context.kinds == PADDING)[:, None, None, :].expand(batch, n_kv, group, n_keys)
+                blocked = (context.kinds.to(device) == PADDING)[:, None, None, :].expand(batch, n_kv, group, n_keys)
                 self.neg = torch.zeros(blocked.shape, dtype=q.dtype, device=q.device).masked_fill_(blocked, float("-inf"))
                 self.neg = self.neg.reshape(batch * n_kv, group, n_keys)
-            scores = torch.baddbmm(self.neg, q.reshape(batch * n_kv, group, d_head),
+            scores = torch.baddbmm(self.neg.to(device), q.reshape(batch * n_kv, group, d_head),
                                    keys.reshape(batch * n_kv, n_keys, d_head).transpose(1, 2), alpha=attn.scale)
             scores = scores.view(batch, n_heads, n_keys)
-            onehot = self.onehot
+            onehot = self.onehot.to(device)
         else:
-            q, keys, kinds, onehot = self.q[rows, queries], keys[rows], context.kinds[rows], self.onehot[rows]
+            q, keys, kinds, onehot = self.q[rows, queries], keys[rows], context.kinds.to(device)[rows], self.onehot.to(device)[rows]
             n, n_heads = q.shape[:2]
             grouped = q.view(n, n_kv, n_heads // n_kv, d_head)
             scores = torch.einsum("nkgd,nksd->nkgs", grouped, keys).reshape(n, n_heads, n_keys) * attn.scale
@@ -207,8 +209,9 @@ class _ShareRecorder:
         if self.model.has_attention_edits:
             edit = self.model.attention_edit_mask(layer, context, scores.dtype)  # [batch, 1, query, key] or None
             if edit is not None:
-                scores = scores + edit[rows, :, queries]
-        return torch.bmm(torch.softmax(scores, dim=-1, dtype=torch.float32), onehot)
+                scores = scores + edit.to(device)[rows, :, queries]
+        shares = torch.bmm(torch.softmax(scores, dim=-1, dtype=torch.float32), onehot)
+        return shares.to(self.current.device)
 
     def _start(self, context: Any, q: Tensor) -> None:
         """Once per forward (at the first watched layer): which queries, and the key kinds one-hot."""
@@ -263,6 +266,7 @@ def attention_share(
     layers: Sequence[int] | None = None,
     eos_token_id: int | list[int] | None = None,
     progress: bool = True,
+    distributed: bool | None = None,
 ) -> AttentionShare:
     """Attention share per key kind for chosen queries, per layer and head.
 
@@ -277,18 +281,21 @@ def attention_share(
         >>> shares.table().groupby(["layer", "kind"]).share.mean()       # doctest: +SKIP
 
     A list of inputs (one clip or one batch each) runs one after the other with a progress bar;
-    the result numbers the clips (batch rows) across the list.
+    the result numbers the clips (batch rows) across the list. Under ``torchrun`` each rank runs a
+    contiguous block of the list and every rank returns the whole result (``distributed``: see
+    :func:`hooked_avllm.parallel.active`; ``False`` runs the whole list in every process). A
+    single input runs whole in every process.
     """
     from hooked_avllm.analysis.select import position_mask
 
     if isinstance(inputs, (list, tuple)):
-        from tqdm.auto import tqdm
+        def one(_: int, item: Any) -> AttentionShare:
+            return attention_share(model, item, queries=queries, max_new_tokens=max_new_tokens,
+                                   last_prompt_as_generated=last_prompt_as_generated, layers=layers,
+                                   eos_token_id=eos_token_id)
 
-        parts = [
-            attention_share(model, item, queries=queries, max_new_tokens=max_new_tokens,
-                            last_prompt_as_generated=last_prompt_as_generated, layers=layers, eos_token_id=eos_token_id)
-            for item in tqdm(inputs, desc="attention share", disable=not progress or len(inputs) < 2)
-        ]
+        parts = parallel.map_sharded(one, inputs, distributed=distributed, progress=progress, desc="attention share",
+                                     what="inputs")
         return AttentionShare.concat(parts, [getattr(i, "input_ids", i).shape[0] for i in inputs])
     if queries is None and not max_new_tokens:
         raise ValueError("choose the queries: max_new_tokens=N (generated tokens) and/or queries='last' / a mask")

@@ -32,6 +32,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from hooked_avllm import parallel
 from hooked_avllm.analysis.alignment import Modality, PositionAlignment, align_positions
 from hooked_avllm.analysis.metrics import Metric, final_logits
 from hooked_avllm.analysis.patching import (
@@ -142,6 +143,7 @@ def attribution_patching(
     time: tuple[float, float] | None = None,
     source_rows: Sequence[int] | None = None,
     progress: bool = True,
+    distributed: bool | None = None,
 ) -> AttributionPatching:
     """Estimate :func:`~hooked_avllm.analysis.patching.patching_sweep` for every cell from one
     backward pass per (source, target) pair (see the module docstring).
@@ -150,7 +152,9 @@ def attribution_patching(
     ``modality``, ``time`` and ``source_rows``; components as there: LLM short names, encoder
     templates, full hook names); ``heads=True`` (or a list of heads) also estimates the per-head
     ``hook_z`` patches of the same layers. ``metric`` must be differentiable in the logits (all of
-    :mod:`hooked_avllm.analysis.metrics` are).
+    :mod:`hooked_avllm.analysis.metrics` are). ``distributed``: under ``torchrun`` each rank
+    estimates a contiguous block of the pairs and every rank returns the whole result (see
+    :func:`hooked_avllm.parallel.active`); ``False`` runs every pair in every process.
 
     Returns:
         :class:`AttributionPatching` with ``components`` and ``heads`` sweeps; their ``values`` /
@@ -162,8 +166,6 @@ def attribution_patching(
         >>> ap.components.restoration                                         # [component, layer]  # doctest: +SKIP
         >>> ap.heads.plot("heads.png")                                                              # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
-
     layers = checked_layers(model, layers)
     grids = [sweep_cells(model, layers, components, None)]
     if heads is not False:
@@ -171,25 +173,25 @@ def attribution_patching(
     names = sorted(set().union(*(g.names for g in grids)))
     pairs, metrics = paired_runs(source, target, metric)
 
-    source_values, target_values = torch.zeros(len(pairs), dtype=torch.float64), torch.zeros(len(pairs), dtype=torch.float64)
-    results = [_Collector(g, len(pairs)) for g in grids]
-    for p, ((src, tgt), pair_metric) in enumerate(tqdm(list(zip(pairs, metrics)), disable=not progress, desc="attribution")):
+    def one_pair(_: int, pair: tuple[tuple[Any, Any], Metric]) -> tuple[float, float, list[_PairEstimate]]:
+        (src, tgt), pair_metric = pair
         align = align_positions(src, tgt, modality, time=time, source_rows=source_rows)
         store, keep_hooks = _source_store(names, align)
         with torch.no_grad():
             source_logits = model.run_with_hooks(src, fwd_hooks=keep_hooks)
         _missing(store, names)
         src_final = final_logits(source_logits, src)[align.source_rows.to(source_logits.device)]
-        source_values[p] = _metric_value(pair_metric, src_final[:, None], None)
-
+        source_value = _metric_value(pair_metric, src_final[:, None], None)
         value, acts, grads = _target_gradients(model, tgt, pair_metric, names)
-        target_values[p] = value
         layout = getattr(tgt, "layout", None)
-        for collector in results:
-            collector.add(p, align, store, acts, grads, layout)
+        return source_value, value, [_estimate(g, align, store, acts, grads, layout) for g in grids]
 
+    done = parallel.map_sharded(one_pair, list(zip(pairs, metrics)), distributed=distributed, progress=progress,
+                                desc="attribution", what="(source, target) pairs")
+    source_values = torch.tensor([d[0] for d in done], dtype=torch.float64)
+    target_values = torch.tensor([d[1] for d in done], dtype=torch.float64)
     name = getattr(metrics[0], "__name__", type(metrics[0]).__name__)
-    sweeps = [c.sweep(source_values, target_values, name) for c in results]
+    sweeps = [_sweep(g, [d[2][k] for d in done], source_values, target_values, name) for k, g in enumerate(grids)]
     return AttributionPatching(sweeps[0], sweeps[1] if len(sweeps) > 1 else None)
 
 
@@ -230,52 +232,60 @@ def _target_gradients(model: Any, target: Any, metric: Metric, names: list[str])
     return float(value.detach()), {n: a.detach() for n, a in acts.items()}, grads
 
 
-class _Collector:
-    """Accumulates one grid's estimates over pairs."""
+@dataclass
+class _PairEstimate:
+    """One pair's estimate on one grid: the change per cell ``[row, col]`` (NaN where a component has
+    no such layer), per aligned position ``[row, col, n]``, the aligned target (row, position)
+    pairs and their times in the clip."""
 
-    def __init__(self, cells: SweepCells, n_pairs: int):
-        self.cells = cells
-        self.per_pair_effect = torch.full((n_pairs, len(cells.row_labels), len(cells.col_labels)), float("nan"), dtype=torch.float64)
-        self.per_position: list[Tensor] = []
-        self.positions: list[Tensor] = []
-        self.times: list[Tensor] = []
+    effect: Tensor
+    per_position: Tensor
+    positions: Tensor
+    times: Tensor
 
-    def add(self, p: int, align: PositionAlignment, store: dict, acts: dict, grads: dict, layout: Any) -> None:
-        cells = self.cells
-        by_pos = torch.full((len(cells.row_labels), len(cells.col_labels), len(align)), float("nan"), dtype=torch.float64)
-        for layer_cells in cells.llm_cells.values():
-            for i, j, name, head in layer_cells:
-                per_token = _aligned_attribution(store[name], acts[name], grads[name], align, head)  # [n]
+
+def _estimate(cells: SweepCells, align: PositionAlignment, store: dict, acts: dict, grads: dict, layout: Any) -> _PairEstimate:
+    """One grid's estimate for one (source, target) pair."""
+    effect = torch.full((len(cells.row_labels), len(cells.col_labels)), float("nan"), dtype=torch.float64)
+    by_pos = torch.full((len(cells.row_labels), len(cells.col_labels), len(align)), float("nan"), dtype=torch.float64)
+    for layer_cells in cells.llm_cells.values():
+        for i, j, name, head in layer_cells:
+            by_pos[i, j] = _aligned_attribution(store[name], acts[name], grads[name], align, head)  # [n]
+    for i, j, name in cells.whole_cells:
+        if _is_encoder(name):
+            total = float(((store[name].to(acts[name].dtype) - acts[name]).double() * grads[name].double()).sum())
+        else:
+            per_token = _aligned_attribution(store[name], acts[name], grads[name], align, None)
+            total = float(per_token.sum())
+            if j >= 0:
                 by_pos[i, j] = per_token
-        for i, j, name in cells.whole_cells:
-            if _is_encoder(name):
-                total = float(((store[name].to(acts[name].dtype) - acts[name]).double() * grads[name].double()).sum())
             else:
-                per_token = _aligned_attribution(store[name], acts[name], grads[name], align, None)
-                total = float(per_token.sum())
-                if j >= 0:
-                    by_pos[i, j] = per_token
-                else:
-                    by_pos[i, :] = per_token
-            if j < 0:
-                self.per_pair_effect[p, i, :] = total
-            else:
-                self.per_pair_effect[p, i, j] = total
-        llm = [(i, j) for layer_cells in cells.llm_cells.values() for i, j, _, _ in layer_cells]
-        for i, j in llm:
-            self.per_pair_effect[p, i, j] = float(by_pos[i, j].sum())
-        self.per_position.append(by_pos)
-        self.positions.append(torch.stack((align.target_batch, align.target_pos), dim=1))
-        self.times.append(_times(layout, align))
+                by_pos[i, :] = per_token
+        if j < 0:
+            effect[i, :] = total
+        else:
+            effect[i, j] = total
+    for layer_cells in cells.llm_cells.values():
+        for i, j, _, _ in layer_cells:
+            effect[i, j] = float(by_pos[i, j].sum())
+    positions = torch.stack((align.target_batch, align.target_pos), dim=1)
+    return _PairEstimate(effect, by_pos, positions, _times(layout, align))
 
-    def sweep(self, source_values: Tensor, target_values: Tensor, metric_name: str) -> AttributionSweep:
-        c = self.cells
-        per_pair = (self.per_pair_effect + target_values.double()[:, None, None]).float()  # as a PatchingSweep
-        return AttributionSweep(
-            per_pair, source_values.float(), target_values.float(), list(c.row_labels), list(c.col_labels), c.axis_names,
-            metric_name, 0, list(c.fixed_rows), per_position=self.per_position, positions=self.positions,
-            position_times=self.times, n_backwards=len(self.per_position),
-        )
+
+def _sweep(cells: SweepCells, estimates: list[_PairEstimate], source_values: Tensor, target_values: Tensor,
+           metric_name: str) -> AttributionSweep:
+    """One grid's :class:`AttributionSweep` from its per-pair estimates (in pair order)."""
+    if estimates:
+        effect = torch.stack([e.effect for e in estimates])
+    else:
+        effect = torch.full((0, len(cells.row_labels), len(cells.col_labels)), float("nan"), dtype=torch.float64)
+    per_pair = (effect + target_values.double()[:, None, None]).float()  # as a PatchingSweep
+    return AttributionSweep(
+        per_pair, source_values.float(), target_values.float(), list(cells.row_labels), list(cells.col_labels),
+        cells.axis_names, metric_name, 0, list(cells.fixed_rows), per_position=[e.per_position for e in estimates],
+        positions=[e.positions for e in estimates], position_times=[e.times for e in estimates],
+        n_backwards=len(estimates),
+    )
 
 
 def _aligned_attribution(

@@ -37,6 +37,7 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
+from hooked_avllm import parallel
 from hooked_avllm.position_kinds import AUDIO, GENERATED, IMAGE, KIND_CODE, PADDING, VIDEO, ForwardContext
 
 GROUPS = {"media": (AUDIO, VIDEO, IMAGE), "any": tuple(c for c in KIND_CODE.values() if c != PADDING)}
@@ -250,11 +251,12 @@ def knockout_sweep(
     batches: Sequence[Any],
     rules: dict[str, Callable[[range], KnockoutRule | Sequence[KnockoutRule]]],
     windows: Sequence[tuple[int, int]],
-    score: Callable[[Tensor, int], float],
+    score: Callable[[Int[Tensor, " new"], int], float],
     max_new_tokens: int = 32,
     last_prompt_as_generated: bool = False,
     progress: bool = True,
     batch_size: int | None = None,
+    distributed: bool | None = None,
     **generate_kwargs: Any,
 ) -> KnockoutSweep:
     """Generate under every rule x layer window for every clip and score the outputs.
@@ -266,41 +268,70 @@ def knockout_sweep(
     ``(first, end)`` layer ranges. ``score(new_tokens, clip)`` scores one row's generated tokens.
     ``batch_size`` regroups the clips into left-padded batches of that many rows first.
 
+    ``distributed`` (see :func:`hooked_avllm.parallel.active`): under ``torchrun`` each rank runs
+    a contiguous block of the batches (of the regrouped batches with ``batch_size``, so every batch
+    is the one a single process runs) and every rank returns the whole sweep; ``score`` still gets
+    the clip's index in the full list. ``False`` runs every batch in every process.
+
     Example:
         >>> sweep = knockout_sweep(model, batches, {"gen->video": lambda l: KnockoutRule("generated", "video", l)},
         ...                        [(l, l + 4) for l in range(0, 36, 3)], score=audio_correct)  # doctest: +SKIP
         >>> sweep.plot("knockout.png")  # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
+    groups = _batch_groups(len(batches), batch_size)
+    first_clip = np.cumsum([0] + [_rows(b) for b in batches]).tolist()  # clip index of each item's first row
+    edits = [None] + [_as_knockout(make(range(first, end)), last_prompt_as_generated)
+                      for make in rules.values() for first, end in windows]
+    sharded = parallel.active(distributed)
+    bar = parallel.progress_bar(len(parallel.local_indices(len(groups), sharded)) * len(edits), "knockout sweep",
+                                enable=progress)
 
-    if batch_size is not None:
-        from hooked_avllm.inputs import concat_inputs
-
-        pad = model.cfg.tokens.pad if model.cfg.tokens.pad is not None else 0  # any valid id: padding is masked
-        batches = [concat_inputs(batches[i : i + batch_size], pad_id=pad) for i in range(0, len(batches), batch_size)]
-
-    def run(edit: Knockout | None) -> list[float]:
-        values = []
-        for inputs in batches:
-            n_prompt = inputs.input_ids.shape[1]
-            if edit is None:
-                tokens = model.generate(inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
-            else:
-                with model.edit_attention(edit):
-                    tokens = model.generate(inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
-            for row in tokens[:, n_prompt:]:
-                values.append(float(score(row, len(values))))
-        return values
-
-    total = 1 + len(rules) * len(windows)
-    bar = tqdm(total=total, desc="knockout sweep", disable=not progress)
-    baseline = np.array(run(None))
-    bar.update(1)
-    scores = np.zeros((len(rules), len(windows), len(baseline)))
-    for r, make in enumerate(rules.values()):
-        for w, (first, end) in enumerate(windows):
-            edit = _as_knockout(make(range(first, end)), last_prompt_as_generated)
-            scores[r, w] = run(edit)
+    def run_group(_: int, members: list[int]) -> np.ndarray:
+        inputs = _group_inputs(model, batches, members, batch_size)
+        out = np.zeros((len(edits), _rows(inputs)))
+        for e, edit in enumerate(edits):
+            out[e] = _scores_under(model, inputs, edit, score, first_clip[members[0]], max_new_tokens, generate_kwargs)
             bar.update(1)
-    bar.close()
-    return KnockoutSweep(scores, baseline, list(rules), [tuple(w) for w in windows])
+        return out
+
+    try:
+        parts = parallel.map_sharded(run_group, groups, distributed=sharded, what="batches")
+    finally:
+        bar.close()
+    table = np.concatenate(parts, axis=1) if parts else np.zeros((len(edits), 0))  # [no rule + rule x window, clip]
+    scores = table[1:].reshape(len(rules), len(windows), table.shape[1])
+    return KnockoutSweep(scores, table[0], list(rules), [tuple(w) for w in windows])
+
+
+def _rows(inputs: Any) -> int:
+    return getattr(inputs, "input_ids", inputs).shape[0]
+
+
+def _batch_groups(n: int, batch_size: int | None) -> list[list[int]]:
+    """The items that make up each batch a sweep runs: one each, or ``batch_size`` consecutive ones."""
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1 (or None to run the batches as given), got {batch_size}")
+    step = batch_size or 1
+    return [list(range(i, min(i + step, n))) for i in range(0, n, step)]
+
+
+def _group_inputs(model: Any, batches: Sequence[Any], members: list[int], batch_size: int | None) -> Any:
+    if batch_size is None:
+        return batches[members[0]]
+    from hooked_avllm.inputs import concat_inputs
+
+    pad = model.cfg.tokens.pad if model.cfg.tokens.pad is not None else 0  # any valid id: padding is masked
+    return concat_inputs([batches[i] for i in members], pad_id=pad)
+
+
+def _scores_under(model: Any, inputs: Any, edit: Knockout | None, score: Callable, first_clip: int,
+                  max_new_tokens: int, generate_kwargs: dict) -> list[float]:
+    """Generate from ``inputs`` under ``edit`` (none: the baseline) and score each row as clip
+    ``first_clip``, ``first_clip + 1``, ..."""
+    n_prompt = inputs.input_ids.shape[1]
+    if edit is None:
+        tokens = model.generate(inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
+    else:
+        with model.edit_attention(edit):
+            tokens = model.generate(inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
+    return [float(score(row, first_clip + r)) for r, row in enumerate(tokens[:, n_prompt:])]

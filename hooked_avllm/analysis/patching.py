@@ -44,6 +44,7 @@ from hooked_avllm.analysis.metrics import (
     logit_diff,
     restoration,
 )
+from hooked_avllm import parallel
 from hooked_avllm.cache import ENCODER_PREFIXES
 
 __all__ = [
@@ -437,6 +438,7 @@ def patching_sweep(
     source_rows: Sequence[int] | None = None,
     layers_per_forward: int = 1,
     progress: bool = True,
+    distributed: bool | None = None,
 ) -> PatchingSweep:
     """Patch each (component, layer) — or each (layer, head) of ``hook_z`` — from source to target.
 
@@ -457,6 +459,9 @@ def patching_sweep(
             one row, one patched forward); or ``("z",)`` alone for a [layer, head] sweep.
         heads: the heads of a ``"z"`` sweep (default all).
         modality, time, source_rows: as in :func:`align_positions`.
+        distributed: under ``torchrun``, each rank patches a contiguous block of the pairs and
+            every rank returns the whole sweep (see :func:`hooked_avllm.parallel.active`);
+            ``False`` runs every pair in every process.
 
     Example:
         >>> sweep = patching_sweep(model, audio_only, audio_video, logit_diff(" dog", " car", model))  # doctest: +SKIP
@@ -464,68 +469,87 @@ def patching_sweep(
         (torch.Size([3, 36]), 36)
         >>> sweep.plot("patching.png")                                                                  # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
-
     layers = checked_layers(model, layers)
     if layers_per_forward < 1:
-        raise ValueError("layers_per_forward must be >= 1")
+        raise ValueError(f"layers_per_forward must be >= 1, got {layers_per_forward}")
     cells = sweep_cells(model, layers, components, heads)
     llm_cells, enc_cells, fixed_rows = cells.llm_cells, cells.whole_cells, cells.fixed_rows
     row_labels, col_labels, axis_names, per_head = cells.row_labels, cells.col_labels, cells.axis_names, cells.per_head
-    names = cells.names
     groups = [layers[k : k + layers_per_forward] for k in range(0, len(layers), layers_per_forward)]
     groups = [g for g in groups if any(l in llm_cells for l in g)]
 
     pairs, metrics = paired_runs(source, target, metric)
-    per_pair = torch.full((len(pairs), len(row_labels), len(col_labels)), float("nan"))
-    source_values, target_values = torch.zeros(len(pairs)), torch.zeros(len(pairs))
-    n_forwards = 0
-    bar = tqdm(total=len(pairs) * (len(groups) + len(enc_cells)), disable=not progress, desc="patching")
-    for p, ((src, tgt), pair_metric) in enumerate(zip(pairs, metrics)):
-        align = align_positions(src, tgt, modality, time=time, source_rows=source_rows)
-        store, keep_hooks = _source_store(names, align)
-        with torch.no_grad():
-            source_logits = model.run_with_hooks(src, fwd_hooks=keep_hooks)
-            _missing(store, names)
-            src_final = final_logits(source_logits, src)[align.source_rows.to(source_logits.device)]
-            source_values[p] = _metric_value(pair_metric, src_final[:, None], None)
+    sharded = parallel.active(distributed)
+    bar = parallel.progress_bar(len(parallel.local_indices(len(pairs), sharded)) * (len(groups) + len(enc_cells)),
+                                "patching", enable=progress)
 
-            llm = model.llm_inputs(tgt)  # the target's towers, once
-            batch = llm["embeds"].shape[0]
-            target_values[p] = _metric_value(pair_metric, model.run_decoder(**llm, return_type="logits"), tgt)
+    def one_pair(p: int, pair: tuple[tuple[Any, Any], Metric]) -> tuple[Tensor, float, float, int]:
+        (src, tgt), pair_metric = pair
+        return _sweep_pair(model, src, tgt, pair_metric, cells, groups, modality, time, source_rows, bar)
 
-            for group in groups:
-                cells = [c for layer in group for c in llm_cells.get(layer, [])]
-                by_hook: dict[str, list[tuple[int, int | None]]] = {}
-                for k, cell in enumerate(cells):
-                    by_hook.setdefault(cell[2], []).append((k * batch, cell[3]))
-                hooks = [(name, _block_writer(store[name], align, blocks)) for name, blocks in by_hook.items()]
-                n = len(cells)
-                repeated = dict(llm, embeds=llm["embeds"].repeat(n, 1, 1), position_ids=llm["position_ids"].repeat(1, n, 1),
-                                attention_mask=llm["attention_mask"].repeat(n, 1), kinds=llm["kinds"].repeat(n, 1))
-                if "injections" in llm:  # rows a family adds after decoder layers, for every copy
-                    repeated["injections"] = [injection.repeat(n) for injection in llm["injections"]]
-                with model.hooks(fwd_hooks=hooks):
-                    logits = model.run_decoder(**repeated, return_type="logits")
-                n_forwards += 1
-                for k, (i, j, _, _) in enumerate(cells):
-                    per_pair[p, i, j] = _metric_value(pair_metric, logits[k * batch : (k + 1) * batch], tgt)
-                bar.update(1)
-
-            for i, j, name in enc_cells:
-                hooks = patching_hooks(store, align, [name])
-                logits = model.run_with_hooks(tgt, fwd_hooks=hooks)
-                n_forwards += 1
-                value = _metric_value(pair_metric, logits, tgt)
-                if j < 0:
-                    per_pair[p, i, :] = value
-                else:
-                    per_pair[p, i, j] = value
-                bar.update(1)
-    bar.close()
+    try:
+        done = parallel.map_sharded(one_pair, list(zip(pairs, metrics)), distributed=sharded, what="(source, target) pairs")
+    finally:
+        bar.close()
+    if done:
+        per_pair = torch.stack([d[0] for d in done])
+    else:
+        per_pair = torch.full((0, len(row_labels), len(col_labels)), float("nan"))
+    source_values, target_values = torch.tensor([d[1] for d in done]), torch.tensor([d[2] for d in done])
+    n_forwards = sum(d[3] for d in done)
     name = getattr(metrics[0], "__name__", type(metrics[0]).__name__)
     return PatchingSweep(per_pair, source_values, target_values, [str(r) if not per_head else r for r in row_labels],
                          col_labels, axis_names, name, n_forwards, fixed_rows)
+
+
+def _sweep_pair(model: Any, src: Any, tgt: Any, metric: Metric, cells: SweepCells, groups: list[list[int]],
+                modality: Modality, time: Any, source_rows: Any, bar: Any) -> tuple[Tensor, float, float, int]:
+    """One (source, target) pair of :func:`patching_sweep`: the patched metric per cell ``[row, col]``
+    (NaN where a component has no such layer), the source and target values, the patched forwards."""
+    llm_cells, enc_cells = cells.llm_cells, cells.whole_cells
+    per_pair = torch.full((len(cells.row_labels), len(cells.col_labels)), float("nan"))
+    n_forwards = 0
+    align = align_positions(src, tgt, modality, time=time, source_rows=source_rows)
+    store, keep_hooks = _source_store(cells.names, align)
+    with torch.no_grad():
+        source_logits = model.run_with_hooks(src, fwd_hooks=keep_hooks)
+        _missing(store, cells.names)
+        src_final = final_logits(source_logits, src)[align.source_rows.to(source_logits.device)]
+        source_value = _metric_value(metric, src_final[:, None], None)
+
+        llm = model.llm_inputs(tgt)  # the target's towers, once
+        batch = llm["embeds"].shape[0]
+        target_value = _metric_value(metric, model.run_decoder(**llm, return_type="logits"), tgt)
+
+        for group in groups:
+            group_cells = [c for layer in group for c in llm_cells.get(layer, [])]
+            by_hook: dict[str, list[tuple[int, int | None]]] = {}
+            for k, cell in enumerate(group_cells):
+                by_hook.setdefault(cell[2], []).append((k * batch, cell[3]))
+            hooks = [(name, _block_writer(store[name], align, blocks)) for name, blocks in by_hook.items()]
+            n = len(group_cells)
+            repeated = dict(llm, embeds=llm["embeds"].repeat(n, 1, 1), position_ids=llm["position_ids"].repeat(1, n, 1),
+                            attention_mask=llm["attention_mask"].repeat(n, 1), kinds=llm["kinds"].repeat(n, 1))
+            if "injections" in llm:  # rows a family adds after decoder layers, for every copy
+                repeated["injections"] = [injection.repeat(n) for injection in llm["injections"]]
+            with model.hooks(fwd_hooks=hooks):
+                logits = model.run_decoder(**repeated, return_type="logits")
+            n_forwards += 1
+            for k, (i, j, _, _) in enumerate(group_cells):
+                per_pair[i, j] = _metric_value(metric, logits[k * batch : (k + 1) * batch], tgt)
+            bar.update(1)
+
+        for i, j, name in enc_cells:
+            hooks = patching_hooks(store, align, [name])
+            logits = model.run_with_hooks(tgt, fwd_hooks=hooks)
+            n_forwards += 1
+            value = _metric_value(metric, logits, tgt)
+            if j < 0:
+                per_pair[i, :] = value
+            else:
+                per_pair[i, j] = value
+            bar.update(1)
+    return per_pair, source_value, target_value, n_forwards
 
 
 def _block_writer(src: Tensor, align: PositionAlignment, blocks: list[tuple[int, int | None]]) -> Callable:
