@@ -6,7 +6,8 @@ from __future__ import annotations
 import copy
 
 import torch
-from reference_models import Media, make_features, pad_rows, randomize_
+from cases import text
+from reference_models import Media, make_features, pad_rows, randomize_, vision_tokens
 
 AUDIO, IMAGE, VIDEO, AUDIO_BOS, AUDIO_EOS, VISION_BOS, VISION_EOS = 200, 201, 202, 203, 204, 205, 206
 TOKEN_IDS = dict(
@@ -75,10 +76,6 @@ def audio_tokens(frames: int) -> int:
     return out
 
 
-def vision_tokens(grid) -> int:
-    t, h, w = grid
-    return t * h * w // 4
-
 
 def audio_in_video_body(grid, second_per_grid: float, n_audio: int, rate: int = 13) -> list[int]:
     """Video and audio tokens merged one at a time: a video token first when its frame group's
@@ -95,9 +92,6 @@ def audio_in_video_body(grid, second_per_grid: float, n_audio: int, rate: int = 
             a += 1
     return body + [VIDEO] * (len(video_t) - v) + [AUDIO] * (n_audio - a)
 
-
-def text(n: int, generator) -> list[int]:
-    return torch.randint(0, 199, (n,), generator=generator).tolist()
 
 
 def pixels(grids, generator) -> torch.Tensor:
