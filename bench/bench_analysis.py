@@ -22,15 +22,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from bench_forward import CONFIG, clip_inputs  # noqa: E402
 from hooked_avllm import HookedAVLLM  # noqa: E402
 from hooked_avllm.analysis.attention_share import attention_share, shares_from_patterns  # noqa: E402
 from hooked_avllm.analysis.knockout import KnockoutRule, generate_with_knockout  # noqa: E402
-from hooked_avllm.inputs import ModelInputs  # noqa: E402
 from hooked_avllm.loading import fill_from_named_tensors  # noqa: E402
-from hooked_avllm.position_kinds import position_kinds  # noqa: E402
-from weights_conversion import qwen2_5_omni  # noqa: E402
+from analysis_support import placeholder_kinds  # noqa: E402
+from hooked_avllm.architectures.qwen2_5_omni.config import config_from_hf  # noqa: E402
 
 NEW = 50
 
@@ -95,10 +95,7 @@ def batch_throughput(model, one_clip, n, results):
 
 
 def as_model_inputs(model, kwargs):
-    layout = model.layout_of(**{k: v for k, v in kwargs.items() if k not in ("pixel_values_videos",)})
-    media = {k: v for k, v in kwargs.items() if k not in ("input_ids", "attention_mask", "use_audio_in_video")}
-    return ModelInputs(input_ids=kwargs["input_ids"], attention_mask=kwargs["attention_mask"], layout=layout.to("cuda"),
-                       use_audio_in_video=kwargs.get("use_audio_in_video", False), **media)
+    return model.to_inputs(**kwargs)
 
 
 def audio_only(kwargs, tokens):
@@ -130,13 +127,13 @@ def main():
     torch.manual_seed(0)
     with torch.device("cuda"):
         reference = Qwen2_5OmniThinkerForConditionalGeneration(hf_cfg).eval().to(torch.bfloat16)
-    cfg = qwen2_5_omni.config_from_hf({**thinker_json, "model_type": "qwen2_5_omni_thinker"})
+    cfg = config_from_hf({**thinker_json, "model_type": "qwen2_5_omni_thinker"})
     with torch.device("meta"):
         ours = HookedAVLLM(cfg)
     ours.to_empty(device="cuda")
     ours.to(torch.bfloat16)
     ours.tie_weights()
-    fill_from_named_tensors(ours, qwen2_5_omni, reference.named_parameters(), "reference")
+    fill_from_named_tensors(ours, ours.architecture.converter, reference.named_parameters(), "reference")
     ours.eval()
     inputs = clip_inputs("cuda", torch.Generator().manual_seed(0))
     inputs = {k: (v.to(torch.bfloat16) if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in inputs.items()}
@@ -168,7 +165,7 @@ def main():
             out = reference.generate(**inputs, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False,
                                      eos_token_id=None, pad_token_id=0, output_attentions=True,
                                      return_dict_in_generate=True)
-            kinds = position_kinds(out.sequences, None, ours.cfg.tokens)
+            kinds = placeholder_kinds(out.sequences, None, ours.cfg.tokens)
             kinds[:, n_prompt:] = 4
             per_step = []
             for step, layers in enumerate(out.attentions):

@@ -30,7 +30,7 @@ from bench_analysis import as_model_inputs, audio_only, measure  # noqa: E402
 from bench_forward import CONFIG, clip_inputs  # noqa: E402
 from hooked_avllm import HookedAVLLM  # noqa: E402
 from hooked_avllm.analysis import attribution_patching, logit_diff, patching_sweep  # noqa: E402
-from weights_conversion import qwen2_5_omni  # noqa: E402
+from hooked_avllm.architectures.qwen2_5_omni.config import config_from_hf  # noqa: E402
 
 COMPONENTS = ("resid_pre", "attn_out", "mlp_out")
 HEAD_LAYERS = (0, 7, 14, 21, 28, 35)  # the real per-head sweep on these layers (16 heads each) for the agreement
@@ -68,7 +68,7 @@ def main():
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     results = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
-    cfg = qwen2_5_omni.config_from_hf({**json.loads(CONFIG.read_text()), "model_type": "qwen2_5_omni_thinker"})
+    cfg = config_from_hf({**json.loads(CONFIG.read_text()), "model_type": "qwen2_5_omni_thinker"})
     start = time.perf_counter()
     model = HookedAVLLM.from_config(cfg, dtype=torch.bfloat16, device="cuda", seed=0)
     results["build_s"] = time.perf_counter() - start

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import weights_conversion.qwen2_5_omni as omni_converter
+from hooked_avllm.architectures.qwen2_5_omni.config import config_from_hf as omni_config_from_hf
 from hooked_avllm import HookedAVLLM
 from hooked_avllm.analysis import Knockout, KnockoutRule, attention_share
 from hooked_avllm.inputs import ModelInputs
@@ -47,7 +47,7 @@ def randomize(model: torch.nn.Module) -> None:
 
 def omni_clip(model, seconds: int, side: int, device) -> ModelInputs:
     """``seconds`` of video at 2 fps (``side``² frames) with ``seconds`` of sound, interleaved."""
-    from hooked_avllm.inputs.interleave import audio_in_video_runs
+    from hooked_avllm.architectures.qwen.interleave import audio_in_video_runs
     from hooked_avllm.towers.whisper_audio import audio_token_counts
 
     cfg = model.cfg
@@ -69,12 +69,11 @@ def omni_clip(model, seconds: int, side: int, device) -> ModelInputs:
         "feature_attention_mask": torch.ones(1, frames, dtype=torch.long), "use_audio_in_video": True,
     }
     mask = torch.ones_like(ids)
-    layout = model.layout_of(ids, mask, **media)
-    return ModelInputs(input_ids=ids, attention_mask=mask, layout=layout, **media).to(device)
+    return model.to_inputs(ids, mask, **media).to(device)
 
 
 def split_vs_single(args) -> dict:
-    cfg = omni_converter.config_from_hf(json.loads(OMNI_7B.read_text()))
+    cfg = omni_config_from_hf(json.loads(OMNI_7B.read_text()))
     with torch.device("meta"):
         single = HookedAVLLM(cfg)
     single.to_empty(device="cuda")

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from hooked_avllm import HookedAVLLM  # noqa: E402
 from hooked_avllm.loading import fill_from_named_tensors  # noqa: E402
 from reference_models import audio_in_video_tokens  # noqa: E402
-from weights_conversion import qwen2_5_omni  # noqa: E402
+from hooked_avllm.architectures.qwen2_5_omni.config import config_from_hf  # noqa: E402
 
 CONFIG = Path(__file__).with_name("qwen2_5_omni_3b_thinker_config.json")
 AUDIO, AUDIO_BOS, AUDIO_EOS, VISION_BOS, VISION_EOS = 151646, 151647, 151648, 151652, 151653
@@ -89,13 +89,13 @@ def main():
         ref32 = reference(**inputs, use_cache=False).logits.float()
         reference.to(torch.bfloat16)
         ref16 = reference(**inputs, use_cache=False).logits.float()
-        cfg = qwen2_5_omni.config_from_hf({**thinker_json, "model_type": "qwen2_5_omni_thinker"})
+        cfg = config_from_hf({**thinker_json, "model_type": "qwen2_5_omni_thinker"})
         with torch.device("meta"):
             ours = HookedAVLLM(cfg)
         ours.to_empty(device=device)
         ours.to(torch.bfloat16)
         ours.tie_weights()
-        fill_from_named_tensors(ours, qwen2_5_omni, reference.named_parameters(), "reference")
+        fill_from_named_tensors(ours, ours.architecture.converter, reference.named_parameters(), "reference")
         ours16 = ours(**inputs).float()
 
         ref_err = (ref16 - ref32).abs()
@@ -122,12 +122,12 @@ def main():
         visual = reference.model.visual if hasattr(reference.model, "visual") else reference.visual
         results["vision_tower_s"] = {
             "reference_sdpa": timed(lambda: visual(pv, grid_thw=grid)),
-            "ours": timed(lambda: ours.encode_vision(pv, grid)),
+            "ours": timed(lambda: ours.encode_media(pixel_values_videos=pv, video_grid_thw=grid)),
         }
         feats, fmask = inputs["input_features"], inputs["feature_attention_mask"]
         results["audio_tower_s"] = {
             "reference_sdpa": timed(lambda: reference.get_audio_features(feats, fmask)),
-            "ours": timed(lambda: ours.encode_audio(feats, fmask)),
+            "ours": timed(lambda: ours.encode_media(input_features=feats, feature_attention_mask=fmask)),
         }
         names = lambda n: n.endswith("hook_resid_post") and n.startswith("blocks")  # noqa: E731
         results["run_with_cache_resid_post_s"] = timed(lambda: ours.run_with_cache(**inputs, names_filter=names), repeats=3)

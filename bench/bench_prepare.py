@@ -25,8 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from hooked_avllm.inputs import PreprocessorConfig, load_video, prepare_inputs  # noqa: E402
-from hooked_avllm.inputs.vision import video_patches  # noqa: E402
+from hooked_avllm.architectures.qwen import PreprocessorConfig, load_video, prepare_inputs  # noqa: E402
+from hooked_avllm.architectures.qwen.vision import video_patches  # noqa: E402
 from hooked_avllm.loading import load_tokenizer_from  # noqa: E402
 from test_inputs_support import encode_mp4  # noqa: E402
 

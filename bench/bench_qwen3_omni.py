@@ -137,8 +137,8 @@ def ours_from(reference, cfg, device, dtype) -> HookedAVLLM:
 def random_ours(cfg, device, dtype) -> HookedAVLLM:
     with torch.device("meta"):
         model = HookedAVLLM(cfg)
+    model.to(dtype)  # on the meta device: the weights are allocated once, in dtype (fp32 first would not fit an H100)
     model.to_empty(device=device)
-    model.to(dtype)
     randomize(model)
     return model.eval()
 
@@ -233,11 +233,7 @@ def speed(args, device) -> dict:
     if args.analysis and args.impl == "ours":  # the study's tools during generation, on our model only
         from hooked_avllm.analysis import attention_share
         from hooked_avllm.analysis.knockout import Knockout, KnockoutRule
-        from hooked_avllm.inputs import ModelInputs
-
-        media = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
-        prepared = ModelInputs(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                               layout=model.layout_of(inputs["input_ids"], inputs["attention_mask"], **media), **media)
+        prepared = model.to_inputs(**inputs)
         t, peak, share = timed(lambda: attention_share(model, prepared, max_new_tokens=args.new_tokens, eos_token_id=[],
                                                        progress=False), 2)
         result.update(attention_share_generate_s=t, attention_share_peak_gib=peak,

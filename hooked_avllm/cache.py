@@ -10,10 +10,10 @@ from torch import Tensor
 from transformer_lens import ActivationCache
 from transformer_lens.utilities import Slice
 
-from hooked_avllm.architectures.base import TOWER_SLOTS
+from hooked_avllm.vocabulary import ENCODER_PREFIXES
 from hooked_avllm.weight_views import EXPERT_ACTIVATIONS, moe_layers, refuse_moe
+from hooked_avllm.inputs.select import position_mask
 
-ENCODER_PREFIXES = tuple(f"{slot}." for slot in TOWER_SLOTS)  # hooks of the towers and projectors
 QUERY_KEY_HOOKS = ("hook_pattern", "hook_attn_scores")  # [batch, head, query, key]: positions on the query axis
 
 
@@ -61,10 +61,8 @@ class AVActivationCache(ActivationCache):
     ) -> Bool[Tensor, "batch pos"]:
         """Boolean mask ``[batch, pos]`` of positions by modality, time range (s) and media item.
 
-        See :func:`hooked_avllm.analysis.select.position_mask` for what ``positions`` accepts.
+        See :func:`hooked_avllm.inputs.select.position_mask` for what ``positions`` accepts.
         """
-        from hooked_avllm.analysis.select import position_mask
-
         if self.layout is None:
             if self.selection is not None:
                 raise ValueError(

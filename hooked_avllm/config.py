@@ -1,7 +1,14 @@
-"""Configuration of a hooked audio-visual LLM: one dataclass per tower, token ids, position rules.
+"""Configuration of a hooked audio-visual LLM: the decoder (:class:`TextConfig`), the special
+token ids (:class:`TokenIds`) and the whole model (:class:`AVLLMConfig`). Each tower's config lives
+with its tower (``hooked_avllm.towers.<tower>``).
 
 Configs are plain dataclasses so they print, compare and serialise cleanly. Parsing a Hugging Face
-``config.json`` into them is the converters' job (``weights_conversion/``).
+``config.json`` into them is the family's job (``hooked_avllm/architectures/<family>/config.py``).
+
+Example:
+    >>> text = TextConfig(vocab_size=256, d_model=64, d_mlp=128, n_layers=2, n_heads=4, n_kv_heads=2, d_head=16)
+    >>> text.position_rows, text.is_moe_layer(0)
+    (3, False)
 """
 
 from __future__ import annotations
@@ -9,13 +16,23 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from hooked_avllm.towers.qwen_vision import QwenVisionConfig
+from hooked_avllm.towers.whisper_audio import QwenAudioConfig
+
 
 @dataclass
 class TextConfig:
-    """The decoder LLM (Qwen2, Qwen2.5): RMSNorm pre-norm blocks, gated MLP, rotary attention.
+    """The decoder LLM: RMSNorm pre-norm blocks, rotary attention, a gated MLP or a mixture of
+    experts. The block and rotary factories (:mod:`hooked_avllm.components.block_factory`) build
+    every decoder from these fields:
 
-    ``mrope_section`` ``None`` means plain 1D rotary over one position row (Qwen2); a tuple
-    means sectioned M-RoPE / TMRoPE over three rows (Qwen2.5-VL, Qwen2.5-Omni).
+    - ``mrope_section`` ``None``: plain 1D rotary over one position row (Qwen2); a tuple: sectioned
+      M-RoPE / TMRoPE over three rows (Qwen2.5-VL, Qwen2.5-Omni), interleaved over the head
+      dimension when ``mrope_interleaved`` (Qwen3).
+    - ``qk_norm``: per-head RMSNorm of queries and keys before rotary (Qwen3).
+    - ``n_experts`` > 0: layers route each token through ``top_k`` of ``n_experts`` experts of width
+      ``d_expert`` (renormalised when ``norm_topk_prob``), except layers in ``mlp_only_layers`` or
+      off the ``decoder_sparse_step`` grid, which use a dense ``d_mlp`` MLP.
     """
 
     vocab_size: int
@@ -32,60 +49,24 @@ class TextConfig:
     tie_word_embeddings: bool = False
     max_position_embeddings: int = 32768
     qkv_bias: bool = True
+    qk_norm: bool = False
+    mrope_interleaved: bool = False
+    n_experts: int = 0
+    d_expert: int = 0
+    top_k: int = 0
+    norm_topk_prob: bool = True
+    decoder_sparse_step: int = 1
+    mlp_only_layers: tuple[int, ...] = ()
 
     @property
     def position_rows(self) -> int:
         """Rows of position ids the rotary reads: 3 for M-RoPE, 1 for 1D rotary."""
         return 1 if self.mrope_section is None else 3
 
-
-@dataclass
-class VisionConfig:
-    """The Qwen2.5-VL / Qwen2.5-Omni ViT with its patch merger."""
-
-    depth: int
-    d_model: int
-    d_mlp: int
-    n_heads: int
-    out_dim: int
-    patch_size: int = 14
-    temporal_patch_size: int = 2
-    spatial_merge_size: int = 2
-    window_size: int = 112
-    fullatt_block_indexes: tuple[int, ...] = (7, 15, 23, 31)
-    in_channels: int = 3
-    act: str = "silu"
-    rope_theta: float = 10000.0
-    rms_norm_eps: float = 1e-6
-
-    @property
-    def d_head(self) -> int:
-        return self.d_model // self.n_heads
-
-    @property
-    def patch_dim(self) -> int:
-        return self.in_channels * self.temporal_patch_size * self.patch_size**2
-
-
-@dataclass
-class AudioConfig:
-    """The Qwen2.5-Omni Whisper-style audio encoder."""
-
-    n_mels: int
-    d_model: int
-    n_layers: int
-    n_heads: int
-    d_mlp: int
-    out_dim: int
-    n_window: int = 100
-    max_source_positions: int = 1500
-    act: str = "gelu"
-    layer_norm_eps: float = 1e-5
-
-    @property
-    def chunk_frames(self) -> int:
-        """Mel frames per attention chunk (2 s at 100 frames/s)."""
-        return 2 * self.n_window
+    def is_moe_layer(self, layer: int) -> bool:
+        """Whether decoder layer ``layer`` routes through experts (Qwen-MoE's rule)."""
+        return (self.n_experts > 0 and layer not in self.mlp_only_layers
+                and (layer + 1) % self.decoder_sparse_step == 0)
 
 
 @dataclass
@@ -122,8 +103,8 @@ class AVLLMConfig:
 
     architecture: str
     text: TextConfig
-    vision: Any  # the family's vision tower config (VisionConfig for the Qwen2.5 families) or None
-    audio: Any  # the family's audio tower config (AudioConfig for Qwen2.5-Omni) or None
+    vision: Any  # the family's vision tower config (its tower's own dataclass) or None
+    audio: Any  # the family's audio tower config (its tower's own dataclass) or None
     tokens: TokenIds
     position_id_per_second: float = 25.0
     seconds_per_chunk: float = 2.0
@@ -156,7 +137,7 @@ class AVLLMConfig:
     @property
     def d_mlp(self) -> int:
         """The MLP width; for a mixture-of-experts LLM each expert's (TransformerLens's meaning)."""
-        return getattr(self.text, "d_expert", None) or self.text.d_mlp
+        return self.text.d_expert or self.text.d_mlp
 
     @property
     def d_vocab(self) -> int:
@@ -173,12 +154,12 @@ class AVLLMConfig:
     @property
     def num_experts(self) -> int | None:
         """Experts per MoE layer (``None`` for dense LLMs), as TransformerLens names it."""
-        return getattr(self.text, "n_experts", None)
+        return self.text.n_experts or None
 
     @property
     def experts_per_token(self) -> int | None:
         """Experts each token is routed to (``None`` for dense LLMs), as TransformerLens names it."""
-        return getattr(self.text, "top_k", None)
+        return self.text.top_k or None
 
     @property
     def act_fn(self) -> str:
@@ -252,8 +233,9 @@ class AVLLMConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "AVLLMConfig":
-        """The inverse of :meth:`to_dict` for the Qwen2.5 families (other families parse their own
-        dicts: ``hooked_avllm.architectures.architecture_for(name).config_from_dict``)."""
+        """The inverse of :meth:`to_dict` for configs whose towers are the Qwen2.5 ones (what
+        :meth:`tiny` builds). Any family's dict: ``HookedAVLLM.from_config(d)``, which asks the
+        family (``architecture_for(d["architecture"]).config_from_dict``)."""
         def tup(section: dict | None, *keys):
             if section is None:
                 return None
@@ -262,31 +244,49 @@ class AVLLMConfig:
         return cls(
             architecture=d["architecture"],
             text=text_config_from_dict(d["text"]),
-            vision=VisionConfig(**tup(d["vision"], "fullatt_block_indexes")) if d.get("vision") else None,
-            audio=AudioConfig(**d["audio"]) if d.get("audio") else None,
+            vision=QwenVisionConfig(**tup(d["vision"], "fullatt_block_indexes")) if d.get("vision") else None,
+            audio=QwenAudioConfig(**d["audio"]) if d.get("audio") else None,
             tokens=TokenIds(**tup(d["tokens"], "eos")),
             **{k: d[k] for k in ("position_id_per_second", "seconds_per_chunk", "source_model_type", "torch_dtype", "extra") if k in d},
         )
 
     @classmethod
     def tiny(cls, audio: bool = True, vision: bool = True) -> "AVLLMConfig":
-        """A few-hundred-thousand-parameter thinker for tests and demos (vocab 256)."""
+        """A few-hundred-thousand-parameter thinker for tests and demos (vocab 256): a Qwen2.5-Omni
+        (``audio=False``: Qwen2.5-VL) shape with the Qwen towers."""
         return cls(
             architecture="qwen2_5_omni_thinker" if audio else "qwen2_5_vl",
             text=TextConfig(vocab_size=256, d_model=64, d_mlp=128, n_layers=2, n_heads=4, n_kv_heads=2,
                             d_head=16, mrope_section=(2, 3, 3)),
-            vision=VisionConfig(depth=4, d_model=32, d_mlp=64, n_heads=4, out_dim=64,
+            vision=QwenVisionConfig(depth=4, d_model=32, d_mlp=64, n_heads=4, out_dim=64,
                                 fullatt_block_indexes=(1, 3)) if vision else None,
-            audio=AudioConfig(n_mels=128, d_model=32, n_layers=2, n_heads=4, d_mlp=64, out_dim=64) if audio else None,
+            audio=QwenAudioConfig(n_mels=128, d_model=32, n_layers=2, n_heads=4, d_mlp=64, out_dim=64) if audio else None,
             tokens=TokenIds(image=201, video=202, vision_start=205, vision_end=206,
                             audio=200 if audio else None, audio_start=203 if audio else None,
                             audio_end=204 if audio else None),
         )
 
 
-def text_config_from_dict(d: dict) -> TextConfig:
-    """A :class:`TextConfig` from its ``asdict`` form (lists back to tuples)."""
+def text_config_from_dict(d: dict, cls: type = TextConfig) -> TextConfig:
+    """A :class:`TextConfig` (or subclass ``cls``) from its ``asdict`` form (lists back to tuples)."""
     values = dict(d)
-    if values.get("mrope_section") is not None:
-        values["mrope_section"] = tuple(values["mrope_section"])
-    return TextConfig(**values)
+    for key in ("mrope_section", "mlp_only_layers"):
+        if values.get(key) is not None:
+            values[key] = tuple(values[key])
+    return cls(**values)
+
+
+_MOVED = {"VisionConfig": ("hooked_avllm.towers.qwen_vision", "QwenVisionConfig"),
+          "AudioConfig": ("hooked_avllm.towers.whisper_audio", "QwenAudioConfig")}
+
+
+def __getattr__(name: str):
+    """Deprecated names: the Qwen tower configs moved to their towers (removed in 0.3)."""
+    if name in _MOVED:
+        import warnings
+
+        module, new = _MOVED[name]
+        warnings.warn(f"hooked_avllm.config.{name} moved to {module}.{new}; the old name goes in 0.3",
+                      DeprecationWarning, stacklevel=2)
+        return {"VisionConfig": QwenVisionConfig, "AudioConfig": QwenAudioConfig}[name]
+    raise AttributeError(f"module 'hooked_avllm.config' has no attribute {name!r}")

@@ -277,7 +277,7 @@ def _shift_and_heatmap(s: ToyStudy) -> None:
     """E4: token shift against the vision-language base, and a frame heatmap."""
     omni, base, conflict, report = s.omni, s.base, s.conflict, s.report
     n_clips = s.n_clips
-    from hooked_avllm.analysis import attention_to_video, plot_frame_heatmaps, token_shift, video_token_grid
+    from hooked_avllm.analysis import attention_to_video, frame_heatmap, plot_frame_heatmaps, token_shift
     from hooked_avllm.inputs import teacher_forced_inputs
 
     from hooked_avllm.analysis import shift_summary
@@ -306,8 +306,8 @@ def _shift_and_heatmap(s: ToyStudy) -> None:
     report.figure(shift.plot(), "token_shift.png", "token shift")
     forced = teacher_forced_inputs(omni_inputs, shift.caption_ids)
     scores = attention_to_video(omni, forced, queries="generated")
-    grid = video_token_grid(forced.layout, scores)
-    fig = plot_frame_heatmaps(clip.frames, grid, title="Attention from the caption to the video tokens")
+    heat = frame_heatmap(omni, forced, scores)  # each video token's score on its frame's cell
+    fig = plot_frame_heatmaps(clip.frames, heat, title="Attention from the caption to the video tokens")
     report.figure(fig, "frame_heatmap.png", "frame heatmap")
 
 
@@ -341,7 +341,7 @@ def _run_real(folder: Path, name: str, video: str | None, audio: str | None, pro
     from hooked_avllm import HookedAVLLM
     from hooked_avllm.analysis import KnockoutRule, attention_share, generate_with_knockout, kl_to_source, logit_lens
     from hooked_avllm.analysis import patching_sweep
-    from hooked_avllm.inputs import PreprocessorConfig, load_audio, load_video
+    from hooked_avllm.inputs import load_audio
 
     if video is None:
         raise SystemExit("--model needs --video PATH (and optionally --audio PATH for the counterfactual sound)")
@@ -357,8 +357,7 @@ def _run_real(folder: Path, name: str, video: str | None, audio: str | None, pro
     lines = [f"Factual ({video} with its own sound): {caption}"]
     conflict = None
     if audio is not None:
-        config = PreprocessorConfig.from_pretrained(model.checkpoint_folder)  # the checkpoint's own frame sizes
-        swapped = load_video(video, config, with_audio=False, audio=load_audio(audio))
+        swapped = model.load_video(video, with_audio=False, audio=load_audio(audio))  # the checkpoint's own frame sizes
         conflict = model.prepare(prompt=prompt, video=swapped)
         lines.append(f"Counterfactual (its frames with the sound of {audio}): {_caption(model, conflict)}")
     report.section(f"Captions ({name})", *lines)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hooked_avllm.architectures import TOWER_SLOTS
+from hooked_avllm.vocabulary import TOWER_SLOTS
 
 STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 
-from hooked_avllm.architectures import Architecture, architecture_for
+from hooked_avllm.architectures.base import Architecture
+from hooked_avllm.architectures.registry import architecture_for
+from hooked_avllm.device_map import dispatch, materialize, plan_device_map
+from hooked_avllm.inputs.tokenizer import load_tokenizer
 from weights_conversion.targets import Target
 
 CHECKPOINT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "tokenizer*"]
@@ -154,15 +156,13 @@ def load_pretrained(cls, name_or_path, dtype=torch.float32, device="cpu", load_t
     config_json = read_config(folder)
     family = pick_architecture(config_json)
     converter = family.converter
-    cfg = family.config_from_hf(config_json)
+    cfg = family.config_from_checkpoint(config_json, folder)
     files = safetensors_files(folder)
 
     with torch.device("meta"):
         model = cls(cfg)
     plan = None
     if device_map is not None:  # every tensor is written straight into its device's storage
-        from hooked_avllm.device_map import materialize, plan_device_map
-
         plan = plan_device_map(model, device_map, max_memory=max_memory, dtype=dtype)
         materialize(model, plan, dtype)
     else:
@@ -198,13 +198,11 @@ def load_pretrained(cls, name_or_path, dtype=torch.float32, device="cpu", load_t
     finish(filler, converter, cfg, unexpected, folder)
 
     if plan is not None:
-        from hooked_avllm.device_map import dispatch
-
         model = dispatch(model, plan, offload_dir=offload_dir)
     model.eval()  # as Hugging Face's from_pretrained: analysis (TransformerLens's patching) needs eval mode
     model.checkpoint_folder = folder
     if load_tokenizer:
-        model.tokenizer = load_tokenizer_from(folder)
+        model.tokenizer = family.load_tokenizer(folder)
     return model
 
 
@@ -226,19 +224,5 @@ def read_pickled_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_tokenizer_from(folder: Path):
-    """The checkpoint's tokenizer, if the folder has one (loaded with ``transformers``)."""
-    if not any((folder / n).exists() for n in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
-        return None
-    try:
-        from transformers import AutoTokenizer
-    except ImportError:
-        warnings.warn("the checkpoint has a tokenizer but transformers is not installed; model.tokenizer is None")
-        return None
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    if not getattr(tokenizer, "chat_template", None):  # a processor-level template (Qwen3-Omni ships chat_template.json)
-        template = folder / "chat_template.json"
-        if template.exists():
-            tokenizer.chat_template = json.loads(template.read_text()).get("chat_template")
-        elif (folder / "chat_template.jinja").exists():
-            tokenizer.chat_template = (folder / "chat_template.jinja").read_text()
-    return tokenizer
+    """The checkpoint's tokenizer, if the folder has one (remote code is never run)."""
+    return load_tokenizer(folder)

@@ -7,7 +7,7 @@ generated token, and whose own position is real (not padding).
 
 Example:
     >>> import torch
-    >>> from hooked_avllm.position_kinds import AUDIO, TEXT
+    >>> from hooked_avllm.vocabulary import AUDIO, TEXT
     >>> logits = torch.zeros(1, 4, 10)
     >>> ids = torch.tensor([[1, 2, 3, 4]])
     >>> kinds = torch.tensor([[TEXT, AUDIO, TEXT, TEXT]])
@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from hooked_avllm.position_kinds import GENERATED, PADDING, TEXT
+from hooked_avllm.vocabulary import GENERATED, PADDING, TEXT
 
 RETURN_TYPES = ("logits", "loss", "both", "normalized", None)
 

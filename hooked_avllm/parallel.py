@@ -2,9 +2,10 @@
 each rank's share, gather the results back in the original order on every rank.
 
 One process per GPU (``torchrun`` or ``accelerate launch`` start them and set ``RANK``,
-``WORLD_SIZE``, ``LOCAL_RANK``), one model copy per process. The sweep drivers that take a list of
-clips (:func:`~hooked_avllm.analysis.knockout.knockout_sweep`, ``attention_share`` of a list,
-``patching_sweep`` / ``attribution_patching`` over (source, target) pairs) take
+``WORLD_SIZE``, ``LOCAL_RANK``), one model copy per process. The tools that take a list of
+clips (:func:`~hooked_avllm.analysis.knockout.knockout_sweep`, ``attention_share`` and
+``token_shift`` of lists, ``patching_sweep`` / ``attribution_patching`` over (source, target)
+pairs) all run through one driver, :func:`hooked_avllm.analysis.runner.run_sweep`, and take
 ``distributed=None``: they shard by themselves when a process group of more than one rank is
 initialised, and return on every rank the object one process returns for the whole list (same clip
 order, same values). ``distributed=False`` runs the whole list in every process. In a single
@@ -334,19 +335,21 @@ def map_sharded(
         indices, mine = shard(items, what)
     else:
         indices, mine = list(range(len(items))), list(items)
-    bar = progress_bar(len(mine), desc or "map", enable=progress and len(items) > 1)
+    bar = progress_bar(len(mine), desc or "map", enable=len(items) > 1) if progress else None
     results: list[R] = []
     failure: tuple[int, Exception] | None = None
     try:
         for i, item in zip(indices, mine):
             results.append(fn(i, item))
-            bar.update(1)
+            if bar is not None:
+                bar.update(1)
     except Exception as error:  # every rank must reach the gather, or the others hang
         if not sharded:
             raise
         failure = (indices[len(results)], error)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     if not sharded:
         return results
     payload = (indices[: len(results)] if failure is None else [], to_cpu(results) if failure is None else [],

@@ -1,9 +1,7 @@
-"""What each sequence position is, as one integer code per position, and the context of a forward.
-
-Analysis tools (attention share, knockout, token dropping) need the kind of every query and key
-position, also while generating with a KV cache, where the keys span the prompt and every token
-generated so far. The model computes these codes once per forward and publishes them, with the
-query offset, as :class:`ForwardContext` (``model.forward_context``) while its blocks run.
+"""Deprecated (removed in 0.3): the kind vocabulary lives in :mod:`hooked_avllm.vocabulary`,
+:class:`ForwardContext` in :mod:`hooked_avllm.forward_context`, and a position's kind comes from the
+inputs' layout (``layout.kind_codes()``, ``model.layout_for(ids).kind_codes()``).
+:func:`position_kinds` still reads kinds off placeholder ids for code that has no layout.
 
 Example:
     >>> import torch
@@ -15,18 +13,21 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
 from typing import Any
 
 import torch
 from jaxtyping import Int
 from torch import Tensor
 
-MEDIA_KINDS: tuple[str, ...] = ("audio", "video", "image")  # what a media position can hold; the layout has a mask each
-KINDS: tuple[str, ...] = ("text", *MEDIA_KINDS, "generated", "padding")
-TEXT, AUDIO, VIDEO, IMAGE, GENERATED, PADDING = range(len(KINDS))
-KIND_CODE = {name: code for code, name in enumerate(KINDS)}
+from hooked_avllm.forward_context import ForwardContext
+from hooked_avllm.vocabulary import AUDIO, GENERATED, IMAGE, KIND_CODE, KINDS, MEDIA_KINDS, PADDING, TEXT, VIDEO
 
+warnings.warn("hooked_avllm.position_kinds is deprecated: kinds are in hooked_avllm.vocabulary, ForwardContext in "
+              "hooked_avllm.forward_context, and layout.kind_codes() gives every position's kind; the module goes in 0.3",
+              DeprecationWarning, stacklevel=2)
+
+__all__ = ["AUDIO", "GENERATED", "IMAGE", "KINDS", "KIND_CODE", "MEDIA_KINDS", "PADDING", "TEXT", "VIDEO", "ForwardContext", "position_kinds"]
 
 def position_kinds(
     input_ids: Int[Tensor, "batch pos"],
@@ -48,19 +49,3 @@ def position_kinds(
     for name, mask in masks.items():  # torch.where: no host sync on a GPU
         kinds = torch.where(mask.to(kinds.device), KIND_CODE[name], kinds)
     return kinds
-
-
-@dataclass
-class ForwardContext:
-    """Published as ``model.forward_context`` while the LLM blocks of one forward run.
-
-    ``kinds`` covers every key position (cached + new, ``[batch, key_pos]``); the queries of this
-    forward are the last ``n_new`` of them, i.e. key positions ``past ... past + n_new - 1``.
-    ``step`` is 0 for a plain forward or a generation's prefill, k for the k-th decoding step.
-    """
-
-    kinds: Int[Tensor, "batch key_pos"]
-    past: int
-    n_new: int
-    step: int = 0
-    n_prompt: int = 0  # positions before the first generated one (the last prompt position is n_prompt - 1)

@@ -1,3 +1,14 @@
+"""Shared fixtures.
+
+* ``hub_fixtures``: the real hub files copied into the repository (``tests/fixtures/hub``).
+* ``family``: one family's test kit (``tests/kits/<family>.py``, see ``kits.FamilyKit``), parametrized
+  over every kit found, test ids the family names. A test that must run on every family takes it; a
+  test for the families with some property narrows it with ``kits.families_where(predicate)``.
+* ``model``: the family's tiny random model, once per test module, seeded by ``model_seed`` (0; a
+  module overrides ``model_seed`` with its own fixture to draw other weights). A module that needs
+  another model defines its own ``model`` fixture, which takes precedence.
+"""
+
 import sys
 from pathlib import Path
 
@@ -7,6 +18,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 torch.set_num_threads(2)
 
+from kits import KITS  # noqa: E402  (after the path above)
+
 HUB = Path(__file__).resolve().parent / "fixtures" / "hub"  # real hub files, copied into the repo (SOURCES.md)
 
 
@@ -15,3 +28,21 @@ def hub_fixtures() -> Path:
     if not HUB.exists():
         raise FileNotFoundError(f"the hub fixtures are expected at {HUB} (tests/fixtures/hub in the repository)")
     return HUB
+
+
+@pytest.fixture(scope="module", params=KITS, ids=[kit.name for kit in KITS])
+def family(request):
+    """One family's test kit (every kit in tests/kits/, found automatically)."""
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def model_seed() -> int:
+    """The seed of the ``model`` fixture's weights (override in a module for others)."""
+    return 0
+
+
+@pytest.fixture(scope="module")
+def model(family, model_seed):
+    """The family's tiny random model (float32, eval mode), once per module."""
+    return family.model(seed=model_seed)

@@ -1,6 +1,6 @@
 """Modality selection, generation caching, knockout, token dropping and attention share: known answers,
-on every family (tiny Qwen2.5-Omni and Qwen3-Omni thinkers and a tiny VideoLLaMA2.1-AV; see
-``analysis_support.Family``)."""
+on every family (each family's test kit in ``tests/kits/``: tiny Qwen2.5-Omni and Qwen3-Omni thinkers,
+a tiny VideoLLaMA2.1-AV, ...)."""
 
 from __future__ import annotations
 
@@ -8,35 +8,23 @@ from __future__ import annotations
 import pytest
 import torch
 
-from analysis_support import FAMILIES, Family, videollama2_reference_embeds, videollama2_reference_pair
-from hooked_avllm import HookedAVLLM
 from hooked_avllm.analysis.attention_share import attention_share, shares_from_patterns
 from hooked_avllm.analysis.knockout import Knockout, KnockoutRule, generate_with_knockout, knockout, knockout_sweep
 from hooked_avllm.analysis.token_dropping import drop_tokens
-from hooked_avllm.components.rotary import rotary_1d, rotary_mrope, rotary_mrope_interleaved
 from hooked_avllm.inputs import teacher_forced_inputs
-from hooked_avllm.position_kinds import AUDIO, GENERATED, VIDEO, position_kinds
-from qwen3_reference import build_thinker as build_qwen3_thinker
-from reference_models import build_omni_thinker
+from hooked_avllm.vocabulary import AUDIO, GENERATED, VIDEO
+from kits import families_where
 
 # ESPnet's BEATs (the VideoLLaMA2 reference) uses a deprecated autocast spelling
 pytestmark = pytest.mark.filterwarnings("ignore:.*autocast.*:FutureWarning")
 
 NEW = 6
 RESIDS = ("hook_resid_pre", "hook_resid_post")
-# tests of a Qwen-only concept run on the Qwen families alone (the reason is given at each)
-qwen_only = pytest.mark.parametrize("family", ["qwen2_5_omni", "qwen3_omni"], indirect=True)
-HF_THINKERS = ("qwen2_5_omni", "qwen3_omni")  # the families whose reference is a Hugging Face thinker
-
-
-@pytest.fixture(scope="module", params=FAMILIES)
-def family(request):
-    return Family(request.param)
 
 
 @pytest.fixture(scope="module")
-def model(family):
-    return family.model(seed=3)
+def model_seed():
+    return 3
 
 
 @pytest.fixture(scope="module")
@@ -57,15 +45,8 @@ def teacher_forced(inputs, tokens):
 # ----------------------------------------------------------------------------- selection
 
 
-# audio tokens of the batch in [0, 2) s, of its second row, and of each row in [0.5, 1.1) s
-EARLY_AUDIO = {"qwen2_5_omni": 2 * 50,  # two clips, 2 s each at 25 tokens/s
-               "qwen3_omni": 2 * 26,  # AuT: tokens k / 13 s < 2 s, k = 0 .. 25, of each clip (3 s and 2 s)
-               "videollama2": 2 * 13 * 8}  # BEATs: time patches 0, 0.16 .. 1.92 s of each 3-s clip, 8 bands each
-ROW1_AUDIO = {"qwen2_5_omni": 50, "qwen3_omni": 26,  # 2 s at 25/s; 2 s at 13/s
-              "videollama2": 18 * 8}  # 3 s of fbank = 18 time patches x 8 bands
-WINDOW_AUDIO = {"qwen2_5_omni": 15,  # tokens at 0.52 .. 1.08 s
-                "qwen3_omni": 8,  # k / 13 in [0.5, 1.1): k = 7 .. 14 (0.54 .. 1.08 s)
-                "videollama2": 3 * 8}  # patches at 0.64, 0.80, 0.96 s
+# the known answers (the kit's ``answers``): audio tokens of the batch in [0, 2) s (early_audio), of its
+# second row (other_row_audio), and of each row in [0.5, 1.1) s (window_audio)
 
 
 def test_select_by_modality_time_and_item(family, model, batch):
@@ -74,7 +55,7 @@ def test_select_by_modality_time_and_item(family, model, batch):
     resid = cache["blocks.1.hook_resid_post"]
     assert torch.equal(cache.select("blocks.1.hook_resid_post", "audio"), resid[layout.audio])
     early = cache.select("blocks.1.hook_resid_post", "audio", time=(0.0, 2.0))
-    assert early.shape[0] == EARLY_AUDIO[family.name]
+    assert early.shape[0] == family.answers.early_audio
     assert torch.equal(cache.positions("audio", time=(0.0, 2.0)), layout.audio & (layout.audio_time < 2.0))
     # a window inside the clip picks the tokens whose time, from the tower's token rate, lies in [a, b)
     window = cache.positions("audio", time=(0.5, 1.1))
@@ -83,11 +64,11 @@ def test_select_by_modality_time_and_item(family, model, batch):
         times = family.audio_token_times(len(audio))
         want = torch.zeros_like(layout.audio[b])
         want[audio[(times >= 0.5) & (times < 1.1)]] = True
-        assert torch.equal(window[b], want) and int(want.sum()) == WINDOW_AUDIO[family.name]
+        assert torch.equal(window[b], want) and int(want.sum()) == family.answers.window_audio
     second_video = cache.select("blocks.1.hook_resid_post", "video", item=1)
     span = layout.spans_of("video")[1]
     assert torch.equal(second_video, resid[span.batch, span.positions])
-    assert cache.select("blocks.1.hook_resid_post", "audio", batch=1).shape[0] == ROW1_AUDIO[family.name]
+    assert cache.select("blocks.1.hook_resid_post", "audio", batch=1).shape[0] == family.answers.other_row_audio
     last = cache.select("blocks.0.attn.hook_pattern", "last")  # query axis: [n, head, key]
     assert last.shape == (2, 4, batch.input_ids.shape[1])
     assert torch.equal(last[0], cache["blocks.0.attn.hook_pattern"][0, :, -1])
@@ -99,9 +80,10 @@ def test_select_by_modality_time_and_item(family, model, batch):
         cache.select("blocks.1.hook_resid_post", "sound")
 
 
-@qwen_only  # Qwen parses a layout from bare ids + media; VideoLLaMA2 lays out only what its prompt builder made
+# a family that parses a layout from bare ids + media (Qwen); VideoLLaMA2 lays out only what its prompt builder made
+@families_where(lambda kit: kit.lays_out_bare_ids)
 def test_cache_of_hf_style_kwargs_gets_a_layout(model, av):
-    _, cache = model.run_with_cache(**av.model_kwargs())
+    _, cache = model.run_with_cache(**av.forward_kwargs())
     assert cache.layout is not None
     assert torch.equal(cache.layout.audio, av.layout.audio) and torch.equal(cache.layout.video, av.layout.video)
 
@@ -120,7 +102,7 @@ def test_generate_with_cache_concatenated_equals_teacher_forced_forward(model, b
     pattern, reference = cache["blocks.1.attn.hook_pattern"], full["blocks.1.attn.hook_pattern"]
     assert pattern.shape == reference.shape
     assert (pattern - reference).abs().max() < 1e-5
-    assert cache.select("blocks.1.hook_resid_post", "generated").shape == (2 * NEW, 64)
+    assert cache.select("blocks.1.hook_resid_post", "generated").shape == (2 * NEW, model.cfg.d_model)
 
 
 def test_generate_with_cache_per_step(model, av):
@@ -147,34 +129,10 @@ def test_empty_knockout_equals_plain_forward_and_generate(model, batch):
 
 @pytest.fixture(scope="module")
 def reference_pair(family, tmp_path_factory):
-    """(independent reference, our model loaded from its checkpoint): the Hugging Face Qwen2.5-Omni
-    or Qwen3-Omni thinker (3 MoE layers, DeepStack into layers 0-1); VideoLLaMA2.1-AV assembled from
-    transformers' Qwen2 and SigLIP, timm and ESPnet's BEATs."""
-    folder = tmp_path_factory.mktemp("knockout_ref")
-    if family.name == "videollama2":
-        return videollama2_reference_pair(seed=1, folder=folder)
-    build = {"qwen2_5_omni": build_omni_thinker, "qwen3_omni": build_qwen3_thinker}[family.name]
-    reference = build("a", seed=1)
-    reference.save_pretrained(folder)
-    return reference, HookedAVLLM.from_pretrained(folder)
-
-
-def reference_forward(family, reference, inputs, mask):
-    """The reference on ``inputs`` with the additive mask ``[batch, 1, query, key]``; the
-    VideoLLaMA2 reference's LLM reads embeddings from its own embedding table and towers."""
-    if family.name in HF_THINKERS:
-        kwargs = dict(inputs.model_kwargs(), attention_mask=mask)
-        return reference(**kwargs, position_ids=inputs.layout.position_ids, output_hidden_states=True)
-    return reference.llm(inputs_embeds=videollama2_reference_embeds(reference, inputs), attention_mask=mask,
-                         position_ids=inputs.layout.position_ids[0], output_hidden_states=True)
-
-
-def reference_decoder(family, reference, inputs):
-    """The reference's decoder (its layers and rotary) and the position ids it takes
-    (3 M-RoPE rows for the thinker, one row of 1D positions for Qwen2)."""
-    if family.name in HF_THINKERS:
-        return getattr(reference.model, "language_model", reference.model), inputs.layout.position_ids  # transformers 5.x layouts
-    return reference.llm.model, inputs.layout.position_ids[0]
+    """(independent reference, our model loaded from its checkpoint): the kit's reference, e.g. the
+    Hugging Face Qwen2.5-Omni or Qwen3-Omni thinker (3 MoE layers, DeepStack into layers 0-1);
+    VideoLLaMA2.1-AV assembled from transformers' Qwen2 and SigLIP, timm and ESPnet's BEATs."""
+    return family.reference_pair(seed=1, folder=tmp_path_factory.mktemp("knockout_ref"), variant="a")
 
 
 @pytest.mark.parametrize("rule,layers", [(("any", "audio"), None), (("text", "video"), (1, 2))])
@@ -185,14 +143,14 @@ def test_knockout_equals_masked_reference(family, reference_pair, rule, layers):
     reference, ours = reference_pair
     inputs = family.clip(ours, seconds=3, seed=5)
     n = inputs.input_ids.shape[1]
-    kinds = position_kinds(inputs.input_ids, inputs.attention_mask, ours.cfg.tokens)
+    kinds = family.token_kinds(inputs.input_ids, inputs.attention_mask, ours.cfg.tokens)
     codes = {"any": [0, 1, 2, 3], "audio": [AUDIO], "video": [VIDEO], "text": [0]}
     q = torch.isin(kinds, torch.tensor(codes[rule[0]]))[:, :, None]
     k = torch.isin(kinds, torch.tensor(codes[rule[1]]))[:, None, :]
     allowed = torch.ones(n, n, dtype=torch.bool).tril()[None] & ~(q & k) | torch.eye(n, dtype=torch.bool)[None]
     mask = torch.zeros(1, 1, n, n).masked_fill(~allowed[:, None], float("-inf"))
     with torch.no_grad():
-        ref = reference_forward(family, reference, inputs, mask)
+        ref = family.reference_forward(reference, inputs, mask)
         with knockout(ours, KnockoutRule(*rule, layers=layers)):
             logits, cache = ours.run_with_cache(inputs, names_filter=lambda name: name.endswith(RESIDS))
         plain = ours(inputs)
@@ -209,7 +167,7 @@ def test_knockout_equals_masked_reference(family, reference_pair, rule, layers):
             _, plain_cache = ours.run_with_cache(inputs, names_filter=lambda name: name.endswith(RESIDS))
         assert torch.allclose(cache["blocks.0.hook_resid_post"], plain_cache["blocks.0.hook_resid_post"])
         assert torch.allclose(cache["blocks.1.hook_resid_pre"], plain_cache["blocks.1.hook_resid_pre"])
-        text_model, position_ids = reference_decoder(family, reference, inputs)
+        text_model, position_ids = family.reference_decoder(reference, inputs)
         block = text_model.layers[1]
         layer_input = plain_cache["blocks.1.hook_resid_pre"]
         rotary = text_model.rotary_emb(layer_input, position_ids)
@@ -276,14 +234,8 @@ def test_dropping_equals_removing_the_tokens(family, model, av):
         _, cache = model.run_with_cache(av, names_filter="blocks.0.hook_resid_post")
         keep = ~av.layout.video[0]
         resid = cache["blocks.0.hook_resid_post"][:, keep]
-        t = model.cfg.text
         kept = av.layout.position_ids[:, :, keep]
-        if family.name == "qwen2_5_omni":  # M-RoPE over the three position rows, in sections
-            rotary = rotary_mrope(kept, t.d_head, t.rope_theta, t.mrope_section)
-        elif family.name == "qwen3_omni":  # interleaved M-RoPE over the three (float) position rows
-            rotary = rotary_mrope_interleaved(kept, t.d_head, t.rope_theta, t.mrope_section)
-        else:  # 1D rotary over the one row
-            rotary = rotary_1d(kept[0], t.d_head, t.rope_theta)
+        rotary = family.decoder_rotary(model.cfg.text, kept)  # the family's rotary, built by the kit
         for block in model.blocks[1:]:
             resid = block(resid, rotary=rotary, causal=True)
         removed = model.unembed(model.ln_final(resid))
@@ -306,7 +258,7 @@ def test_shares_sum_to_one_and_match_full_patterns(model, batch):
     assert shares.values.shape[1:] == (2, 4, 5)
     assert (shares.values.sum(-1) - 1).abs().max() < 1e-5
     _, cache = model.run_with_cache(batch, names_filter=lambda n: n.endswith("hook_pattern"))
-    kinds = position_kinds(batch.input_ids, batch.attention_mask, model.cfg.tokens, batch.layout)
+    kinds = batch.layout.kind_codes()
     for layer in range(2):
         full = shares_from_patterns(cache["pattern", layer], kinds)  # [batch, head, query, kind]
         expected = full[shares.batch, :, shares.position]
@@ -320,7 +272,7 @@ def test_shares_during_generation_match_cached_patterns(model, batch):
     assert sorted(set(shares.step.tolist())) == list(range(NEW))
     tokens, cache = model.generate_with_cache(batch, NEW, names_filter=lambda n: n.endswith("hook_pattern"),
                                               eos_token_id=[])
-    kinds = position_kinds(tokens, cache.layout.attention_mask, model.cfg.tokens, cache.layout)
+    kinds = cache.layout.kind_codes()
     for layer in range(2):
         full = shares_from_patterns(cache["pattern", layer], kinds)
         expected = full[shares.batch, :, shares.position]
@@ -354,24 +306,12 @@ def test_shares_during_generation_equal_hf_eager_output_attentions(family, refer
     reference, ours = reference_pair
     inputs = family.clip(ours, seconds=3, seed=6)
     n_prompt = inputs.input_ids.shape[1]
-    if family.name in HF_THINKERS:
-        generator, kwargs = reference, inputs.model_kwargs()
-    else:  # the reference LLM on its own embeddings (text and towers)
-        generator = reference.llm
-        kwargs = dict(inputs_embeds=videollama2_reference_embeds(reference, inputs), attention_mask=inputs.attention_mask)
-    previous = generator.config._attn_implementation
-    generator.set_attn_implementation("eager")
-    try:
-        with torch.no_grad():
-            out = generator.generate(**kwargs, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False,
-                                     eos_token_id=None, pad_token_id=0, output_attentions=True,
-                                     return_dict_in_generate=True)
-    finally:
-        generator.set_attn_implementation(previous)
+    out = family.reference_generate(reference, inputs, attn_implementation="eager", max_new_tokens=NEW,
+                                    min_new_tokens=NEW, do_sample=False, eos_token_id=None, pad_token_id=0,
+                                    output_attentions=True, return_dict_in_generate=True)
     shares = attention_share(ours, inputs, max_new_tokens=NEW, eos_token_id=[])
-    # generating from embeddings, transformers returns the new tokens only
-    sequences = out.sequences if family.name in HF_THINKERS else torch.cat([inputs.input_ids, out.sequences], dim=1)
-    kinds = position_kinds(sequences, None, ours.cfg.tokens)
+    sequences = out.sequences  # the prompt, then the new tokens
+    kinds = family.token_kinds(sequences, None, ours.cfg.tokens)
     kinds[:, n_prompt:] = GENERATED
     for step, layers in enumerate(out.attentions):  # step 0: prefill, its last row is the last prompt position
         ours_step = shares.values[shares.step == step][0]  # [layer, head, kind]
@@ -405,7 +345,7 @@ def test_shares_under_knockout_match_the_knocked_out_patterns(model, batch):
         shares = attention_share(model, batch, max_new_tokens=4, eos_token_id=[])
         tokens, cache = model.generate_with_cache(batch, 4, names_filter=lambda n: n.endswith("hook_pattern"),
                                                   eos_token_id=[])
-    kinds = position_kinds(tokens, cache.layout.attention_mask, model.cfg.tokens, cache.layout)
+    kinds = cache.layout.kind_codes()
     for layer in range(2):
         expected = shares_from_patterns(cache["pattern", layer], kinds)[shares.batch, :, shares.position]
         assert (shares.values[:, layer] - expected).abs().max() < 1e-5

@@ -1,38 +1,22 @@
 """Frame heatmaps (E4): token -> grid cell mapping, attention to video against a full pattern cache, the plot;
-on every family (tiny Qwen2.5-Omni and Qwen3-Omni thinkers and a tiny VideoLLaMA2.1-AV; see
-``analysis_support.Family``)."""
+on every family (each family's test kit in ``tests/kits/``)."""
 
 import numpy as np
 import pytest
 import torch
-from analysis_support import FAMILIES, Family
 
 from hooked_avllm.analysis.heatmap import (
     attention_to_video,
+    frame_heatmap,
     plot_frame_heatmaps,
     query_mask,
     upsample_grid,
     video_token_grid,
 )
-from hooked_avllm.architectures.qwen3_omni.positions import time_ordered_runs
 from hooked_avllm.inputs import teacher_forced_inputs
 from hooked_avllm.inputs import TokenLayout, Video
-from hooked_avllm.inputs.interleave import audio_in_video_runs
-from hooked_avllm.inputs.layout import Segment
-from hooked_avllm.inputs.model_spec import ModelInputSpec
-
-qwen_only = pytest.mark.parametrize("family", ["qwen2_5_omni", "qwen3_omni"], indirect=True)
-
-
-@pytest.fixture(scope="module", params=FAMILIES)
-def family(request):
-    return Family(request.param)
-
-
-@pytest.fixture(scope="module")
-def model(family):
-    return family.model(seed=0)
-
+from hooked_avllm.inputs import Segment
+from kits import families_where
 
 def assert_bijection(layout, batch=0, video=0):
     """Every video token lands in exactly one cell and every cell receives exactly one token."""
@@ -44,16 +28,15 @@ def assert_bijection(layout, batch=0, video=0):
     return grid
 
 
-# the tiny clip's token grid: the Qwen families 3 s at 1 frame group a second of 2 x 2 merged cells (audio
-# interleaved in 2-s chunks / merged in time order); VideoLLaMA2's STC connector makes 4 frames of 4 x 4
-# SigLIP patches into 2 x 2 x 2 tokens
-CLIP_GRID = {"qwen2_5_omni": (3, 2, 2), "qwen3_omni": (3, 2, 2), "videollama2": (2, 2, 2)}
+# video tokens that are cells of the layout's grid (Qwen's merged patches, VideoLLaMA2's connector grid)
+on_grid = families_where(lambda kit: kit.video_tokens_on_grid)
 
 
+@on_grid
 def test_tiny_clip_grid_is_a_bijection(family, model):
     inputs = family.clip(model, seconds=3, seed=0)
     grid = assert_bijection(inputs.layout)
-    assert grid.shape == CLIP_GRID[family.name]
+    assert grid.shape == family.answers.clip_grid  # the 3-s clip's token grid
     assert grid[1].flatten().tolist() == [4.0, 5.0, 6.0, 7.0]  # row-major within a frame group
     # per-position scores land on the same cells; non-video positions are ignored
     seq = inputs.input_ids.shape[1]
@@ -65,33 +48,32 @@ def test_tiny_clip_grid_is_a_bijection(family, model):
         video_token_grid(inputs.layout, torch.zeros(5))
 
 
-@qwen_only  # audio inside the video's bracket is the Qwen layouts' (2-s chunks; Qwen3-Omni: token by token)
+# audio inside the video's bracket, the layout parsed from the ids (Qwen: 2-s chunks; Qwen3-Omni: token by token)
+@families_where(lambda kit: kit.audio_inside_video_bracket and kit.lays_out_bare_ids)
 def test_bigger_grid_with_interleaved_audio_is_a_bijection(family, model):
     spec = model.architecture.input_spec(model.cfg)
     tok = model.cfg.tokens
     grid_thw = (4, 12, 16)  # 4 frame groups of 6 x 8 cells, with 4 s of audio
-    if family.name == "qwen2_5_omni":  # 25 tokens a second, each 2-s chunk's video then its audio
-        n_audio = 100
-        runs = audio_in_video_runs(grid_thw, 1.0, n_audio, position_id_per_second=model.cfg.position_id_per_second,
-                                   seconds_per_chunk=model.cfg.seconds_per_chunk)
-    else:  # 13 AuT tokens a second, each frame group's 48 tokens before the audio token of its second
-        n_audio = 4 * 13
-        runs = time_ordered_runs(grid_thw, 1.0, n_audio, spec)
-        assert runs == [("video", 48), ("audio", 13)] * 4
+    n_audio = 4 * family.audio_tokens_per_second
+    runs = family.audio_in_video_runs(model, grid_thw, 1.0, n_audio)  # the family's merge rule
+    assert runs == family.answers.interleaved_runs
     body = [t for kind, count in runs for t in [tok.video if kind == "video" else tok.audio] * count]
     ids = torch.tensor([[1, 2, tok.vision_start, tok.audio_start, *body, tok.audio_end, tok.vision_end, 3]])
-    layout = TokenLayout.from_input_ids(ids, None, spec, video_grid_thw=torch.tensor([grid_thw]),
-                                        video_second_per_grid=torch.tensor([1.0]),
-                                        audio_token_counts=torch.tensor([n_audio]), use_audio_in_video=True)
+    frames = 100 * 4  # mel frames whose audio token count (the family's rule) is n_audio
+    features = torch.zeros(1, 128, frames)
+    assert int(spec.rules.audio_token_counts(torch.tensor([frames]))[0]) == n_audio
+    layout = model.layout_of(ids, None, video_grid_thw=torch.tensor([grid_thw]), video_second_per_grid=torch.tensor([1.0]),
+                             input_features=features, use_audio_in_video=True)  # the family parses the ids
     grid = assert_bijection(layout)
     assert grid.shape == (4, 6, 8)
 
 
-@pytest.mark.parametrize("family", ["videollama2"], indirect=True)
+@families_where(lambda kit: kit.release_video_grid is not None)
 def test_release_sized_connector_grid_is_a_bijection(family, model):
-    """VideoLLaMA2.1-AV's release: 16 frames of 27 x 27 SigLIP patches -> the STC connector's 8 x 13 x 13
-    tokens (time-major, row-major within a frame group), followed by the audio tokens."""
-    t, h, w = 8, 13, 13
+    """A release-sized video laid out from segments (VideoLLaMA2.1-AV's release: 16 frames of 27 x 27
+    SigLIP patches -> the STC connector's 8 x 13 x 13 tokens), time-major, row-major within a frame
+    group, followed by the audio tokens."""
+    t, h, w = family.release_video_grid
     order = torch.arange(t * h * w)
     group, row, col = order // (h * w), (order % (h * w)) // w, order % w
     tok = model.cfg.tokens
@@ -99,25 +81,56 @@ def test_release_sized_connector_grid_is_a_bijection(family, model):
                                               frame_group=group, row=row, col=col),
                 Segment("audio", n_tokens=16, token_id=tok.audio, time=(torch.arange(16) // 8) * 0.16, in_video=0),
                 Segment.text([3])]
-    layout = TokenLayout.from_segments([segments], ModelInputSpec(), pad_id=0)
+    layout = TokenLayout.from_segments([segments], pad_id=0)
     grid = assert_bijection(layout)
     assert grid.shape == (t, h, w)
     assert grid[3, 5].tolist() == [float(3 * h * w + 5 * w + c) for c in range(w)]
-    no_cells = TokenLayout.from_segments([[Segment("video", n_tokens=4, token_id=tok.video)]], ModelInputSpec(), pad_id=0)
+    no_cells = TokenLayout.from_segments([[Segment("video", n_tokens=4, token_id=tok.video)]], pad_id=0)
     with pytest.raises(ValueError, match="no grid cell"):
         video_token_grid(no_cells, torch.zeros(4))
 
 
+@on_grid
 def test_each_row_of_a_padded_batch_has_its_own_grid(family, model):
     # a left-padded batch of two clips: each row's video on its own grid
     batch = family.batch(model, [family.clip(model, seed=1, **family.other_length), family.clip(model, seconds=3, seed=2)])
     assert bool((batch.attention_mask == 0).any())
-    shapes = {"qwen2_5_omni": [(2, 2, 2), (3, 2, 2)], "qwen3_omni": [(2, 2, 2), (3, 2, 2)],
-              "videollama2": [(2, 2, 2), (2, 2, 2)]}[family.name]
+    shapes = [family.answers.other_clip_grid, family.answers.clip_grid]
     assert assert_bijection(batch.layout, batch=0).shape == shapes[0]
     assert assert_bijection(batch.layout, batch=1).shape == shapes[1]
     with pytest.raises(ValueError, match="video"):
         video_token_grid(batch.layout, torch.zeros(8), batch=0, video=1)
+
+
+def test_frame_heatmap_keeps_every_score_on_the_frames_of_each_row(family, model):
+    """The family's placement (the layout's grid, or MiniCPM-o's resampler attention onto the
+    patches): each row's grid has its clip's shape, holds exactly the row's video score mass, starts
+    group g at frame g * frames_per_group at the layout's time, and equals the layout grid where
+    video tokens are grid cells."""
+    batch = family.batch(model, [family.clip(model, seed=1, **family.other_length), family.clip(model, seconds=3, seed=2)])
+    scores = attention_to_video(model, batch, queries="last")
+    for row, shape in enumerate([family.answers.other_clip_grid, family.answers.clip_grid]):
+        heat = frame_heatmap(model, batch, scores, batch=row)
+        assert heat.grid.shape == shape
+        video = batch.layout.spans_of("video", batch=row)[0].positions
+        torch.testing.assert_close(heat.grid.nansum(), scores[row, video].sum(), rtol=1e-5, atol=0)
+        assert heat.first_frame.tolist() == [g * family.frames_per_group for g in range(shape[0])]
+        groups = batch.layout.frame_group[row, video]
+        times = batch.layout.video_time[row, video]
+        assert torch.equal(heat.time, torch.stack([times[groups == g][0] for g in range(shape[0])]))
+        if family.video_tokens_on_grid:
+            assert torch.equal(heat.grid, video_token_grid(batch.layout, scores, batch=row))
+    with pytest.raises(ValueError, match="video=1 does not exist"):
+        frame_heatmap(model, batch, scores, batch=0, video=1)
+
+
+def test_frame_heatmap_plot_of_every_family(family, model, tmp_path):
+    inputs = family.clip(model, seconds=3, seed=0)
+    heat = frame_heatmap(model, inputs, attention_to_video(model, inputs))
+    frames = torch.rand(int(heat.first_frame.max()) + 1, 3, 56, 56)
+    fig = plot_frame_heatmaps(frames, heat, path=tmp_path / "heat.png")
+    assert (tmp_path / "heat.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert fig.axes[-1].get_ylabel().replace("\n", " ") == heat.cell
 
 
 @torch.no_grad()
@@ -158,8 +171,9 @@ def test_attention_to_video_last_query_in_a_padded_batch(family, model):
     video = batch.layout.video
     assert (scores[video] - want[video]).abs().max() < 1e-6
     # the grid of row 0 holds the scores of its own video tokens
-    grid = video_token_grid(batch.layout, scores, batch=0)
-    assert torch.equal(grid.flatten(), scores[0][batch.layout.spans_of("video", batch=0)[0].positions])
+    if family.video_tokens_on_grid:
+        grid = video_token_grid(batch.layout, scores, batch=0)
+        assert torch.equal(grid.flatten(), scores[0][batch.layout.spans_of("video", batch=0)[0].positions])
 
 
 def test_plot_writes_png(tmp_path):

@@ -1,23 +1,11 @@
 """Logit lens: known answers against the model's own logits and a hand-made unembedding, on every
-family (tiny Qwen2.5-Omni and Qwen3-Omni thinkers and a tiny VideoLLaMA2.1-AV; see
-``analysis_support.Family``)."""
+family (each family's test kit in ``tests/kits/``)."""
 
 import pytest
 import torch
-from analysis_support import FAMILIES, Family
 
 from hooked_avllm.analysis.logit_lens import hook_names_for, logit_lens
-from hooked_avllm.analysis.select import select_positions
-
-
-@pytest.fixture(scope="module", params=FAMILIES)
-def family(request):
-    return Family(request.param)
-
-
-@pytest.fixture(scope="module")
-def model(family):
-    return family.model(seed=0)
+from hooked_avllm.inputs.select import select_positions
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +76,6 @@ def test_lens_without_norm_equals_unembed_by_hand(model, run):
 
 # audio tokens of the 3-s clip in [1, 2) s: Whisper 25 a second; AuT k / 13 s for k = 13 .. 25; BEATs time
 # patches at 1.12 .. 1.92 s, 8 bands each
-AUDIO_IN_SECOND_TWO = {"qwen2_5_omni": 25, "qwen3_omni": 13, "videollama2": 6 * 8}
-
-
 def test_positions_by_modality_select_the_layout_positions(family, model, inputs, run):
     _, cache = run
     layout = inputs.layout
@@ -108,7 +93,7 @@ def test_positions_by_modality_select_the_layout_positions(family, model, inputs
     window = logit_lens(model, cache, positions="audio", time=(1.0, 2.0), k=1, layers=[0])
     in_window = layout.audio[0] & (layout.audio_time[0] >= 1.0) & (layout.audio_time[0] < 2.0)
     assert torch.equal(window.positions, torch.nonzero(in_window).flatten())
-    assert len(window.positions) == AUDIO_IN_SECOND_TWO[family.name]
+    assert len(window.positions) == family.answers.audio_in_second_two
     both = select_positions(layout, ["audio", "video"])
     assert torch.equal(both, layout.audio | layout.video)
     assert torch.nonzero(select_positions(layout, [0, -1])).tolist() == [[0, 0], [0, inputs.input_ids.shape[1] - 1]]

@@ -1,6 +1,6 @@
 """Activation patching across layouts: known answers on tiny random models (float32, CPU), on every
-family (tiny Qwen2.5-Omni and Qwen3-Omni thinkers and a tiny VideoLLaMA2.1-AV; see
-``analysis_support.Family``)."""
+family (each family's test kit in ``tests/kits/``: tiny Qwen2.5-Omni and Qwen3-Omni thinkers, a tiny
+VideoLLaMA2.1-AV, ...)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import torch
-from analysis_support import FAMILIES, Family
 from transformer_lens import patching as tl_patching
 
 from hooked_avllm.analysis.patching import (
@@ -30,14 +29,9 @@ from hooked_avllm.inputs import ModelInputs
 COMPONENTS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
-def family(request):
-    return Family(request.param)
-
-
 @pytest.fixture(scope="module")
-def model(family):
-    return family.model(seed=3)
+def model_seed():
+    return 3
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +39,8 @@ def same_layout(family, model):
     """Two audio+video clips with the same token ids and layout but different audio and video."""
     a = family.clip(model, seed=0, audio_seed=1)
     b = family.clip(model, seed=0, audio_seed=2)
-    b = replace(b, pixel_values_videos=torch.randn(b.pixel_values_videos.shape, generator=torch.Generator().manual_seed(9)))
+    pixels = getattr(b, family.video_pixels)
+    b = replace(b, **{family.video_pixels: torch.randn(pixels.shape, generator=torch.Generator().manual_seed(9))})
     assert torch.equal(a.input_ids, b.input_ids)
     return a, b
 
@@ -118,16 +113,12 @@ def test_audio_positions_patch_across_layouts(model, conflict):
     assert (logits[0, -1] - tgt_logits[0, -1]).abs().max() > 1e-6
 
 
-# (window both clips cover, its tokens), the 3-s clip's audio tokens, (a window, its tokens, its first token's time).
-# The 2-s clip's BEATs patches end at 1.92 s (12 whole patches of 0.16 s): its common window with the 3-s clip stops there.
-# AuT: token k at k / 13 s; [0, 2) holds k = 0 .. 25, [1, 1.5) k = 13 .. 19 (token 13 at 1 s)
-WINDOWS = {"qwen2_5_omni": (((0.0, 2.0), 50), 75, ((1.0, 1.5), 13, 1.0)),
-           "qwen3_omni": (((0.0, 2.0), 26), 39, ((1.0, 1.5), 7, 1.0)),
-           "videollama2": (((0.0, 1.9), 12 * 8), 18 * 8, ((1.0, 1.5), 3 * 8, float(torch.tensor(7.0) * 0.16)))}
+# the kit's answers.aligned_windows: (window both clips cover, its tokens), the 3-s clip's audio tokens,
+# (a window, its tokens, its first token's time)
 
 
 def test_time_window_alignment(family, model):
-    (common, n_common), n_three, (window, n_window, first) = WINDOWS[family.name]
+    (common, n_common), n_three, (window, n_window, first) = family.answers.aligned_windows
     three = family.clip(model, video=False, seconds=3, seed=1)
     two = family.clip(model, video=True, seconds=2, seed=2)
     align = align_positions(three, two, "audio", time=common)
@@ -140,24 +131,19 @@ def test_time_window_alignment(family, model):
     assert len(part) == n_window and float(three.layout.audio_time[0, part.target_pos].min()) == first
 
 
-# audio tokens of 3 s and 2 s, text tokens of the source and the text target, the target's last audio
-# position and the 2-s audio-only run's length. Qwen3-Omni's target: 5 text, 2 openers, then per second a
-# frame group's 4 video tokens and 13 audio tokens (positions 7 .. 57), 2 closers, 4 text; the 2-s run is
-# 5 + 1 + 26 + 1 + 4 tokens
-COUNTS = {"qwen2_5_omni": dict(audio=(75, 50), text=(11, 13), last_audio=93, two=61),
-          "qwen3_omni": dict(audio=(39, 26), text=(11, 13), last_audio=57, two=37),
-          "videollama2": dict(audio=(144, 96), text=(9, 11), last_audio=156, two=105)}
+# the kit's answers.patching_counts: audio tokens of 3 s and 2 s, text tokens of the source and the text
+# target, the target's last audio position and the 2-s audio-only run's length
 
 
 def test_alignment_errors_are_clear(family, model, conflict):
     src, tgt = conflict
-    n = COUNTS[family.name]
+    n = family.answers.patching_counts
     two = family.clip(model, video=False, seconds=2, seed=4)
     with pytest.raises(ValueError, match=rf"source has {n['audio'][0]} audio tokens, target {n['audio'][1]}.*time=\(start_s, end_s\)"):
         align_positions(src, two, "audio")
-    # the Qwen families' audio+video run has two more brackets; VideoLLaMA2 has none: its text target gets 2 more prompt tokens
-    has_brackets = family.name in ("qwen2_5_omni", "qwen3_omni")
-    text_target = tgt if has_brackets else family.clip(model, video=True, seed=2, audio_seed=7, prefix=7)
+    # audio inside the video's bracket (Qwen): the audio+video run has two more bracket tokens; without
+    # (VideoLLaMA2) the text target gets 2 more prompt tokens
+    text_target = tgt if family.audio_inside_video_bracket else family.clip(model, video=True, seed=2, audio_seed=7, prefix=7)
     with pytest.raises(ValueError, match=f"source has {n['text'][0]} text tokens, target {n['text'][1]}"):
         align_positions(src, text_target, "text")
     with pytest.raises(ValueError, match="source_rows.*out of range"):
@@ -175,7 +161,8 @@ def test_alignment_errors_are_clear(family, model, conflict):
     # encoder hooks are patched whole: a 3 s source into a 2 s target does not fit
     one = torch.zeros(1, src.input_ids.shape[1], dtype=torch.bool), torch.zeros(1, two.input_ids.shape[1], dtype=torch.bool)
     one[0][0, 0] = one[1][0, 0] = True
-    with pytest.raises(ValueError, match=rf"audio_proj.hook_out has shape \(1, {n['audio'][0]}, 64\) in the source .* \(1, {n['audio'][1]}, 64\)"):
+    d = model.cfg.d_model
+    with pytest.raises(ValueError, match=rf"audio_proj.hook_out has shape \(1, {n['audio'][0]}, {d}\) in the source .* \(1, {n['audio'][1]}, {d}\)"):
         patch(model, src, two, "audio_proj.hook_out", modality=one)
     # an alignment built for other runs: out of range in the target
     align = align_positions(src, tgt, "audio")

@@ -1,30 +1,23 @@
 """Token shift (E4): teacher forcing, KL / rank / labels against hand computations, on every family
-(tiny Qwen2.5-Omni and Qwen3-Omni thinkers and a tiny VideoLLaMA2.1-AV; see ``analysis_support.Family``).
-The vision-language base B is the family's model without its audio tower: a stand-in for Qwen2.5-VL
-(the study's base for Qwen2.5-Omni), Qwen3-Omni's thinker without AuT (its ViT and DeepStack kept), and
-VideoLLaMA2.1-AV's own vision-only variant. The tool needs no
+(each family's test kit in ``tests/kits/``: tiny Qwen2.5-Omni and Qwen3-Omni thinkers, a tiny VideoLLaMA2.1-AV,
+a tiny MiniCPM-o 2.6). The vision-language base B is the family's model without its audio tower: a stand-in
+for Qwen2.5-VL (the study's base for Qwen2.5-Omni), Qwen3-Omni's thinker without AuT (its ViT and DeepStack
+kept), VideoLLaMA2.1-AV's own vision-only variant, and MiniCPM-V 2.6 (``minicpmv``: MiniCPM-o's vision path
+and a Qwen2 LLM, no audio). The tool needs no
 aligned layouts: each model reads its own prompt, the caption appended after it."""
 
 from dataclasses import replace
 
 import pytest
 import torch
-from analysis_support import FAMILIES, Family, qwen3_model
 
-from hooked_avllm import AVLLMConfig, HookedAVLLM
 from hooked_avllm.analysis.token_shift import shift_summary, token_shift
-from hooked_avllm.architectures.videollama2.config import tiny_config as tiny_videollama2_config
 from hooked_avllm.inputs import teacher_forced_inputs
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
-def family(request):
-    return Family(request.param)
-
-
 @pytest.fixture(scope="module")
-def model_a(family):
-    return family.model(seed=0)
+def model_a(model):
+    return model  # the family's tiny model, seed 0 (conftest)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +28,7 @@ def inputs_a(family, model_a):
 @torch.no_grad()
 def plain_logits(model, inputs, caption):
     """Prompt + caption run as ordinary ids, positions computed by the model from the ids alone."""
-    kwargs = inputs.model_kwargs()
+    kwargs = inputs.forward_kwargs()
     kwargs["input_ids"] = torch.cat([inputs.input_ids, caption[None]], dim=1)
     kwargs["attention_mask"] = torch.ones_like(kwargs["input_ids"])
     return model(**kwargs)[0]  # [seq, vocab]
@@ -90,32 +83,27 @@ def test_two_random_models_shift_and_ranks_by_hand(family, model_a, inputs_a, tm
 
 
 def test_vision_only_base_with_larger_vocab(family, model_a):
-    """A: AV model on audio + video. B: a vision-only model (vocab 300) on the same video, no audio."""
-    if family.name == "qwen3_omni":  # the thinker without AuT, a larger vocabulary (same placeholder ids)
-        model_b = qwen3_model(seed=2, audio=False, vocab_size=300)
-    else:
-        if family.name == "qwen2_5_omni":
-            cfg = AVLLMConfig.tiny(audio=False)
-            cfg = replace(cfg, text=replace(cfg.text, vocab_size=300))
-        else:  # VideoLLaMA2.1-AV minus its audio tower (its placeholders move to the top of the larger vocabulary)
-            cfg = tiny_videollama2_config(vocab_size=300, audio=False)
-        model_b = HookedAVLLM.from_config(cfg, seed=2).eval()
+    """A: AV model on audio + video. B: a vision-only model (44 more ids) on the same video, no audio."""
+    # the family's model without its audio tower, a larger vocabulary (Qwen, MiniCPM: same placeholder
+    # ids; VideoLLaMA2.1-AV: its placeholders move to the top of the larger vocabulary)
+    shared = model_a.cfg.d_vocab
+    model_b = family.model(seed=2, audio=False, vocab_size=shared + 44)
     inputs_a = family.clip(model_a, seconds=3, seed=5)
     inputs_b = family.clip(model_b, audio=False, seconds=3, seed=5)
-    assert torch.equal(inputs_a.pixel_values_videos, inputs_b.pixel_values_videos)
+    assert torch.equal(getattr(inputs_a, family.video_pixels), getattr(inputs_b, family.video_pixels))
     assert inputs_b.input_features is None and not inputs_b.layout.audio.any()
     caption = torch.tensor([4, 5, 6, 7, 8])
     shift = token_shift(model_a, inputs_a, model_b, inputs_b, caption=caption)
-    assert shift.shared_vocab == 256
+    assert shift.shared_vocab == shared
     n_b = inputs_b.input_ids.shape[1]
     assert shift.position_b.tolist() == list(range(n_b - 1, n_b + 4))
     row_a = plain_logits(model_a, inputs_a, caption)[inputs_a.input_ids.shape[1] + 1]
     row_b = plain_logits(model_b, inputs_b, caption)[n_b + 1]  # predicts caption[2]
-    p, q = row_a[:256].softmax(-1), row_b[:256].softmax(-1)  # renormalised over the shared ids
+    p, q = row_a[:shared].softmax(-1), row_b[:shared].softmax(-1)  # renormalised over the shared ids
     assert abs(float(shift.kl[2]) - float((p * (p.log() - q.log())).sum())) < 1e-5
-    assert int(shift.rank_b[2]) == int((row_b[:256] > row_b[6]).sum())
+    assert int(shift.rank_b[2]) == int((row_b[:shared] > row_b[6]).sum())
     with pytest.raises(ValueError, match="shared vocabulary"):
-        token_shift(model_a, inputs_a, model_b, inputs_b, caption=[260])
+        token_shift(model_a, inputs_a, model_b, inputs_b, caption=[shared + 4])
 
 
 def test_base_without_the_audio_tower_agrees_on_the_video_alone(family, model_a):

@@ -3,7 +3,7 @@ activation, the derivative of an interpolated real patch everywhere (float32 / f
 
 The toy tests run on the shipped toy model, a trained Qwen2.5-Omni-style checkpoint (there is no
 VideoLLaMA2 toy): the estimate tracking the real sweep needs a trained model. The known answers
-that need no training also run on every family's tiny random model (``analysis_support.Family``),
+that need no training also run on every family's tiny random model (its test kit in ``tests/kits/``),
 Qwen3-Omni's MoE LLM included (the estimate differentiates through the routing weights of the chosen
 experts; the choice itself is piecewise constant).
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from analysis_support import FAMILIES, Family
 
 from hooked_avllm.analysis import attribution_patching, logit_diff, patching_sweep
 from hooked_avllm.analysis.alignment import align_positions
@@ -79,11 +78,6 @@ def test_tracks_the_real_sweep(toy, toy_pairs):
             r = torch.corrcoef(torch.stack([estimate.values.flatten(), truth.values.flatten()]))[0, 1]
             assert r > floor, (modality, float(r))
         assert ap.components.n_forwards == 0 and ap.components.n_backwards == len(sources)
-
-
-@pytest.fixture(scope="module", params=FAMILIES)
-def family(request):
-    return Family(request.param)
 
 
 @pytest.fixture(scope="module")

@@ -122,7 +122,7 @@ def test_a_patching_sweep_and_the_logit_lens_on_an_offloaded_model_equal_the_pla
     from hooked_avllm.analysis import logit_lens, patching_sweep
     from hooked_avllm.device_map import dispatch
 
-    from analysis_support import clip_inputs
+    from kits.qwen2_5_omni import clip_inputs
 
     plain = HookedAVLLM.from_config(AVLLMConfig.tiny(), seed=5).eval()
     split = dispatch(HookedAVLLM.from_config(AVLLMConfig.tiny(), seed=5).eval(), offloading_map(plain), offload_dir=str(tmp_path))

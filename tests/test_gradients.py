@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hooked_avllm.position_kinds import GENERATED, TEXT
+from hooked_avllm.vocabulary import GENERATED, TEXT
 from hooked_avllm.toy import OMNI_PATH, ToyScenes, load_toy
 from hooked_avllm.toy.evaluate import prepare_clips
 
@@ -131,9 +131,9 @@ def test_the_loss_skips_media_targets_without_a_layout(toy):
     tok = toy.cfg.tokens
     ids = torch.tensor([[10, 11, tok.audio_start, tok.audio, tok.audio, tok.audio_end, 12]])
     from hooked_avllm.loss import text_target_loss, text_target_mask
-    from hooked_avllm.position_kinds import position_kinds
+    from analysis_support import placeholder_kinds
 
-    kinds = position_kinds(ids, None, tok)
+    kinds = placeholder_kinds(ids, None, tok)
     assert text_target_mask(kinds).tolist() == [[True, True, False, False, True, True]]
     logits = torch.randn(1, 7, toy.cfg.d_vocab)
     manual = torch.nn.functional.cross_entropy(logits[0, [0, 1, 4, 5]], ids[0, [1, 2, 5, 6]])
@@ -141,4 +141,4 @@ def test_the_loss_skips_media_targets_without_a_layout(toy):
     generated = torch.tensor([[TEXT, TEXT, GENERATED]])
     assert text_target_mask(generated).tolist() == [[True, True]]
     with pytest.raises(ValueError, match="no text targets"):
-        text_target_loss(logits[:, :3], ids[:, 2:5], position_kinds(ids[:, 2:5], None, tok))
+        text_target_loss(logits[:, :3], ids[:, 2:5], placeholder_kinds(ids[:, 2:5], None, tok))

@@ -8,17 +8,14 @@ import torch
 from transformer_lens.utilities import get_act_name
 
 from cases import build_case
-from hooked_avllm import HookedAVLLM
 from hooked_avllm.components import Attention
+from parity import reference_pair
 from reference_models import build_omni_thinker
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
-    reference = build_omni_thinker("a", seed=5)
-    folder = tmp_path_factory.mktemp("hooks")
-    reference.save_pretrained(folder)
-    return reference, HookedAVLLM.from_pretrained(folder)
+    return reference_pair(build_omni_thinker("a", seed=5), tmp_path_factory.mktemp("hooks"))
 
 
 def test_every_hook_fires_on_audio_video(pair):

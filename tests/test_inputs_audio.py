@@ -13,7 +13,10 @@ from transformers import WhisperFeatureExtractor
 from transformers.audio_utils import mel_filter_bank as reference_mel_filter_bank
 from transformers.models.qwen2_5_omni.processing_qwen2_5_omni import _get_feat_extract_output_lengths
 
-from hooked_avllm.inputs import PreprocessorConfig, audio_features, audio_token_count, load_audio, resample
+from hooked_avllm.architectures.qwen import PreprocessorConfig
+
+from hooked_avllm.inputs import audio_features, load_audio, resample
+from hooked_avllm.towers.whisper_audio import audio_token_counts as audio_token_count
 from hooked_avllm.inputs.mel import mel_filter_bank
 
 
@@ -60,7 +63,7 @@ def test_unpadded_features_equal_padded_on_real_frames(clips):
         assert torch.equal(longest.feature_attention_mask[i, :n], torch.ones(n, dtype=torch.long))
         assert longest.feature_attention_mask[i, n:].sum() == 0
         assert torch.equal(longest.input_features[i, :, :n], padded.input_features[i, :, :n])
-    assert torch.equal(longest.token_counts, padded.token_counts)
+    assert torch.equal(audio_token_count(longest.frame_counts), audio_token_count(padded.frame_counts))
 
 
 def test_mel_filters_match_reference():

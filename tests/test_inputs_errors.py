@@ -8,16 +8,9 @@ import soundfile
 import torch
 from test_inputs_support import OMNI, VL, omni_tokenizer, write_mp4
 
-from hooked_avllm.inputs import (
-    Audio,
-    ModelInputSpec,
-    audio_features,
-    image_patches,
-    load_audio,
-    load_image,
-    load_video,
-    prepare_inputs,
-)
+from hooked_avllm.architectures.qwen import ModelInputSpec, image_patches, load_image, load_video, prepare_inputs
+
+from hooked_avllm.inputs import Audio, audio_features, load_audio
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,9 @@ import pytest
 import torch
 from test_inputs_support import AUDIO_BOS, AUDIO_EOS, OMNI, VISION_BOS, VISION_EOS, audio_tokens, omni_tokenizer
 
-from hooked_avllm.inputs import InputError, ModelInputSpec, PreprocessorConfig, TokenLayout, load_video, prepare_inputs
+from hooked_avllm.architectures.qwen import ModelInputSpec, layout_from_ids, PreprocessorConfig, load_video, prepare_inputs
+
+from hooked_avllm.inputs import InputError
 
 RNG = np.random.default_rng(0)
 SMALL = PreprocessorConfig(video_min_pixels=28 * 28 * 4)  # small frames keep the reference towers fast
@@ -181,17 +183,8 @@ def test_extend_marks_generated_positions_and_continues_positions():
     expected = start[:, None] + torch.arange(3)
     for axis in range(3):
         assert torch.equal(layout.position_ids[axis, :, seq:], expected)
-    fresh = TokenLayout.from_input_ids(
-        inputs.input_ids,
-        inputs.attention_mask,
-        ModelInputSpec.from_config(OMNI),
-        image_grid_thw=inputs.image_grid_thw,
-        video_grid_thw=inputs.video_grid_thw,
-        video_second_per_grid=inputs.video_second_per_grid,
-        audio_token_counts=layout.audio_token_counts,
-        use_audio_in_video=True,
-    ).extend(3)
-    assert torch.equal(fresh.position_ids, layout.position_ids)  # lazily computed after extend: the same
+    fresh = layout_from_ids(inputs.input_ids, inputs.attention_mask, ModelInputSpec.from_config(OMNI), inputs.media).extend(3)
+    assert torch.equal(fresh.position_ids, layout.position_ids)  # parsed, then extended: the same
 
 
 def test_layout_rejects_ids_that_disagree_with_media():
@@ -200,16 +193,17 @@ def test_layout_rejects_ids_that_disagree_with_media():
     ids = inputs.input_ids.clone()
     position = int(inputs.layout.spans[0].positions[0])
     shorter = torch.cat([ids[:, :position], ids[:, position + 1 :]], dim=1)
+    grid = {"image_grid_thw": inputs.image_grid_thw}
     with pytest.raises(InputError, match="placeholder tokens but its grid needs"):
-        TokenLayout.from_input_ids(shorter, None, spec, image_grid_thw=inputs.image_grid_thw)
+        layout_from_ids(shorter, None, spec, grid)
     with pytest.raises(InputError, match="more image items than the 0 given"):
-        TokenLayout.from_input_ids(ids, None, spec)
+        layout_from_ids(ids, None, spec, {})
     with pytest.raises(InputError, match="2 image item.s. were given but input_ids place 1"):
-        TokenLayout.from_input_ids(ids, None, spec, image_grid_thw=inputs.image_grid_thw.repeat(2, 1))
+        layout_from_ids(ids, None, spec, {"image_grid_thw": inputs.image_grid_thw.repeat(2, 1)})
     stray = ids.clone()
     stray[0, 3] = 151646
     with pytest.raises(InputError, match="outside a media bracket"):
-        TokenLayout.from_input_ids(stray, None, spec, image_grid_thw=inputs.image_grid_thw)
+        layout_from_ids(stray, None, spec, grid)
 
 
 def test_model_inputs_to_and_kwargs():

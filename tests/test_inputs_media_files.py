@@ -8,7 +8,9 @@ import soundfile
 import torch
 from test_inputs_support import OMNI, audio_tokens, omni_tokenizer, write_mp4
 
-from hooked_avllm.inputs import load_audio, load_video, prepare_inputs
+from hooked_avllm.architectures.qwen import load_video, prepare_inputs
+
+from hooked_avllm.inputs import load_audio
 from hooked_avllm.inputs.decode import probe_video
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from test_inputs_support import OMNI, audio_tokens, omni_tokenizer
 
-from hooked_avllm.inputs import load_video, prepare_inputs
+from hooked_avllm.architectures.qwen import load_video, prepare_inputs
 
 SYSTEM = (
     "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving "

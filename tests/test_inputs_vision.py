@@ -9,8 +9,8 @@ from PIL import Image as PILImage
 from transformers import Qwen2VLImageProcessorPil
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as hf_smart_resize
 
-from hooked_avllm.inputs import PreprocessorConfig, image_patches, load_image, load_video, patchify, video_patches
-from hooked_avllm.inputs.sizing import frame_indices, smart_nframes, smart_resize, video_max_pixels
+from hooked_avllm.architectures.qwen import PreprocessorConfig, image_patches, load_image, load_video, patchify, video_patches
+from hooked_avllm.architectures.qwen.sizing import frame_indices, smart_nframes, smart_resize, video_max_pixels
 
 CONFIG = PreprocessorConfig()
 
@@ -128,8 +128,8 @@ def test_a_video_sized_for_other_settings_is_flagged():
     preprocessing keeps 112x112 frames, warns; loaded with the checkpoint's settings it does not."""
     import warnings
 
-    from hooked_avllm.inputs import PreprocessorConfig
-    from hooked_avllm.inputs.vision import check_video_size
+    from hooked_avllm.architectures.qwen import PreprocessorConfig
+    from hooked_avllm.architectures.qwen.vision import check_video_size
     from hooked_avllm.toy import OMNI_PATH
 
     frames = np.zeros((4, 112, 112, 3), np.uint8)

@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from hooked_avllm.inputs import InputError, PreprocessorConfig, TokenLayout, load_video
-from hooked_avllm.inputs.positions import rope_position_ids
+from hooked_avllm.architectures.qwen import PreprocessorConfig, load_video
+
+from hooked_avllm.inputs import InputError, TokenLayout
+from hooked_avllm.architectures.qwen.parse import layout_from_ids
+from hooked_avllm.architectures.qwen.positions import rope_position_ids
 from hooked_avllm.toy import load_toy
 
 
@@ -35,21 +38,17 @@ def with_track(model, video: np.ndarray, track: np.ndarray):
 
 
 def parsed(model, inputs) -> TokenLayout:
-    layout = inputs.layout
-    return TokenLayout.from_input_ids(
-        inputs.input_ids, inputs.attention_mask, model.architecture.input_spec(model.cfg),
-        image_grid_thw=layout.image_grid_thw, video_grid_thw=layout.video_grid_thw,
-        video_second_per_grid=layout.video_second_per_grid, audio_token_counts=layout.audio_token_counts,
-        use_audio_in_video=layout.use_audio_in_video, padding_side=layout.padding_side,
-    )
+    """The layout read back from the ids and media alone (the Qwen parser)."""
+    return layout_from_ids(inputs.input_ids, inputs.attention_mask, model.architecture.input_spec(model.cfg),
+                           inputs.media, padding_side=inputs.layout.padding_side)
 
 
 def ids_walk(model, inputs):
     """The position ids walked over the token ids (the walk compared with the reference's get_rope_index)."""
     layout, cfg = inputs.layout, model.cfg
     positions, _ = rope_position_ids(
-        inputs.input_ids, inputs.attention_mask, tokens=cfg.tokens, image_grid_thw=layout.image_grid_thw,
-        video_grid_thw=layout.video_grid_thw, video_second_per_grid=layout.video_second_per_grid,
+        inputs.input_ids, inputs.attention_mask, tokens=cfg.tokens, image_grid_thw=inputs.image_grid_thw,
+        video_grid_thw=inputs.video_grid_thw, video_second_per_grid=inputs.video_second_per_grid,
         audio_token_counts=layout.audio_token_counts, use_audio_in_video=layout.use_audio_in_video,
         spatial_merge_size=cfg.vision.spatial_merge_size, position_id_per_second=cfg.position_id_per_second,
         seconds_per_chunk=cfg.seconds_per_chunk,
@@ -93,7 +92,6 @@ def test_built_layout_equals_the_parsed_one(models, family, kind):
     if kind == "audio in video":  # a sound track for the frames
         case["video"] = with_track(model, case["video"], sound(4.0, 6))
     inputs = model.prepare(**case)
-    assert inputs.layout.source == "segments"
     assert_same(inputs.layout, parsed(model, inputs))
     assert torch.equal(inputs.layout.position_ids, ids_walk(model, inputs))
 

@@ -130,12 +130,12 @@ def run_sweeps(distributed: bool | None = None) -> dict:
     """The sweeps both processes and the single-process reference run: one tiny model (seed 3),
     clips of two lengths, knockout (clip by clip and regrouped in batches of 2), attention share,
     patching and attribution patching over pairs."""
-    from analysis_support import Family
+    from kits import kit_named
 
     from hooked_avllm.analysis import KnockoutRule, attention_share, attribution_patching, knockout_sweep, logit_diff
     from hooked_avllm.analysis import patching_sweep
 
-    family = Family("qwen2_5_omni")
+    family = kit_named("qwen2_5_omni")
     model = family.model(seed=3)
     calls = []  # one entry per generation this process runs
     generate = model.generate

@@ -7,23 +7,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from parity import TOL, assert_close, assert_equal, assert_same_tokens, assert_stages, real, reference_pair
 from qwen3_reference import CASES, build_case, build_thinker
-
-from hooked_avllm import HookedAVLLM
-
-TOL = 1e-4
 
 
 @pytest.fixture(scope="module", params=["a", "b"])
 def pair(request, tmp_path_factory):
-    reference = build_thinker(request.param, seed=3)
     folder = tmp_path_factory.mktemp(f"qwen3_thinker_{request.param}")
-    reference.save_pretrained(folder, max_shard_size="200KB")  # several shards, experts split per expert
-    return reference, HookedAVLLM.from_pretrained(folder)
-
-
-def valid(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return x[mask.bool()]
+    # several shards, experts split per expert
+    return reference_pair(build_thinker(request.param, seed=3), folder, max_shard_size="200KB")
 
 
 def reference_router_indices(reference, inputs) -> dict[int, torch.Tensor]:
@@ -51,13 +43,12 @@ def test_logits_and_stages_match(pair, case):
         with torch.no_grad():
             ref = reference(**inputs, output_hidden_states=True)
             logits, cache = ours.run_with_cache(**inputs)
-        assert (valid(logits, mask) - valid(ref.logits, mask)).abs().max() < TOL
-        # the embeddings, then every decoder layer's output (the reference records it before the
-        # DeepStack rows are added, so ours is hook_resid_post, not the next layer's resid_pre)
-        assert (valid(cache["resid_pre", 0], mask) - valid(ref.hidden_states[0], mask)).abs().max() < TOL
-        for layer in range(ours.cfg.n_layers - 1):
-            diff = valid(cache["resid_post", layer], mask) - valid(ref.hidden_states[layer + 1], mask)
-            assert diff.abs().max() < TOL, f"layer {layer}"
+        # the logits, the embeddings, then every decoder layer's output (the reference records it before
+        # the DeepStack rows are added, so ours is hook_resid_post, not the next layer's resid_pre)
+        stages = {"logits": (logits, ref.logits), "blocks.0.hook_resid_pre": (cache["resid_pre", 0], ref.hidden_states[0])}
+        stages.update({f"blocks.{layer}.hook_resid_post": (cache["resid_post", layer], ref.hidden_states[layer + 1])
+                       for layer in range(ours.cfg.n_layers - 1)})
+        assert_stages(stages, TOL, mask=mask)
 
         # the chosen experts, token for token
         picked = reference_router_indices(reference, inputs)
@@ -65,12 +56,12 @@ def test_logits_and_stages_match(pair, case):
         for layer, indices in picked.items():
             ours_idx = cache[f"blocks.{layer}.mlp.hook_expert_indices"].reshape(indices.shape)
             flat_mask = mask.reshape(-1).bool()
-            assert torch.equal(ours_idx[flat_mask], indices[flat_mask]), f"layer {layer}"
+            assert_equal(ours_idx[flat_mask], indices[flat_mask], f"blocks.{layer}.mlp.hook_expert_indices")
 
         if "input_features" in inputs:
             with torch.no_grad():
                 ref_audio = reference.model.get_audio_features(inputs["input_features"], inputs["feature_attention_mask"]).last_hidden_state
-            assert (cache["audio_proj.hook_out"][0] - ref_audio).abs().max() < TOL
+            assert_close(cache["audio_proj.hook_out"][0], ref_audio, "audio_proj.hook_out", TOL)
         kinds = [k for k in ("image", "video") if ("pixel_values" if k == "image" else "pixel_values_videos") in inputs]
         injected = {}
         for kind in kinds:
@@ -82,13 +73,13 @@ def test_logits_and_stages_match(pair, case):
             merged = torch.cat(out.pooler_output)
             ours_rows = ours.layout_of(**inputs)  # the visual positions of this kind
             where = getattr(ours_rows, kind)
-            assert (valid(cache["hook_embed"], where) - merged).abs().max() < TOL
+            assert_close(real(cache["hook_embed"], where), merged, f"hook_embed at the {kind} positions", TOL)
             for i, feats in enumerate(out.deepstack_features):
                 injected.setdefault(i, []).append((where, torch.cat(feats)))
         for i, parts in injected.items():  # each DeepStack injection: the rows added after decoder layer i
             added = cache[f"blocks.{i}.hook_injection"]
             for where, rows in parts:
-                assert (added[where] - rows).abs().max() < TOL
+                assert_close(added[where], rows, f"blocks.{i}.hook_injection", TOL)
             others = ~torch.stack([w for w, _ in parts]).any(0)
             assert (added[others] == 0).all()
         if kinds == ["image"] or kinds == ["video"]:
@@ -96,9 +87,10 @@ def test_logits_and_stages_match(pair, case):
             pix = inputs["pixel_values" if kind == "image" else "pixel_values_videos"]
             with torch.no_grad():
                 out = reference.model.visual(pix, grid_thw=inputs[f"{kind}_grid_thw"])
-            assert (cache["vision_proj.hook_out"][0] - out.pooler_output).abs().max() < TOL
-            for i, feats in enumerate(out.deepstack_features):
-                assert (cache[f"vision_proj.deepstack.{i}.hook_out"][0] - feats).abs().max() < TOL
+            stages = {"vision_proj.hook_out": (cache["vision_proj.hook_out"][0], out.pooler_output)}
+            stages.update({f"vision_proj.deepstack.{i}.hook_out": (cache[f"vision_proj.deepstack.{i}.hook_out"][0], feats)
+                           for i, feats in enumerate(out.deepstack_features)})
+            assert_stages(stages, TOL)
 
 
 @pytest.mark.parametrize("case", ["text", "image", "audio_in_video", "padded_batch"])
@@ -108,7 +100,7 @@ def test_greedy_generation_matches(pair, case):
     with torch.no_grad():
         ref = reference.generate(**inputs, max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
     tokens = ours.generate(**inputs, max_new_tokens=8, eos_token_id=[])
-    assert torch.equal(tokens, ref)
+    assert_same_tokens(tokens, ref)
 
 
 def test_position_ids_match_the_reference(pair):

@@ -25,9 +25,8 @@ import torch
 
 from hooked_avllm import HookedAVLLM
 from hooked_avllm.toy.tokenizer import save_tokenizer
+from parity import TOL, assert_rows_close, assert_same_tokens, assert_stages, load_ours, save_released
 from videollama2_reference import NUM_FRAMES, ReferenceVideoLLaMA2
-
-TOL = 1e-4  # float32 logits, absolute
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*weight_norm.*:FutureWarning"),
@@ -40,9 +39,9 @@ def pair(tmp_path_factory):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         reference = ReferenceVideoLLaMA2(seed=0)
-        folder = reference.save_checkpoint(tmp_path_factory.mktemp("videollama2"))
+        folder = save_released(reference, tmp_path_factory.mktemp("videollama2"))  # the release's layout
         save_tokenizer(folder, "vl")
-        model = HookedAVLLM.from_pretrained(folder)
+        model = load_ours(folder)
     return reference, model
 
 
@@ -96,15 +95,6 @@ def reference_media(reference, inputs, kinds: list[str]) -> list[torch.Tensor | 
     return out
 
 
-def compare_rows(ours: torch.Tensor, mask: torch.Tensor, theirs: torch.Tensor, their_mask: torch.Tensor) -> float:
-    worst = 0.0
-    for r in range(ours.shape[0]):
-        a, b = ours[r][mask[r].bool()], theirs[r][their_mask[r].bool()]
-        assert a.shape == b.shape, f"row {r}: {a.shape[0]} positions vs the reference's {b.shape[0]}"
-        worst = max(worst, float((a - b).abs().max()))
-    return worst
-
-
 @pytest.mark.parametrize(
     "kind, dtype",
     [(kind, torch.float64) for kind in CASES] + [(kind, torch.float32) for kind in ("text", "image", "video")],
@@ -116,7 +106,7 @@ def test_logits_match_the_reference(request, kind, dtype):
     with torch.no_grad():
         ours = model(inputs)
         theirs, their_mask = reference([ids], reference_media(reference, inputs, [kind]))
-    assert compare_rows(ours, inputs.attention_mask, theirs, their_mask) < TOL
+    assert_rows_close(ours, inputs.attention_mask, theirs, their_mask, f"logits ({kind}, {dtype})", TOL)
 
 
 def test_padded_batch_matches_the_reference(pair64):
@@ -133,7 +123,7 @@ def test_padded_batch_matches_the_reference(pair64):
     with torch.no_grad():
         ours = model(inputs)
         theirs, their_mask = reference(rows, reference_media(reference, inputs, kinds))
-    assert compare_rows(ours, inputs.attention_mask, theirs, their_mask) < TOL
+    assert_rows_close(ours, inputs.attention_mask, theirs, their_mask, "logits", TOL)  # ours left-padded, theirs right
 
 
 def test_every_tower_stage_matches_its_reference(pair64):
@@ -144,13 +134,15 @@ def test_every_tower_stage_matches_its_reference(pair64):
         hidden = reference.siglip(inputs.pixel_values_videos.flatten(0, 1), output_hidden_states=True).hidden_states
         beats, _ = reference.beats.extract_features(inputs.input_features.clone(), None)
         stc = reference.stc(hidden[-2][None])
+        audio_proj = reference.audio_proj(beats)
     n_run = model.cfg.vision.siglip.n_layers_run
-    for layer in range(n_run):
-        assert (cache[f"vision.blocks.{layer}.hook_resid_post"] - hidden[layer + 1]).abs().max() < TOL
-    assert (cache["vision.hook_out"] - hidden[-2]).abs().max() < TOL
-    assert (cache["vision_proj.hook_out"] - stc).abs().max() < TOL
-    assert (cache["audio.hook_out"] - beats).abs().max() < TOL
-    assert (cache["audio_proj.hook_out"] - reference.audio_proj(beats)).abs().max() < TOL
+    stages = {f"vision.blocks.{layer}.hook_resid_post": (cache[f"vision.blocks.{layer}.hook_resid_post"], hidden[layer + 1])
+              for layer in range(n_run)}
+    stages.update({"vision.hook_out": (cache["vision.hook_out"], hidden[-2]),
+                   "vision_proj.hook_out": (cache["vision_proj.hook_out"], stc),
+                   "audio.hook_out": (cache["audio.hook_out"], beats),
+                   "audio_proj.hook_out": (cache["audio_proj.hook_out"], audio_proj)})
+    assert_stages(stages, TOL)
 
 
 def test_layout_counts_follow_the_towers(pair):
@@ -182,7 +174,7 @@ def test_greedy_generation_matches_the_reference(pair):
         embeds = torch.cat([embed(torch.tensor(ids[:k])), feats, embed(torch.tensor(ids[k + 1 :]))])[None]
         theirs = reference.llm.generate(inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long),
                                         max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
-    assert ours[0, inputs.input_ids.shape[1]:].tolist() == theirs[0, -8:].tolist()
+    assert_same_tokens(ours[0, inputs.input_ids.shape[1]:], theirs[0, -8:])
 
 
 class NotATensor:

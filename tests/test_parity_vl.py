@@ -6,10 +6,8 @@ import pytest
 import torch
 
 from cases import build_case
-from hooked_avllm import HookedAVLLM
+from parity import TOL, assert_equal, assert_stages, reference_pair
 from reference_models import IMAGE, VIDEO, build_vl
-
-TOL = 1e-4
 
 
 def token_types(input_ids: torch.Tensor) -> torch.Tensor:
@@ -18,10 +16,7 @@ def token_types(input_ids: torch.Tensor) -> torch.Tensor:
 
 @pytest.fixture(scope="module", params=[True, False], ids=["tied", "untied"])
 def vl_pair(request, tmp_path_factory):
-    reference = build_vl(tie=request.param, seed=4)
-    folder = tmp_path_factory.mktemp("vl")
-    reference.save_pretrained(folder, max_shard_size="100KB")
-    return reference, HookedAVLLM.from_pretrained(folder)
+    return reference_pair(build_vl(tie=request.param, seed=4), tmp_path_factory.mktemp("vl"), max_shard_size="100KB")
 
 
 def hf_vl_inputs(inputs: dict) -> dict:
@@ -38,7 +33,7 @@ def test_vl_logits_match(vl_pair, case):
     assert ours.audio is None and ours.cfg.architecture == "qwen2_5_vl"
     assert (ours.unembed.weight is ours.embed.weight) == reference.config.tie_word_embeddings
     inputs = build_case(case, seed=7)
-    mask = inputs["attention_mask"].bool()
+    mask = inputs["attention_mask"]
     hf_inputs = hf_vl_inputs(inputs)
     with torch.no_grad():
         ref_pos, _ = reference.model.get_rope_index(
@@ -49,9 +44,10 @@ def test_vl_logits_match(vl_pair, case):
         # The reference's position ids are fed to both, so this checks the towers and the LLM;
         # position ids are compared on their own in test_vl_position_ids.
         logits, cache = ours.run_with_cache(**inputs, position_ids=ref_pos)
-    assert (logits[mask] - ref.logits[mask]).abs().max() < TOL
-    for layer in range(ours.cfg.n_layers):
-        assert (cache["resid_pre", layer][mask] - ref.hidden_states[layer][mask]).abs().max() < TOL
+    stages = {"logits": (logits, ref.logits)}
+    stages.update({f"blocks.{layer}.hook_resid_pre": (cache["resid_pre", layer], ref.hidden_states[layer])
+                   for layer in range(ours.cfg.n_layers)})
+    assert_stages(stages, TOL, mask=mask)
 
 
 @pytest.mark.parametrize("case", ["image", "video", "vl_padded_batch"])
@@ -75,11 +71,11 @@ def test_vl_position_ids(vl_pair, case):
     for row in range(mask.shape[0]):
         ours_row, ref_row = pos[:, row, mask[row]], ref_pos[:, row, mask[row]]
         if not video_rows[row]:
-            assert torch.equal(ours_row, ref_row)
+            assert_equal(ours_row, ref_row, f"position ids of row {row}")
             continue
         is_video = inputs["input_ids"][row, mask[row]] == VIDEO
         last_video = int(is_video.nonzero().max())
         # identical up to and including the video tokens
-        assert torch.equal(ours_row[:, : last_video + 1], ref_row[:, : last_video + 1])
+        assert_equal(ours_row[:, : last_video + 1], ref_row[:, : last_video + 1], f"position ids of row {row} up to its video's end")
         # then text resumes one past the largest id so far (released rule)
         assert torch.equal(ours_row[:, last_video + 1], ours_row[:, : last_video + 1].max().expand(3) + 1)

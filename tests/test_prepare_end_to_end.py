@@ -21,7 +21,7 @@ def test_prepare_runs_through_the_model(hub_fixtures):
     rng = np.random.default_rng(0)
     video = rng.integers(0, 255, size=(6, 56, 84, 3), dtype=np.uint8)  # 3 s at 2 fps
     audio = rng.standard_normal(16000 * 3).astype(np.float32) * 0.1
-    from hooked_avllm.inputs import load_video
+    from hooked_avllm.architectures.qwen import load_video
 
     clip = load_video(video, source_fps=2.0, audio=audio)  # frames with their soundtrack
     inputs = model.prepare(prompt="Describe what you see and hear.", video=clip, use_audio_in_video=True)

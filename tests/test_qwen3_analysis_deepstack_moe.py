@@ -1,4 +1,4 @@
-"""What Qwen3-Omni adds that analysis must respect, on its tiny random thinker (``analysis_support``:
+"""What Qwen3-Omni adds that analysis must respect, on its tiny random thinker (``tests/kits/qwen3_omni.py``:
 2 MoE decoder layers, 8 experts top-2, DeepStack rows added after both layers at the visual positions):
 
 * DeepStack injections (``blocks.{i}.hook_injection``): residual, not attention. A knockout of
@@ -17,14 +17,14 @@ from dataclasses import replace
 import pytest
 import torch
 
-from analysis_support import Family
+from kits import kit_named
 from test_saes import TinySAE
 
 from hooked_avllm.analysis.knockout import KnockoutRule, generate_with_knockout, knockout
 from hooked_avllm.analysis.metrics import logit_diff
 from hooked_avllm.analysis.patching import patch, patching_sweep
 
-FAMILY = Family("qwen3_omni")
+FAMILY = kit_named("qwen3_omni")
 INJECTIONS = ("blocks.0.hook_injection", "blocks.1.hook_injection")
 EXPERTS = "blocks.{l}.mlp.hook_expert_indices"
 

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from parity import load_ours, save_released
 from qwen3_reference import audio_in_video_body, audio_tokens
 from transformers import Qwen2VLImageProcessorPil, WhisperFeatureExtractor
 
-from hooked_avllm import HookedAVLLM
 from hooked_avllm.architectures.qwen3_omni.config import tiny_config_json
-from hooked_avllm.inputs import InputError, load_video
+from hooked_avllm.architectures.qwen import load_video
+from hooked_avllm.inputs import InputError
 
 QWEN3 = "Qwen__Qwen3-Omni-30B-A3B-Instruct"
 IMAGE, VIDEO, AUDIO, VISION_START, VISION_END, AUDIO_START, AUDIO_END = 151655, 151656, 151675, 151652, 151653, 151669, 151670
@@ -51,9 +52,9 @@ def pair(tmp_path_factory, hub_fixtures):
     reference = Qwen3OmniMoeThinkerForConditionalGeneration(Qwen3OmniMoeThinkerConfig(**config)).eval()
     randomize_(reference, 5)
     folder = tmp_path_factory.mktemp("qwen3_real_ids")
-    reference.save_pretrained(folder)
+    save_released(reference, folder)
     tokenizer_files(folder, hub_fixtures)
-    return reference, HookedAVLLM.from_pretrained(folder)
+    return reference, load_ours(folder)
 
 
 def rendered(model, content: list[dict]) -> str:

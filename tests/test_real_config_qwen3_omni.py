@@ -10,7 +10,7 @@ import re
 import torch
 
 from hooked_avllm import HookedAVLLM
-from hooked_avllm.loading import WeightFiller, pick_converter
+from hooked_avllm.loading import WeightFiller, pick_architecture, pick_converter
 
 NAME = "Qwen__Qwen3-Omni-30B-A3B-Instruct"
 
@@ -21,7 +21,7 @@ def load(hub_fixtures, file):
 
 def test_real_config_parses_to_the_released_dimensions(hub_fixtures):
     config_json = load(hub_fixtures, "config.json")
-    cfg = pick_converter(config_json).config_from_hf(config_json)
+    cfg = pick_architecture(config_json).config_from_hf(config_json)
     t, v, a = cfg.text, cfg.vision, cfg.audio
     assert cfg.architecture == "qwen3_omni_moe_thinker" and cfg.source_model_type == "qwen3_omni_moe"
     assert (t.n_layers, t.d_model, t.n_heads, t.n_kv_heads, t.d_head, t.vocab_size) == (48, 2048, 32, 4, 128, 152064)
@@ -67,7 +67,7 @@ def reference_shapes(config_json: dict) -> dict[str, tuple[int, ...]]:
 def test_converter_maps_every_real_thinker_tensor(hub_fixtures):
     config_json = load(hub_fixtures, "config.json")
     converter = pick_converter(config_json)
-    cfg = converter.config_from_hf(config_json)
+    cfg = pick_architecture(config_json).config_from_hf(config_json)
     weight_map = load(hub_fixtures, "model.safetensors.index.json")["weight_map"]
     shapes = reference_shapes(config_json)
     with torch.device("meta"):

@@ -8,9 +8,8 @@ import re
 import pytest
 import torch
 
-import weights_conversion
 from hooked_avllm import HookedAVLLM
-from hooked_avllm.loading import WeightFiller, pick_converter
+from hooked_avllm.loading import WeightFiller, pick_architecture, pick_converter
 
 EXPECTED = {  # (layers, d_model, heads, kv heads, d_mlp, vocab, vision out, audio out, tied)
     "Qwen__Qwen2.5-Omni-3B": (36, 2048, 16, 2, 11008, 151936, 2048, 2048, False),
@@ -27,7 +26,7 @@ def load_json(path):
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_real_config_dimensions(hub_fixtures, name):
     config_json = load_json(hub_fixtures / name / "config.json")
-    cfg = pick_converter(config_json).config_from_hf(config_json)
+    cfg = pick_architecture(config_json).config_from_hf(config_json)
     layers, d, heads, kv, mlp, vocab, v_out, a_out, tied = EXPECTED[name]
     t = cfg.text
     assert (t.n_layers, t.d_model, t.n_heads, t.n_kv_heads, t.d_mlp, t.vocab_size) == (layers, d, heads, kv, mlp, vocab)
@@ -52,7 +51,7 @@ def test_legacy_and_new_rope_spellings_agree(hub_fixtures):
     text = modern["thinker_config"]["text_config"]
     text["rope_parameters"] = {"rope_type": "default", "rope_theta": text.pop("rope_theta"),
                                "mrope_section": text.pop("rope_scaling")["mrope_section"]}
-    convert = weights_conversion.qwen2_5_omni.config_from_hf
+    from hooked_avllm.architectures.qwen2_5_omni.config import config_from_hf as convert
     assert convert(legacy) == convert(modern)
 
 
@@ -80,7 +79,7 @@ def reference_shapes(name: str, config_json: dict) -> dict[str, tuple[int, ...]]
 def test_converter_maps_every_real_tensor(hub_fixtures, name):
     config_json = load_json(hub_fixtures / name / "config.json")
     converter = pick_converter(config_json)
-    cfg = converter.config_from_hf(config_json)
+    cfg = pick_architecture(config_json).config_from_hf(config_json)
     weight_map = load_json(hub_fixtures / name / "model.safetensors.index.json")["weight_map"]
     shapes = reference_shapes(name, config_json)
     with torch.device("meta"):

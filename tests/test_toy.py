@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from hooked_avllm import HookedAVLLM
-from hooked_avllm.inputs import PreprocessorConfig, audio_features
+from hooked_avllm.architectures.qwen import PreprocessorConfig
+from hooked_avllm.inputs import audio_features
 from hooked_avllm.toy import OMNI_PATH, VL_PATH, ToyScenes, toy_config
 from hooked_avllm.toy.data import (
     OBJECT_WORDS,

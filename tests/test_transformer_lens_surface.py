@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from analysis_support import tiny_model
+from kits.qwen2_5_omni import tiny_model
 from transformer_lens import patching as tl_patching
 
 from hooked_avllm import AVLLMConfig, HookedAVLLM

@@ -1,30 +1,35 @@
-"""Converters from Hugging Face checkpoints to HookedAVLLM weights: one module per family.
+"""Converters from Hugging Face checkpoints to HookedAVLLM weights.
 
-Each family module exposes two plain functions:
+One name map per tower or LLM (a function from a tensor name relative to the part's root and the
+part's config to a list of :class:`Target`): ``qwen2_llm``, ``qwen_moe_llm``, ``qwen_vision``,
+``whisper_audio``, ``qwen3_vision``, ``aut_audio``, ``siglip`` (with the STC connector and MLP
+projectors), ``beats``, ...; one converter per family (``qwen2_5_omni``, ``videollama2``, ...),
+which is its :class:`~weights_conversion.prefix_table.PrefixTable`: checkpoint prefix -> name map.
+Converters import no family code; the family (``hooked_avllm/architectures/<family>/``) names
+its converter, and the architecture registry is the one place that finds both.
 
-* ``config_from_hf(config_json: dict) -> AVLLMConfig``
-* ``tensor_targets(name: str, cfg: AVLLMConfig) -> list[Target] | None`` — where a checkpoint
-  tensor goes (``None``: not ours, e.g. the talker), plus ``implicit_zeros(cfg)`` for parameter
-  slices the checkpoint leaves out (biases a projection does not have); optionally
-  ``extra_weight_files(config_json)``, pickled state dicts beside the shards that hold weights
-  too (read with ``torch.load(weights_only=True)``).
+Submodules are imported on first use: ``import weights_conversion`` loads nothing else.
 
-Tower-level mappings shared by families live beside them: ``beats.py`` (BEATs, also its official
-``.pt`` checkpoints), ``siglip.py`` (SigLIP, the STC connector, MLP projectors), ``aut_audio.py`` (Qwen3-Omni's AuT),
-``qwen3_vision.py`` (Qwen3-Omni's ViT and DeepStack mergers), ``qwen_common.py``.
+Example:
+    >>> import weights_conversion
+    >>> weights_conversion.Target("embed.weight").param
+    'embed.weight'
 """
 
-from weights_conversion import qwen2_5_omni, qwen2_5_vl, qwen3_omni, videollama2
-from weights_conversion.targets import Target
+from __future__ import annotations
 
-# model_type in config.json -> converter module
-CONVERTERS = {
-    "qwen2_5_omni": qwen2_5_omni,
-    "qwen2_5_omni_thinker": qwen2_5_omni,
-    "qwen2_5_vl": qwen2_5_vl,
-    "videollama2_qwen2": videollama2,
-    "qwen3_omni_moe": qwen3_omni,
-    "qwen3_omni_moe_thinker": qwen3_omni,
-}
+import importlib
+from typing import Any
 
-__all__ = ["CONVERTERS", "Target", "qwen2_5_omni", "qwen2_5_vl", "qwen3_omni", "videollama2"]
+__all__ = ["Target"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Target":
+        from weights_conversion.targets import Target
+
+        return Target
+    try:
+        return importlib.import_module(f"weights_conversion.{name}")
+    except ModuleNotFoundError:
+        raise AttributeError(f"module 'weights_conversion' has no attribute {name!r}") from None

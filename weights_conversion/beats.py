@@ -19,7 +19,7 @@ state dict repeats under every layer; layer 0's copy fills ``rel_pos.embedding.w
 Example:
     >>> from hooked_avllm.towers.beats import BEATsConfig
     >>> beats_targets("encoder.layers.0.self_attn.k_proj.weight", BEATsConfig(), prefix="audio.")
-    [Target(param='audio.blocks.0.attn.qkv.weight', rows=(768, 1536), shape=None)]
+    [Target(param='audio.blocks.0.attn.qkv.weight', rows=(768, 1536), shape=None, index=None)]
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ def siglip_targets(name: str, cfg: SiglipConfig, prefix: str = "vision.") -> lis
     Example:
         >>> cfg = SiglipConfig()
         >>> siglip_targets("encoder.layers.3.self_attn.k_proj.weight", cfg)
-        [Target(param='vision.blocks.3.attn.qkv.weight', rows=(1152, 2304), shape=None)]
+        [Target(param='vision.blocks.3.attn.qkv.weight', rows=(1152, 2304), shape=None, index=None)]
         >>> siglip_targets("encoder.layers.26.mlp.fc1.weight", cfg), siglip_targets("text_model.x", cfg)
         ([], None)
     """
@@ -73,7 +73,7 @@ def mlp_projector_targets(name: str, depth: int, prefix: str) -> list[Target] | 
 
     Example:
         >>> mlp_projector_targets("2.bias", 2, "audio_proj.")
-        [Target(param='audio_proj.linears.1.bias', rows=None, shape=None)]
+        [Target(param='audio_proj.linears.1.bias', rows=None, shape=None, index=None)]
         >>> mlp_projector_targets("4.weight", 2, "audio_proj.") is None
         True
     """
@@ -95,7 +95,7 @@ def stc_targets(name: str, cfg: STCConfig, prefix: str = "vision_proj.") -> list
     Example:
         >>> cfg = STCConfig()
         >>> stc_targets("s1.b1.downsample.bn.weight", cfg)
-        [Target(param='vision_proj.s1.blocks.0.shortcut_norm.w', rows=None, shape=None)]
+        [Target(param='vision_proj.s1.blocks.0.shortcut_norm.w', rows=None, shape=None, index=None)]
         >>> stc_targets("s2.b1.downsample.conv.weight", cfg) is None  # s2 keeps the width: identity skip
         True
     """

@@ -14,6 +14,8 @@ module                      what it does
 ``patching``                activation patching across layouts (audio-only -> audio + video); sweeps
 ``attribution_patching``    the linear estimate of a whole patching sweep from one backward pass
 ``token_dropping``          drop audio or video tokens after a layer, in prefill and generation
+``runner``                  the one sweep driver under every list: batching, progress, ranks, ordered gather
+``source_run``              the source run of a patch: aligned positions, kept activations, its answer
 ==========================  ==========================================================================
 
 Example:
@@ -24,7 +26,7 @@ Example:
 from hooked_avllm.analysis.alignment import align_positions
 from hooked_avllm.analysis.attribution_patching import AttributionPatching, AttributionSweep, attribution_patching
 from hooked_avllm.analysis.attention_share import AttentionShare, attention_share, shares_from_patterns
-from hooked_avllm.analysis.heatmap import attention_to_video, plot_frame_heatmaps, video_token_grid
+from hooked_avllm.analysis.heatmap import attention_to_video, frame_heatmap, plot_frame_heatmaps, video_token_grid
 from hooked_avllm.analysis.knockout import (
     Knockout,
     KnockoutRule,
@@ -36,9 +38,9 @@ from hooked_avllm.analysis.knockout import (
 from hooked_avllm.analysis.logit_lens import LogitLensResult, logit_lens
 from hooked_avllm.analysis.metrics import answer_prob, kl_to_source, logit_diff, restoration
 from hooked_avllm.analysis.patching import PatchingSweep, patch, patching_sweep
-from hooked_avllm.analysis.select import position_mask
+from hooked_avllm.inputs.select import position_mask
 from hooked_avllm.analysis.token_dropping import DropTokens, drop_tokens
-from hooked_avllm.analysis.token_shift import TokenShiftResult, shift_summary, token_shift
+from hooked_avllm.analysis.token_shift import TokenShiftResult, TokenShiftSweep, shift_summary, token_shift
 
 __all__ = [
     "AttentionShare",
@@ -51,6 +53,7 @@ __all__ = [
     "LogitLensResult",
     "PatchingSweep",
     "TokenShiftResult",
+    "TokenShiftSweep",
     "align_positions",
     "answer_prob",
     "attention_share",
@@ -65,6 +68,7 @@ __all__ = [
     "logit_lens",
     "patch",
     "patching_sweep",
+    "frame_heatmap",
     "plot_frame_heatmaps",
     "position_mask",
     "restoration",

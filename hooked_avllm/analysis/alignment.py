@@ -23,6 +23,7 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 
 from hooked_avllm.inputs.layout import carried_layout
+from hooked_avllm.inputs.select import position_mask
 
 __all__ = ["Modality", "PositionAlignment", "align_positions"]
 
@@ -74,8 +75,6 @@ def _mask(layout: Any, modality: Any, side: str) -> Bool[Tensor, "batch seq"]:
                 f"give a [batch, seq] mask per run as modality=(source_mask, target_mask)"
             )
         return mask
-    from hooked_avllm.analysis.select import position_mask
-
     return position_mask(layout, modality).cpu().clone()  # a copy: time= narrows it in place
 
 
@@ -91,7 +90,7 @@ def align_positions(
 
     Args:
         source, target: TokenLayouts (or ModelInputs / caches carrying one).
-        modality: any position choice of :func:`hooked_avllm.analysis.select.position_mask`
+        modality: any position choice of :func:`hooked_avllm.inputs.select.position_mask`
             (``"audio"``, ``"video"``, ``"image"``, ``"text"``, ``"media"``, ``"generated"``,
             ``"last"`` (each row's last real position), ``"all"`` (every non-padding position: the
             identity for equal layouts), a list of those), one bool mask ``[batch, seq]`` used for

@@ -22,9 +22,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from hooked_avllm import parallel
+from hooked_avllm.analysis.plotting import pyplot, save
+from hooked_avllm.analysis.runner import SweepUnit, batch_rows, run_sweep
 from hooked_avllm.inputs.layout import carried_layout
-from hooked_avllm.position_kinds import GENERATED, KINDS, PADDING
+from hooked_avllm.inputs.select import position_mask
+from hooked_avllm.vocabulary import GENERATED, KINDS, PADDING
 
 SHARE_KINDS = KINDS[:5]  # padding keys get no attention
 
@@ -88,8 +90,6 @@ class AttentionShare:
     def plot(self, path: Any = None, kinds: Sequence[str] | None = None, title: str | None = None) -> Any:
         """Share per layer, one line per kind, with a band over clips (min to max; over queries when
         there is one clip)."""
-        from hooked_avllm.analysis.plotting import pyplot, save
-
         plt = pyplot()
         per = self.per_clip().numpy()  # [clip, layer, kind]
         if per.shape[0] == 1:
@@ -274,29 +274,28 @@ def attention_share(
     a query (plus the last prompt position, which predicts the first one, when
     ``last_prompt_as_generated``); steps after a row's end token are left out. ``queries`` picks
     prompt positions as queries (a modality name, ``"last"``, or a bool mask ``[batch, pos]``;
-    see :func:`hooked_avllm.analysis.select.position_mask`) and needs the inputs' layout.
+    see :func:`hooked_avllm.inputs.select.position_mask`) and needs the inputs' layout.
 
     Example:
         >>> shares = attention_share(model, inputs, max_new_tokens=50)   # doctest: +SKIP
         >>> shares.table().groupby(["layer", "kind"]).share.mean()       # doctest: +SKIP
 
-    A list of inputs (one clip or one batch each) runs one after the other with a progress bar;
-    the result numbers the clips (batch rows) across the list. Under ``torchrun`` each rank runs a
+    A list of inputs (one clip or one batch each) runs one after the other with a progress bar
+    over the clips (through :func:`hooked_avllm.analysis.runner.run_sweep`); the result numbers
+    the clips (batch rows) across the list. Under ``torchrun`` each rank runs a
     contiguous block of the list and every rank returns the whole result (``distributed``: see
     :func:`hooked_avllm.parallel.active`; ``False`` runs the whole list in every process). A
     single input runs whole in every process.
     """
-    from hooked_avllm.analysis.select import position_mask
-
     if isinstance(inputs, (list, tuple)):
-        def one(_: int, item: Any) -> AttentionShare:
-            return attention_share(model, item, queries=queries, max_new_tokens=max_new_tokens,
+        def one(unit: SweepUnit) -> AttentionShare:
+            return attention_share(model, unit.item, queries=queries, max_new_tokens=max_new_tokens,
                                    last_prompt_as_generated=last_prompt_as_generated, layers=layers,
                                    eos_token_id=eos_token_id)
 
-        parts = parallel.map_sharded(one, inputs, distributed=distributed, progress=progress, desc="attention share",
-                                     what="inputs")
-        return AttentionShare.concat(parts, [getattr(i, "input_ids", i).shape[0] for i in inputs])
+        parts = run_sweep(one, inputs, tool="attention share", unit="clips", rows=batch_rows, progress=progress,
+                          distributed=distributed)
+        return AttentionShare.concat(parts, [batch_rows(item) for item in inputs])
     if queries is None and not max_new_tokens:
         raise ValueError("choose the queries: max_new_tokens=N (generated tokens) and/or queries='last' / a mask")
     layers = list(range(model.cfg.n_layers)) if layers is None else sorted(int(layer) for layer in layers)

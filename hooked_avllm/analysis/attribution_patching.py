@@ -32,20 +32,12 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from hooked_avllm import parallel
-from hooked_avllm.analysis.alignment import Modality, PositionAlignment, align_positions
-from hooked_avllm.analysis.metrics import Metric, final_logits
-from hooked_avllm.analysis.patching import (
-    PatchingSweep,
-    SweepCells,
-    _is_encoder,
-    _metric_value,
-    _missing,
-    _source_store,
-    checked_layers,
-    paired_runs,
-    sweep_cells,
-)
+from hooked_avllm.analysis.alignment import Modality, PositionAlignment
+from hooked_avllm.analysis.metrics import Metric
+from hooked_avllm.analysis.patching import PatchingSweep, SweepCells, checked_layers, sweep_cells
+from hooked_avllm.analysis.plotting import pyplot, save
+from hooked_avllm.analysis.runner import SweepUnit, run_sweep
+from hooked_avllm.analysis.source_run import is_encoder_hook, paired_runs, run_source
 
 __all__ = ["AttributionPatching", "AttributionSweep", "attribution_patching"]
 
@@ -96,8 +88,6 @@ class AttributionSweep(PatchingSweep):
         columns (layers or heads) down, aligned positions across, labelled by their time in the
         clip; colour is the estimated change of the metric. Saved to ``path`` when given."""
         import numpy as np
-
-        from hooked_avllm.analysis.plotting import pyplot, save
 
         if row not in self.row_labels:
             raise ValueError(f"{row!r} is not a row of this sweep; rows are {self.row_labels}")
@@ -154,7 +144,9 @@ def attribution_patching(
     ``hook_z`` patches of the same layers. ``metric`` must be differentiable in the logits (all of
     :mod:`hooked_avllm.analysis.metrics` are). ``distributed``: under ``torchrun`` each rank
     estimates a contiguous block of the pairs and every rank returns the whole result (see
-    :func:`hooked_avllm.parallel.active`); ``False`` runs every pair in every process.
+    :func:`hooked_avllm.parallel.active`); ``False`` runs every pair in every process. The pairs
+    run through :func:`hooked_avllm.analysis.runner.run_sweep` (``progress``: a bar over pairs x
+    cells, every cell of a pair at once, as they come from its one backward pass).
 
     Returns:
         :class:`AttributionPatching` with ``components`` and ``heads`` sweeps; their ``values`` /
@@ -173,21 +165,16 @@ def attribution_patching(
     names = sorted(set().union(*(g.names for g in grids)))
     pairs, metrics = paired_runs(source, target, metric)
 
-    def one_pair(_: int, pair: tuple[tuple[Any, Any], Metric]) -> tuple[float, float, list[_PairEstimate]]:
-        (src, tgt), pair_metric = pair
-        align = align_positions(src, tgt, modality, time=time, source_rows=source_rows)
-        store, keep_hooks = _source_store(names, align)
-        with torch.no_grad():
-            source_logits = model.run_with_hooks(src, fwd_hooks=keep_hooks)
-        _missing(store, names)
-        src_final = final_logits(source_logits, src)[align.source_rows.to(source_logits.device)]
-        source_value = _metric_value(pair_metric, src_final[:, None], None)
+    def one_pair(unit: SweepUnit) -> tuple[float, float, list[_PairEstimate]]:
+        (src, tgt), pair_metric = unit.item
+        source_run = run_source(model, src, tgt, names, modality, time=time, source_rows=source_rows)
         value, acts, grads = _target_gradients(model, tgt, pair_metric, names)
         layout = getattr(tgt, "layout", None)
-        return source_value, value, [_estimate(g, align, store, acts, grads, layout) for g in grids]
+        estimates = [_estimate(g, source_run.align, source_run.store, acts, grads, layout) for g in grids]
+        return source_run.value(pair_metric), value, estimates
 
-    done = parallel.map_sharded(one_pair, list(zip(pairs, metrics)), distributed=distributed, progress=progress,
-                                desc="attribution", what="(source, target) pairs")
+    done = run_sweep(one_pair, list(zip(pairs, metrics)), tool="attribution patching", unit="pairs",
+                     steps=sum(g.n_cells for g in grids), step_name="cells", progress=progress, distributed=distributed)
     source_values = torch.tensor([d[0] for d in done], dtype=torch.float64)
     target_values = torch.tensor([d[1] for d in done], dtype=torch.float64)
     name = getattr(metrics[0], "__name__", type(metrics[0]).__name__)
@@ -218,7 +205,9 @@ def _target_gradients(model: Any, target: Any, metric: Metric, names: list[str])
             logits = model(target)
             value = torch.as_tensor(metric(logits, target))
             value = value.to(torch.promote_types(value.dtype, torch.float32)).mean()  # float64 runs stay float64
-        _missing(acts, names)
+        for name in names:
+            if name not in acts:
+                raise ValueError(f"{name} did not fire in the target run (is that tower used there?); nothing to attribute")
         if not value.requires_grad:
             raise ValueError(
                 "the metric does not depend on the logits through autograd; attribution patching needs a differentiable metric"
@@ -252,7 +241,7 @@ def _estimate(cells: SweepCells, align: PositionAlignment, store: dict, acts: di
         for i, j, name, head in layer_cells:
             by_pos[i, j] = _aligned_attribution(store[name], acts[name], grads[name], align, head)  # [n]
     for i, j, name in cells.whole_cells:
-        if _is_encoder(name):
+        if is_encoder_hook(name):
             total = float(((store[name].to(acts[name].dtype) - acts[name]).double() * grads[name].double()).sum())
         else:
             per_token = _aligned_attribution(store[name], acts[name], grads[name], align, None)

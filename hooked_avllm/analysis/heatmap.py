@@ -5,19 +5,20 @@ Three steps, each usable alone:
 * :func:`attention_to_video` averages, inside ``hook_pattern`` hooks (one layer at a time, no
   pattern kept), the attention from chosen query positions (e.g. a teacher-forced caption span)
   to every key, over chosen layers, heads and queries -> a score per video position;
-* :func:`video_token_grid` puts per-position scores onto the token grid ``[frame_group, rows, cols]``
-  of one video (the merged patch grid, or a connector's output grid) through
-  ``layout.frame_group / row / col``;
+* :func:`frame_heatmap` puts per-position scores of one video on its frames, as the model's family
+  places its video tokens: the token grid ``[frame_group, rows, cols]`` the layout records (Qwen's
+  merged patches, VideoLLaMA2's connector grid; :func:`video_token_grid` alone), or, for
+  MiniCPM-o's resampler rows, the frames' patches reached through the resampler's attention;
 * :func:`plot_frame_heatmaps` draws each frame group's grid, upsampled to the frame size, over the
-  first frame of the group (a group covers ``temporal_patch_size`` = 2 frames).
+  group's first frame, with what a cell holds on the colour bar.
 
 Example:
     >>> from hooked_avllm.inputs import teacher_forced_inputs  # doctest: +SKIP
     >>> video = load_video("clip.mp4")                                          # doctest: +SKIP
     >>> forced = teacher_forced_inputs(inputs, caption_ids)                      # doctest: +SKIP
     >>> scores = attention_to_video(model, forced, queries=slice(4, 9), layers=range(18, 30))  # doctest: +SKIP
-    >>> grid = video_token_grid(forced.layout, scores)                           # doctest: +SKIP
-    >>> plot_frame_heatmaps(video, grid, path="helicopter.png")                  # doctest: +SKIP
+    >>> heat = frame_heatmap(model, forced, scores)                              # doctest: +SKIP
+    >>> plot_frame_heatmaps(video, heat, path="helicopter.png")                  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -30,61 +31,14 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from hooked_avllm.analysis.plotting import pyplot, save
-from hooked_avllm.analysis.select import select_positions
+from hooked_avllm.inputs.frame_grid import FrameGrid, video_token_grid
 from hooked_avllm.inputs.layout import carried_layout
+from hooked_avllm.inputs.select import select_positions
 
 if TYPE_CHECKING:  # pragma: no cover
     from hooked_avllm.model import HookedAVLLM
 
 QueriesLike = Union[str, slice, Tensor, Sequence[int]]
-
-
-def video_token_grid(
-    layout: Any,
-    scores: Float[Tensor, "batch seq"] | Float[Tensor, "seq"] | Float[Tensor, "n_video_tokens"],
-    batch: int = 0,
-    video: int = 0,
-) -> Float[Tensor, "frame_group rows cols"]:
-    """Scores of one video's tokens on its token grid; NaN where no token lands.
-
-    ``scores`` is per position (``[batch, seq]``, or ``[seq]`` for row ``batch``) or per token of
-    this video (``[n_video_tokens]``, in sequence order). ``video`` counts the videos of row
-    ``batch`` (0 = its first video). The grid is the one the layout records for each video token
-    (``layout.frame_group``, ``row``, ``col``: cells of the merged patch grid, e.g. 28 x 28 pixels
-    each, or of a connector's output grid), sized by the largest index of each.
-
-    Example:
-        >>> grid = video_token_grid(inputs.layout, scores)  # doctest: +SKIP
-        >>> grid.shape  # (frame groups, grid rows, grid cols)  # doctest: +SKIP
-        torch.Size([10, 16, 22])
-    """
-    spans = layout.spans_of("video", batch=batch)
-    if video >= len(spans):
-        raise ValueError(f"row {batch} has {len(spans)} video(s); video={video} does not exist")
-    span = spans[video]
-    positions = span.positions.cpu()
-    scores = torch.as_tensor(scores).detach().float().cpu()
-    batch_size, seq = layout.shape
-    if scores.ndim == 2:
-        if tuple(scores.shape) != (batch_size, seq):
-            raise ValueError(f"scores [batch, seq] must have shape {(batch_size, seq)}, got {tuple(scores.shape)}")
-        values = scores[batch, positions]
-    elif scores.ndim == 1 and len(scores) == seq:
-        values = scores[positions]
-    elif scores.ndim == 1 and len(scores) == len(positions):
-        values = scores
-    else:
-        raise ValueError(
-            f"scores must be per position ([batch, seq] or [{seq}]) or per token of this video ([{len(positions)}]); "
-            f"got shape {tuple(scores.shape)}"
-        )
-    frame_group = layout.frame_group[batch].cpu()[positions]
-    row, col = layout.row[batch].cpu()[positions], layout.col[batch].cpu()[positions]
-    if bool((frame_group < 0).any() | (row < 0).any() | (col < 0).any()):
-        raise ValueError(f"the layout gives no grid cell (frame_group / row / col) for some tokens of video {video} in row {batch}")
-    grid = torch.full((int(frame_group.max()) + 1, int(row.max()) + 1, int(col.max()) + 1), float("nan"))
-    grid[frame_group, row, col] = values
-    return grid
 
 
 def query_mask(layout: Any, queries: QueriesLike, attention_mask: Tensor | None = None) -> Bool[Tensor, "batch seq"]:
@@ -122,7 +76,7 @@ def attention_to_video(
     all) and the chosen queries of each row (see :func:`query_mask`; ``"generated"`` needs a
     teacher-forced caption, :func:`~hooked_avllm.inputs.teacher_forced_inputs`).
     Computed inside ``blocks.{l}.attn.hook_pattern`` hooks, so only one ``[batch, seq]``
-    accumulator outlives each layer. Feed the result to :func:`video_token_grid`.
+    accumulator outlives each layer. Feed the result to :func:`frame_heatmap`.
 
     Example:
         >>> scores = attention_to_video(model, forced, queries="generated", layers=range(18, 30))  # doctest: +SKIP
@@ -161,6 +115,30 @@ def attention_to_video(
     bar.close()
     scores = total / (n_queries[:, None].float() * len(layer_list))
     return scores.masked_fill(~layout.video.cpu().bool(), float("nan"))
+
+
+def frame_heatmap(
+    model: "HookedAVLLM",
+    inputs: Any,
+    scores: Float[Tensor, "batch seq"] | Float[Tensor, "seq"] | Float[Tensor, "n_video_tokens"],
+    batch: int = 0,
+    video: int = 0,
+) -> FrameGrid:
+    """Scores of one video's tokens on its frames, as the model's family places them.
+
+    ``scores`` per position (``[batch, seq]``, e.g. from :func:`attention_to_video`, or ``[seq]``
+    for row ``batch``) or per token of this video. Returns a :class:`~hooked_avllm.inputs.frame_grid.FrameGrid`:
+    ``grid`` ``[group, rows, cols]``, each group's first frame and time, and what a cell holds
+    (a token's score on a patch-grid family; the score mass routed to a patch through MiniCPM-o's
+    resampler). Draw it with :func:`plot_frame_heatmaps`.
+
+    Example:
+        >>> heat = frame_heatmap(model, forced, attention_to_video(model, forced, queries="generated"))  # doctest: +SKIP
+        >>> heat.grid.shape, heat.time  # doctest: +SKIP
+    """
+    if carried_layout(inputs) is None:
+        raise ValueError("frame_heatmap needs inputs with a TokenLayout (model.prepare / model.to_inputs)")
+    return model.architecture.video_frame_grid(model, inputs, scores, batch, video)
 
 
 def _frames_array(frames: Any) -> tuple[np.ndarray, float | None]:
@@ -203,7 +181,7 @@ def upsample_grid(grid: Float[Tensor, "rows cols"], size: tuple[int, int], mode:
 
 def plot_frame_heatmaps(
     frames: Any,
-    grid_scores: Float[Tensor, "frame_group rows cols"],
+    grid_scores: FrameGrid | Float[Tensor, "frame_group rows cols"],
     path: str | None = None,
     temporal_patch_size: int = 2,
     alpha: float = 0.55,
@@ -215,19 +193,35 @@ def plot_frame_heatmaps(
     """Each frame group's heat over its first frame (one panel per group, shared colour scale).
 
     ``frames`` is a :class:`~hooked_avllm.inputs.Video` (then panel titles give the time) or an
-    array ``[T, 3, H, W]`` / ``[T, H, W, 3]`` (0..255 or 0..1); group ``g`` is drawn over frame
-    ``g * temporal_patch_size``. The grid is upsampled (``mode`` "nearest" shows the patches,
-    "bilinear" smooths) to the frame size. Saves to ``path`` when given; returns the figure.
+    array ``[T, 3, H, W]`` / ``[T, H, W, 3]`` (0..255 or 0..1): the frames the model was given.
+    ``grid_scores`` is a :class:`~hooked_avllm.inputs.frame_grid.FrameGrid` (from
+    :func:`frame_heatmap`: each group is drawn over its first frame, titled with its time, and the
+    colour bar says what a cell holds) or a bare ``[group, rows, cols]`` grid, group ``g`` drawn over
+    frame ``g * temporal_patch_size``. The grid is upsampled (``mode`` "nearest" shows the cells,
+    "bilinear" smooths) to the frame size; NaN cells stay transparent. Saves to ``path`` when
+    given; returns the figure.
 
     Example:
-        >>> plot_frame_heatmaps(video, video_token_grid(layout, scores), path="heat.png")  # doctest: +SKIP
+        >>> plot_frame_heatmaps(video, frame_heatmap(model, inputs, scores), path="heat.png")  # doctest: +SKIP
     """
     plt = pyplot()
     images, fps = _frames_array(frames)
-    grid = torch.as_tensor(grid_scores).detach().float().cpu()
-    if grid.ndim != 3:
-        raise ValueError(f"grid_scores must be [frame_group, rows, cols], got shape {tuple(grid.shape)}")
+    if isinstance(grid_scores, FrameGrid):
+        grid = grid_scores.grid.detach().float().cpu()
+        first_frames = [int(f) for f in grid_scores.first_frame]
+        times = [float(t) for t in grid_scores.time]
+        label = grid_scores.cell
+    else:
+        grid = torch.as_tensor(grid_scores).detach().float().cpu()
+        if grid.ndim != 3:
+            raise ValueError(f"grid_scores must be [frame_group, rows, cols], got shape {tuple(grid.shape)}")
+        first_frames = [min(g * temporal_patch_size, len(images) - 1) for g in range(grid.shape[0])]  # an odd count's last frame is repeated
+        times = [f / fps if fps else float("nan") for f in first_frames]
+        label = "attention"
     n_groups = grid.shape[0]
+    if first_frames and max(first_frames) >= len(images):
+        raise ValueError(f"the grid's groups start at frames up to {max(first_frames)}, but {len(images)} frames were "
+                         "given: pass the frames the model saw (model.load_video / the frames given to prepare)")
     finite = grid[torch.isfinite(grid)]
     vmin, vmax = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
     n_cols = min(columns, n_groups)
@@ -241,13 +235,22 @@ def plot_frame_heatmaps(
         ax.axis("off")
         if g >= n_groups:
             continue
-        frame = images[min(g * temporal_patch_size, len(images) - 1)]
-        ax.imshow(frame)
+        ax.imshow(images[first_frames[g]])
         up = upsample_grid(grid[g], (height, width), mode).numpy()
         heat = ax.imshow(np.ma.masked_invalid(up), cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax)
-        ax.set_title(f"t = {g * temporal_patch_size / fps:.1f} s" if fps else f"frame group {g}", fontsize=9)
+        ax.set_title(f"t = {times[g]:.1f} s" if np.isfinite(times[g]) else f"frame group {g}", fontsize=9)
     if heat is not None:
-        fig.colorbar(heat, ax=axes.ravel().tolist(), fraction=0.02, label="attention")
+        fig.colorbar(heat, ax=axes.ravel().tolist(), fraction=0.02, label=_wrap(label))
     if title:
         fig.suptitle(title)
     return save(fig, path)
+
+
+def _wrap(text: str, width: int = 40) -> str:
+    """A colour-bar label broken into lines of about ``width`` characters."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)) or text
+
+
+__all__ = ["attention_to_video", "frame_heatmap", "plot_frame_heatmaps", "query_mask", "upsample_grid", "video_token_grid"]

@@ -37,25 +37,17 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from hooked_avllm import parallel
-from hooked_avllm.position_kinds import AUDIO, GENERATED, IMAGE, KIND_CODE, PADDING, VIDEO, ForwardContext
-
-GROUPS = {"media": (AUDIO, VIDEO, IMAGE), "any": tuple(c for c in KIND_CODE.values() if c != PADDING)}
-
+from hooked_avllm.analysis.plotting import pyplot, save
+from hooked_avllm.analysis.runner import SweepUnit, batch_rows, left_padded_batches, run_sweep
+from hooked_avllm.forward_context import ForwardContext
+from hooked_avllm.vocabulary import GENERATED, kind_codes
 
 def _codes(kind: str | Sequence[str]) -> tuple[int, ...]:
-    names = [kind] if isinstance(kind, str) else list(kind)
-    codes: list[int] = []
-    for name in names:
-        if name in GROUPS:
-            codes += GROUPS[name]
-        elif name in KIND_CODE and name != "padding":
-            codes.append(KIND_CODE[name])
-        else:
-            raise ValueError(
-                f"unknown kind {name!r} in a knockout rule; use text, audio, video, image, generated, media or any"
-            )
-    return tuple(sorted(set(codes)))
+    """Codes of a rule's kind names (``media`` and ``any`` included); unknown names raise."""
+    try:
+        return kind_codes(kind)
+    except ValueError as error:
+        raise ValueError(f"{error} (in a knockout rule)") from None
 
 
 @dataclass(frozen=True)
@@ -228,8 +220,6 @@ class KnockoutSweep:
 
     def plot(self, path: Any = None, ylabel: str = "score") -> Any:
         """Mean score per layer window, one line per rule, the no-knockout baseline dashed."""
-        from hooked_avllm.analysis.plotting import pyplot, save
-
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(6, 3.5))
         centres = [(first + end - 1) / 2 for first, end in self.windows]
@@ -266,10 +256,11 @@ def knockout_sweep(
     ``rules`` maps a name to a function of the layer range giving the rule(s), e.g.
     ``{"gen->video": lambda layers: KnockoutRule("generated", "video", layers)}``. ``windows`` are
     ``(first, end)`` layer ranges. ``score(new_tokens, clip)`` scores one row's generated tokens.
-    ``batch_size`` regroups the clips into left-padded batches of that many rows first.
+    ``batch_size`` regroups the clips (one row each) into left-padded batches of that many rows
+    first. The progress bar counts clips x conditions (the baseline plus rules x windows).
 
-    ``distributed`` (see :func:`hooked_avllm.parallel.active`): under ``torchrun`` each rank runs
-    a contiguous block of the batches (of the regrouped batches with ``batch_size``, so every batch
+    The list runs through :func:`hooked_avllm.analysis.runner.run_sweep`. ``distributed`` (see
+    :func:`hooked_avllm.parallel.active`): under ``torchrun`` each rank runs a contiguous block of the batches (of the regrouped batches with ``batch_size``, so every batch
     is the one a single process runs) and every rank returns the whole sweep; ``score`` still gets
     the clip's index in the full list. ``False`` runs every batch in every process.
 
@@ -278,50 +269,25 @@ def knockout_sweep(
         ...                        [(l, l + 4) for l in range(0, 36, 3)], score=audio_correct)  # doctest: +SKIP
         >>> sweep.plot("knockout.png")  # doctest: +SKIP
     """
-    groups = _batch_groups(len(batches), batch_size)
-    first_clip = np.cumsum([0] + [_rows(b) for b in batches]).tolist()  # clip index of each item's first row
     edits = [None] + [_as_knockout(make(range(first, end)), last_prompt_as_generated)
                       for make in rules.values() for first, end in windows]
-    sharded = parallel.active(distributed)
-    bar = parallel.progress_bar(len(parallel.local_indices(len(groups), sharded)) * len(edits), "knockout sweep",
-                                enable=progress)
 
-    def run_group(_: int, members: list[int]) -> np.ndarray:
-        inputs = _group_inputs(model, batches, members, batch_size)
-        out = np.zeros((len(edits), _rows(inputs)))
+    def run_conditions(unit: SweepUnit) -> np.ndarray:
+        """Every condition on one clip or batch: ``[condition, row]`` scores. One generation per
+        condition today; the seam for one prefill per clip shared by the conditions (DESIGN
+        "Sweeps share work")."""
+        out = np.zeros((len(edits), unit.rows))
         for e, edit in enumerate(edits):
-            out[e] = _scores_under(model, inputs, edit, score, first_clip[members[0]], max_new_tokens, generate_kwargs)
-            bar.update(1)
+            out[e] = _scores_under(model, unit.item, edit, score, unit.first, max_new_tokens, generate_kwargs)
+            unit.advance(unit.rows)
         return out
 
-    try:
-        parts = parallel.map_sharded(run_group, groups, distributed=sharded, what="batches")
-    finally:
-        bar.close()
-    table = np.concatenate(parts, axis=1) if parts else np.zeros((len(edits), 0))  # [no rule + rule x window, clip]
+    parts = run_sweep(run_conditions, batches, tool="knockout sweep", unit="clips", steps=len(edits),
+                      step_name="conditions", rows=batch_rows, batch_size=batch_size, batch=left_padded_batches(model),
+                      progress=progress, distributed=distributed)
+    table = np.concatenate(parts, axis=1)  # [no rule + rule x window, clip]
     scores = table[1:].reshape(len(rules), len(windows), table.shape[1])
     return KnockoutSweep(scores, table[0], list(rules), [tuple(w) for w in windows])
-
-
-def _rows(inputs: Any) -> int:
-    return getattr(inputs, "input_ids", inputs).shape[0]
-
-
-def _batch_groups(n: int, batch_size: int | None) -> list[list[int]]:
-    """The items that make up each batch a sweep runs: one each, or ``batch_size`` consecutive ones."""
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1 (or None to run the batches as given), got {batch_size}")
-    step = batch_size or 1
-    return [list(range(i, min(i + step, n))) for i in range(0, n, step)]
-
-
-def _group_inputs(model: Any, batches: Sequence[Any], members: list[int], batch_size: int | None) -> Any:
-    if batch_size is None:
-        return batches[members[0]]
-    from hooked_avllm.inputs import concat_inputs
-
-    pad = model.cfg.tokens.pad if model.cfg.tokens.pad is not None else 0  # any valid id: padding is masked
-    return concat_inputs([batches[i] for i in members], pad_id=pad)
 
 
 def _scores_under(model: Any, inputs: Any, edit: Knockout | None, score: Callable, first_clip: int,

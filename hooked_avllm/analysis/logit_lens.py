@@ -26,8 +26,8 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from hooked_avllm.analysis.plotting import pyplot, save
-from hooked_avllm.analysis.select import PositionsOrIndices as PositionsLike
-from hooked_avllm.analysis.select import select_positions
+from hooked_avllm.inputs.select import PositionsOrIndices as PositionsLike
+from hooked_avllm.inputs.select import select_positions
 from hooked_avllm.inputs.layout import carried_layout
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -406,7 +406,7 @@ def logit_lens(
         track: token ids or strings (first token of each) whose probability and rank to keep.
         chunk_size: positions unembedded at once (memory: ``chunk_size x vocab`` fp32).
         time, item: narrow the positions to a time range (seconds) or one media item (see
-            :func:`hooked_avllm.analysis.select.position_mask`).
+            :func:`hooked_avllm.inputs.select.position_mask`).
 
     Example:
         >>> logits, cache = model.run_with_cache(inputs, names_filter=lambda n: n.endswith("resid_post"))  # doctest: +SKIP

@@ -22,7 +22,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-__all__ = ["Metric", "answer_prob", "final_logits", "kl_to_source", "logit_diff", "restoration"]
+__all__ = ["Metric", "answer_prob", "final_logits", "kl_to_source", "logit_diff", "metric_value", "restoration"]
 
 Metric = Callable[..., Tensor]  # metric(logits [batch, pos, vocab], inputs or None) -> [batch] or scalar
 
@@ -162,3 +162,13 @@ def restoration(patched: Any, target: Any, source: Any) -> Any:
 
 def _scalar(value: Any) -> float:
     return float(torch.as_tensor(value).float().mean())
+
+
+def metric_value(metric: Metric, logits: Float[Tensor, "batch pos vocab"], inputs: Any) -> float:
+    """``metric(logits, inputs)`` as one float (the mean over rows): a sweep's cell value.
+
+    Example:
+        >>> metric_value(logit_diff(1, 0), torch.tensor([[[0.0, 2.0]], [[0.0, 4.0]]]), None)
+        3.0
+    """
+    return _scalar(metric(logits, inputs))

@@ -37,15 +37,16 @@ from transformer_lens.utilities import get_act_name
 from hooked_avllm.analysis.alignment import Modality, PositionAlignment, align_positions
 from hooked_avllm.analysis.metrics import (
     Metric,
-    _scalar,
     answer_prob,
     final_logits,
     kl_to_source,
     logit_diff,
+    metric_value,
     restoration,
 )
-from hooked_avllm import parallel
-from hooked_avllm.cache import ENCODER_PREFIXES
+from hooked_avllm.analysis.plotting import pyplot, save
+from hooked_avllm.analysis.runner import SweepUnit, run_sweep
+from hooked_avllm.analysis.source_run import check_reach, is_encoder_hook, paired_runs, run_source
 
 __all__ = [
     "PatchingSweep",
@@ -75,14 +76,10 @@ def _hook_name(spec: HookSpec) -> str:
     return spec
 
 
-def _is_encoder(name: str) -> bool:
-    return name.startswith(ENCODER_PREFIXES)
-
-
 def _check_patchable(name: str, model: Any = None) -> None:
     if model is not None and name not in model.hook_dict:
         raise ValueError(f"the model has no hook {name!r}; names look like 'blocks.3.hook_resid_pre' or 'audio_proj.hook_out'")
-    if not _is_encoder(name) and ("hook_pattern" in name or "hook_attn_scores" in name):
+    if not is_encoder_hook(name) and ("hook_pattern" in name or "hook_attn_scores" in name):
         raise ValueError(
             f"{name} is indexed by query and key positions; patch hook_z (per head) or hook_attn_out instead"
         )
@@ -94,32 +91,12 @@ def _heads_index(heads: int | Sequence[int] | None) -> Tensor | None:
     return torch.tensor([heads] if isinstance(heads, int) else list(heads), dtype=torch.long)
 
 
-def _check_range(align: PositionAlignment, act: Tensor, name: str, side: str, row_offset: int = 0) -> None:
-    batch = align.source_batch if side == "source" else align.target_batch
-    pos = align.source_pos if side == "source" else align.target_pos
-    if len(pos) == 0:
-        return
-    if int(pos.max()) >= act.shape[1] or int(batch.max()) + row_offset >= act.shape[0]:
-        raise ValueError(
-            f"the alignment reaches {side} row {int(batch.max()) + row_offset}, position {int(pos.max())} but {name} "
-            f"has shape {tuple(act.shape[:2])} here; build the alignment from the layouts of these very runs"
-        )
-
-
-def _gather(act: Tensor, align: PositionAlignment, name: str) -> Tensor:
-    """Source activation at the aligned positions, in target order: [n, ...]."""
-    if _is_encoder(name):
-        return act.detach().clone()
-    _check_range(align, act, name, "source")
-    return act[align.source_batch.to(act.device), align.source_pos.to(act.device)].detach().clone()
-
-
 def _write(
     act: Tensor, src: Tensor, align: PositionAlignment, name: str, heads: Tensor | None, row_offset: int = 0, clone: bool = True
 ) -> Tensor:
     """``act`` (a copy unless ``clone=False``) with the aligned target positions (rows shifted by
     ``row_offset``) overwritten. Copying keeps tensors other hooks already hold (caches) intact."""
-    if _is_encoder(name):
+    if is_encoder_hook(name):
         if act.shape != src.shape:
             raise ValueError(
                 f"{name} has shape {tuple(src.shape)} in the source run and {tuple(act.shape)} in the target: encoder "
@@ -127,7 +104,7 @@ def _write(
                 f"side (e.g. audio_proj.hook_out positions through blocks.0.hook_resid_pre) instead"
             )
         return src.to(act.dtype)
-    _check_range(align, act, name, "target", row_offset)
+    check_reach(align, act, name, "target", row_offset)
     if clone:
         act = act.clone()
     rows = align.target_batch.to(act.device) + row_offset
@@ -140,21 +117,6 @@ def _write(
         h = heads.to(act.device)
         act[rows[:, None], pos[:, None], h[None, :]] = src[:, h].to(act.dtype)
     return act
-
-
-def _source_store(names: Sequence[str], align: PositionAlignment) -> tuple[dict[str, Tensor], list]:
-    store: dict[str, Tensor] = {}
-
-    def keep(act: Tensor, hook: Any) -> None:
-        store[hook.name] = _gather(act, align, hook.name)
-
-    return store, [(name, keep) for name in names]
-
-
-def _missing(store: dict, names: Sequence[str]) -> None:
-    for name in names:
-        if name not in store:
-            raise ValueError(f"{name} did not fire in the source run (is that tower used there?); the source has nothing to patch in")
 
 
 def patching_hooks(
@@ -178,7 +140,7 @@ def patching_hooks(
     h = _heads_index(heads)
 
     def write(act: Tensor, hook: Any) -> Tensor:
-        return _write(act, source_store[hook.name], align, hook.name, None if _is_encoder(hook.name) else h)
+        return _write(act, source_store[hook.name], align, hook.name, None if is_encoder_hook(hook.name) else h)
 
     return [(name, write) for name in hook_names]
 
@@ -221,12 +183,9 @@ def patch(
     names = [_hook_name(s) for s in specs]
     for name in names:
         _check_patchable(name, model)
-    align = align_positions(source, target, modality, time=time, source_rows=source_rows)
-    store, keep_hooks = _source_store(names, align)
+    source_run = run_source(model, source, target, names, modality, time=time, source_rows=source_rows)
     with torch.no_grad():
-        model.run_with_hooks(source, fwd_hooks=keep_hooks)
-        _missing(store, names)
-        hooks = patching_hooks(store, align, names, heads)
+        hooks = patching_hooks(source_run.store, source_run.align, names, heads)
         if return_cache:
             with model.hooks(fwd_hooks=hooks):
                 return model.run_with_cache(target)
@@ -294,8 +253,6 @@ class PatchingSweep:
         """Heatmap of ``restoration`` (or raw ``values``); saved to ``path`` (PNG) when given. Returns the figure."""
         import numpy as np
 
-        from hooked_avllm.analysis.plotting import pyplot, save
-
         plt = pyplot()
         data = (self.restoration if normalized else self.values).numpy()
         fig, ax = plt.subplots(figsize=(max(4.0, 0.3 * len(self.col_labels) + 2), max(2.0, 0.4 * len(self.row_labels) + 1.2)))
@@ -313,10 +270,6 @@ class PatchingSweep:
         return save(fig, path)
 
 
-def _metric_value(metric: Metric, logits: Tensor, inputs: Any) -> float:
-    return _scalar(metric(logits, inputs))
-
-
 def _encoder_layers(model: Any, template: str) -> list[int]:
     out, layer = [], 0
     while template.format(l=layer, layer=layer) in model.hook_dict:
@@ -325,18 +278,6 @@ def _encoder_layers(model: Any, template: str) -> list[int]:
     if not out:
         raise ValueError(f"no hook matches {template!r} (e.g. 'audio.blocks.{{l}}.hook_resid_post')")
     return out
-
-
-def paired_runs(source: Any, target: Any, metric: Metric | Sequence[Metric]) -> tuple[list[tuple[Any, Any]], list[Metric]]:
-    """(source, target) pairs from one run each or equal-length lists, and one metric per pair."""
-    sources = list(source) if isinstance(source, (list, tuple)) else [source]
-    targets = list(target) if isinstance(target, (list, tuple)) else [target]
-    if len(sources) != len(targets):
-        raise ValueError(f"{len(sources)} sources for {len(targets)} targets; give (source, target) pairs of equal-length lists")
-    metrics = list(metric) if isinstance(metric, (list, tuple)) else [metric] * len(sources)
-    if len(metrics) != len(sources):
-        raise ValueError(f"{len(metrics)} metrics for {len(sources)} (source, target) pairs; give one metric or one per pair")
-    return list(zip(sources, targets)), metrics
 
 
 @dataclass
@@ -361,6 +302,11 @@ class SweepCells:
     def names(self) -> list[str]:
         """Every hook the sweep touches."""
         return sorted({c[2] for cells in self.llm_cells.values() for c in cells} | {c[2] for c in self.whole_cells})
+
+    @property
+    def n_cells(self) -> int:
+        """The number of cells (what a sweep's progress bar counts per pair)."""
+        return sum(len(cells) for cells in self.llm_cells.values()) + len(self.whole_cells)
 
 
 def checked_layers(model: Any, layers: Sequence[int] | None) -> list[int]:
@@ -399,13 +345,13 @@ def sweep_cells(model: Any, layers: list[int], components: Sequence[str] | str, 
         for i, layer in enumerate(layers):
             llm_cells[layer] = [(i, j, get_act_name("z", layer), h) for j, h in enumerate(head_list)]
         return SweepCells([int(l) for l in layers], head_list, ("layer", "head"), llm_cells, whole_cells, fixed_rows, True)
-    templates = {c: _encoder_layers(model, c) for c in components if _is_encoder(c) and "{" in c}
+    templates = {c: _encoder_layers(model, c) for c in components if is_encoder_hook(c) and "{" in c}
     col_labels = sorted(set(layers).union(*templates.values()))
     col = {c: j for j, c in enumerate(col_labels)}
     for i, comp in enumerate(components):
         if comp in templates:
             whole_cells += [(i, col[l], comp.format(l=l, layer=l)) for l in templates[comp]]
-        elif _is_encoder(comp) or _is_full_hook_name(model, comp):
+        elif is_encoder_hook(comp) or _is_full_hook_name(model, comp):
             _check_patchable(comp, model)
             fixed_rows.append(i)
             whole_cells.append((i, -1, comp))
@@ -459,9 +405,11 @@ def patching_sweep(
             one row, one patched forward); or ``("z",)`` alone for a [layer, head] sweep.
         heads: the heads of a ``"z"`` sweep (default all).
         modality, time, source_rows: as in :func:`align_positions`.
+        progress: a bar over pairs x cells.
         distributed: under ``torchrun``, each rank patches a contiguous block of the pairs and
             every rank returns the whole sweep (see :func:`hooked_avllm.parallel.active`);
-            ``False`` runs every pair in every process.
+            ``False`` runs every pair in every process. The pairs run through
+            :func:`hooked_avllm.analysis.runner.run_sweep`.
 
     Example:
         >>> sweep = patching_sweep(model, audio_only, audio_video, logit_diff(" dog", " car", model))  # doctest: +SKIP
@@ -473,28 +421,20 @@ def patching_sweep(
     if layers_per_forward < 1:
         raise ValueError(f"layers_per_forward must be >= 1, got {layers_per_forward}")
     cells = sweep_cells(model, layers, components, heads)
-    llm_cells, enc_cells, fixed_rows = cells.llm_cells, cells.whole_cells, cells.fixed_rows
+    llm_cells, fixed_rows = cells.llm_cells, cells.fixed_rows
     row_labels, col_labels, axis_names, per_head = cells.row_labels, cells.col_labels, cells.axis_names, cells.per_head
     groups = [layers[k : k + layers_per_forward] for k in range(0, len(layers), layers_per_forward)]
     groups = [g for g in groups if any(l in llm_cells for l in g)]
 
     pairs, metrics = paired_runs(source, target, metric)
-    sharded = parallel.active(distributed)
-    bar = parallel.progress_bar(len(parallel.local_indices(len(pairs), sharded)) * (len(groups) + len(enc_cells)),
-                                "patching", enable=progress)
 
-    def one_pair(p: int, pair: tuple[tuple[Any, Any], Metric]) -> tuple[Tensor, float, float, int]:
-        (src, tgt), pair_metric = pair
-        return _sweep_pair(model, src, tgt, pair_metric, cells, groups, modality, time, source_rows, bar)
+    def one_pair(unit: SweepUnit) -> tuple[Tensor, float, float, int]:
+        (src, tgt), pair_metric = unit.item
+        return _sweep_pair(model, src, tgt, pair_metric, cells, groups, modality, time, source_rows, unit)
 
-    try:
-        done = parallel.map_sharded(one_pair, list(zip(pairs, metrics)), distributed=sharded, what="(source, target) pairs")
-    finally:
-        bar.close()
-    if done:
-        per_pair = torch.stack([d[0] for d in done])
-    else:
-        per_pair = torch.full((0, len(row_labels), len(col_labels)), float("nan"))
+    done = run_sweep(one_pair, list(zip(pairs, metrics)), tool="patching sweep", unit="pairs", steps=cells.n_cells,
+                     step_name="cells", progress=progress, distributed=distributed)
+    per_pair = torch.stack([d[0] for d in done])
     source_values, target_values = torch.tensor([d[1] for d in done]), torch.tensor([d[2] for d in done])
     n_forwards = sum(d[3] for d in done)
     name = getattr(metrics[0], "__name__", type(metrics[0]).__name__)
@@ -503,23 +443,20 @@ def patching_sweep(
 
 
 def _sweep_pair(model: Any, src: Any, tgt: Any, metric: Metric, cells: SweepCells, groups: list[list[int]],
-                modality: Modality, time: Any, source_rows: Any, bar: Any) -> tuple[Tensor, float, float, int]:
+                modality: Modality, time: Any, source_rows: Any, unit: SweepUnit) -> tuple[Tensor, float, float, int]:
     """One (source, target) pair of :func:`patching_sweep`: the patched metric per cell ``[row, col]``
-    (NaN where a component has no such layer), the source and target values, the patched forwards."""
+    (NaN where a component has no such layer), the source and target values, the patched forwards;
+    advances the sweep's bar by the cells of each forward."""
     llm_cells, enc_cells = cells.llm_cells, cells.whole_cells
     per_pair = torch.full((len(cells.row_labels), len(cells.col_labels)), float("nan"))
     n_forwards = 0
-    align = align_positions(src, tgt, modality, time=time, source_rows=source_rows)
-    store, keep_hooks = _source_store(cells.names, align)
+    source_run = run_source(model, src, tgt, cells.names, modality, time=time, source_rows=source_rows)
+    store, align = source_run.store, source_run.align
+    source_value = source_run.value(metric)
     with torch.no_grad():
-        source_logits = model.run_with_hooks(src, fwd_hooks=keep_hooks)
-        _missing(store, cells.names)
-        src_final = final_logits(source_logits, src)[align.source_rows.to(source_logits.device)]
-        source_value = _metric_value(metric, src_final[:, None], None)
-
         llm = model.llm_inputs(tgt)  # the target's towers, once
         batch = llm["embeds"].shape[0]
-        target_value = _metric_value(metric, model.run_decoder(**llm, return_type="logits"), tgt)
+        target_value = metric_value(metric, model.run_decoder(**llm, return_type="logits"), tgt)
 
         for group in groups:
             group_cells = [c for layer in group for c in llm_cells.get(layer, [])]
@@ -536,19 +473,19 @@ def _sweep_pair(model: Any, src: Any, tgt: Any, metric: Metric, cells: SweepCell
                 logits = model.run_decoder(**repeated, return_type="logits")
             n_forwards += 1
             for k, (i, j, _, _) in enumerate(group_cells):
-                per_pair[i, j] = _metric_value(metric, logits[k * batch : (k + 1) * batch], tgt)
-            bar.update(1)
+                per_pair[i, j] = metric_value(metric, logits[k * batch : (k + 1) * batch], tgt)
+            unit.advance(len(group_cells))
 
         for i, j, name in enc_cells:
             hooks = patching_hooks(store, align, [name])
             logits = model.run_with_hooks(tgt, fwd_hooks=hooks)
             n_forwards += 1
-            value = _metric_value(metric, logits, tgt)
+            value = metric_value(metric, logits, tgt)
             if j < 0:
                 per_pair[i, :] = value
             else:
                 per_pair[i, j] = value
-            bar.update(1)
+            unit.advance(1)
     return per_pair, source_value, target_value, n_forwards
 
 

@@ -25,7 +25,7 @@ from jaxtyping import Bool
 from torch import Tensor
 
 from hooked_avllm.analysis.knockout import _codes
-from hooked_avllm.position_kinds import ForwardContext
+from hooked_avllm.forward_context import ForwardContext
 
 
 class DropTokens:

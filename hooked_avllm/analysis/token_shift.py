@@ -15,6 +15,14 @@ Example:
     >>> shift.summary()                                                                     # doctest: +SKIP
     {'n_tokens': 64, 'unshifted': 0.66, 'marginal': 0.19, 'shifted': 0.15, 'within_top_k': 0.85, 'mean_kl': 0.41}
     >>> shift.table().query("label == 'shifted'")                                          # doctest: +SKIP
+
+Over many clips, pass lists (one-row inputs, clip ``i`` of A with clip ``i`` of B): one result per
+clip, equal to the call on that clip alone, run through
+:func:`hooked_avllm.analysis.runner.run_sweep` (a progress bar over the clips, split over the ranks
+under ``torchrun``):
+
+    >>> shifts = token_shift(omni, [omni_in, omni_in2], vl, [vl_in, vl_in2], max_new_tokens=64)  # doctest: +SKIP
+    >>> shifts[1].table(), shifts.summary()          # clip 1 alone; every clip's tokens pooled   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from torch import Tensor
 
 from hooked_avllm.analysis.logit_lens import token_decoder
 from hooked_avllm.analysis.plotting import pyplot, save
+from hooked_avllm.analysis.runner import SweepUnit, run_sweep
 from hooked_avllm.inputs.batching import teacher_forced_inputs
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -62,11 +71,39 @@ def _one_row(inputs: Any, which: str) -> None:
     batch = inputs.input_ids.shape[0]
     if batch != 1:
         raise ValueError(
-            f"token_shift compares one clip at a time; inputs_{which} has {batch} rows. Loop over the clips "
-            "(and pool the tables with shift_summary)"
+            f"token_shift compares one clip at a time; inputs_{which} has {batch} rows. Pass the clips as lists "
+            "of one-row inputs instead: token_shift(model_a, [a0, a1, ...], model_b, [b0, b1, ...])"
         )
     if not bool(inputs.attention_mask.bool().all()):
         raise ValueError(f"inputs_{which} contain padding; prepare the clip alone (batch size 1, no padding)")
+
+
+def _clip_triples(inputs_a: Any, inputs_b: Any, caption: Any) -> list[tuple[Any, Any, Any]]:
+    """(input A, input B, caption or None) per clip, from the lists of a list call; checks them first."""
+    if not isinstance(inputs_a, (list, tuple)) or not isinstance(inputs_b, (list, tuple)):
+        single = "inputs_b" if isinstance(inputs_a, (list, tuple)) else "inputs_a"
+        raise TypeError(f"{single} is one input but the other side is a list; pass inputs_a and inputs_b as lists "
+                        "of the same length (clip i of A with clip i of B)")
+    if len(inputs_a) != len(inputs_b):
+        raise ValueError(f"inputs_a has {len(inputs_a)} clips but inputs_b {len(inputs_b)}; give one B input per A input")
+    for i, (a, b) in enumerate(zip(inputs_a, inputs_b)):
+        _one_row(a, f"a[{i}]")
+        _one_row(b, f"b[{i}]")
+    if caption is None:
+        return [(a, b, None) for a, b in zip(inputs_a, inputs_b)]
+    per_clip = isinstance(caption, (list, tuple)) or (isinstance(caption, Tensor) and caption.ndim == 2)
+    if not per_clip or len(caption) != len(inputs_a) or any(isinstance(c, int) for c in caption):
+        if isinstance(caption, Tensor):
+            shape = f"ids of shape {tuple(caption.shape)}"
+        elif isinstance(caption, (list, tuple)):
+            shape = f"a {type(caption).__name__} of {len(caption)} {' and '.join(sorted({type(c).__name__ for c in caption}))}"
+        else:
+            shape = f"one {type(caption).__name__} caption"
+        raise ValueError(
+            f"with {len(inputs_a)} clips, caption= takes one caption per clip (a list of {len(inputs_a)} id tensors, id "
+            f"lists or strings, or ids [clip, n]), or None to generate each with model A; got {shape}"
+        )
+    return list(zip(inputs_a, inputs_b, caption))
 
 
 @dataclass
@@ -165,6 +202,41 @@ class TokenShiftResult:
         return save(fig, path)
 
 
+@dataclass
+class TokenShiftSweep:
+    """Token shift of several clips: ``clips[i]`` is clip ``i``'s :class:`TokenShiftResult`, the
+    result of :func:`token_shift` on that clip alone. Indexing and iterating go over the clips.
+
+    Example:
+        >>> shifts = token_shift(omni, omni_clips, vl, vl_clips)   # doctest: +SKIP
+        >>> shifts.table().groupby("clip").kl.mean()                # doctest: +SKIP
+    """
+
+    clips: list[TokenShiftResult]
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, clip: int) -> TokenShiftResult:
+        return self.clips[clip]
+
+    def __iter__(self) -> Any:
+        return iter(self.clips)
+
+    def table(self) -> "pd.DataFrame":
+        """Every clip's :meth:`TokenShiftResult.table`, one after the other, with a ``clip`` column first."""
+        import pandas as pd
+
+        tables = [result.table() for result in self.clips]
+        for clip, table in enumerate(tables):
+            table.insert(0, "clip", clip)
+        return pd.concat(tables, ignore_index=True)
+
+    def summary(self) -> dict[str, float]:
+        """The label shares, within-top-k share and mean KL over every clip's tokens pooled (see :func:`shift_summary`)."""
+        return shift_summary(self.table())
+
+
 def shift_summary(tables: "pd.DataFrame | Sequence[TokenShiftResult | pd.DataFrame]") -> dict[str, float]:
     """Pool token tables (one per clip, or results) and give each label's share, the share within
     B's top-k, the mean KL and the number of tokens — the study's "66% unshifted, 85% within top 3".
@@ -197,7 +269,9 @@ def token_shift(
     max_new_tokens: int = 64,
     eos_token_id: int | list[int] | None = None,
     marginal_k: int = 3,
-) -> TokenShiftResult:
+    progress: bool = True,
+    distributed: bool | None = None,
+) -> TokenShiftResult | TokenShiftSweep:
     """Teacher-force a caption through A and B and compare their next-token distributions.
 
     Args:
@@ -208,14 +282,35 @@ def token_shift(
             special tokens), or ``None`` to generate it greedily with A (``max_new_tokens``,
             ``eos_token_id``; the end token, if produced, is kept as the last caption token).
         marginal_k: B's top-k that counts as "marginal" (3 in the study).
+        progress, distributed: for lists of clips only (see below).
+
+    Lists: ``inputs_a`` and ``inputs_b`` may be equal-length lists of one-row inputs (clip ``i``
+    of A with clip ``i`` of B); ``caption`` is then ``None`` (each clip's caption generated by A)
+    or one caption per clip (a list, or ids ``[clip, n]``). The clips run through
+    :func:`hooked_avllm.analysis.runner.run_sweep`: a progress bar over the clips, and under
+    ``torchrun`` each rank runs a contiguous block and every rank returns the whole result
+    (``distributed``: see :func:`hooked_avllm.parallel.active`).
 
     Returns:
-        :class:`TokenShiftResult` (``.table()``, ``.summary()``, ``.plot()``).
+        :class:`TokenShiftResult` (``.table()``, ``.summary()``, ``.plot()``); for lists a
+        :class:`TokenShiftSweep`, one result per clip (``shifts[i]``, ``.table()`` with a clip
+        column, ``.summary()`` over every clip's tokens).
 
     Example:
         >>> shift = token_shift(omni, omni_in, vl, vl_in, caption=caption_ids)  # doctest: +SKIP
         >>> shift.table()[["decoded", "kl", "rank", "label"]]                    # doctest: +SKIP
     """
+    if isinstance(inputs_a, (list, tuple)) or isinstance(inputs_b, (list, tuple)):
+        clips = _clip_triples(inputs_a, inputs_b, caption)
+
+        def one_clip(unit: SweepUnit) -> TokenShiftResult:
+            clip_a, clip_b, clip_caption = unit.item
+            return token_shift(model_a, clip_a, model_b, clip_b, clip_caption, max_new_tokens=max_new_tokens,
+                               eos_token_id=eos_token_id, marginal_k=marginal_k)
+
+        return TokenShiftSweep(run_sweep(one_clip, clips, tool="token shift", unit="clips", progress=progress,
+                                         distributed=distributed))
+
     _one_row(inputs_a, "a")
     _one_row(inputs_b, "b")
     if caption is None:

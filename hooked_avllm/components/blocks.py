@@ -6,6 +6,9 @@ from __future__ import annotations
 from jaxtyping import Float
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
+from hooked_avllm.components.attention import Attention
+from hooked_avllm.components.mlp import PlainMLP
+from hooked_avllm.components.norms import LayerNorm
 
 
 class TransformerBlock(nn.Module):
@@ -99,10 +102,6 @@ def encoder_blocks(d_model: int, n_heads: int, d_mlp: int, n_layers: int, act: s
         >>> len(encoder_blocks(8, 2, 16, n_layers=3))
         3
     """
-    from hooked_avllm.components.attention import Attention
-    from hooked_avllm.components.mlp import PlainMLP
-    from hooked_avllm.components.norms import LayerNorm
-
     return nn.ModuleList(
         TransformerBlock(
             LayerNorm(d_model, eps), Attention(d_model, n_heads, qkv_bias=True, out_bias=True),

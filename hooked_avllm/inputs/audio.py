@@ -9,11 +9,10 @@ only to the longest clip; the real frames are identical in both modes.
 
 Example:
     >>> import torch
-    >>> from hooked_avllm.inputs import PreprocessorConfig
     >>> clip = load_audio(torch.zeros(8000), source_rate=16000)
-    >>> feats = audio_features([clip], PreprocessorConfig(), padding="longest")
-    >>> feats.input_features.shape, feats.token_counts.tolist()
-    (torch.Size([1, 128, 50]), [12])
+    >>> feats = audio_features([clip], WhisperFeatureConfig(), padding="longest")
+    >>> feats.input_features.shape, feats.frame_counts.tolist()
+    (torch.Size([1, 128, 50]), [50])
 """
 
 from __future__ import annotations
@@ -28,13 +27,34 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from hooked_avllm.towers.whisper_audio import audio_token_counts
-
 from hooked_avllm.inputs.decode import decode_audio_file
 from hooked_avllm.inputs.errors import InputError
 from hooked_avllm.inputs.mel import log_mel_spectrogram, padded_for_frames
-from hooked_avllm.inputs.preprocessor_config import PreprocessorConfig
 from hooked_avllm.inputs.resample import resample
+
+
+@dataclass(frozen=True)
+class WhisperFeatureConfig:
+    """Whisper log-mel settings: ``sampling_rate``, ``feature_size`` (mel bins), ``n_fft``,
+    ``hop_length``, ``chunk_length`` (seconds the features are padded to), ``n_samples`` and
+    ``nb_max_frames`` (the same limit in samples and frames), ``dither``, ``padding_value``.
+    Defaults: Qwen2.5-Omni's feature extractor (128 bins, 300 s). A family's preprocessing
+    config extends it (the Qwen pipeline's ``PreprocessorConfig``).
+
+    Example:
+        >>> WhisperFeatureConfig().nb_max_frames
+        30000
+    """
+
+    sampling_rate: int = 16000
+    feature_size: int = 128
+    n_fft: int = 400
+    hop_length: int = 160
+    chunk_length: int = 300
+    n_samples: int = 4_800_000
+    nb_max_frames: int = 30_000
+    dither: float = 0.0
+    padding_value: float = 0.0
 
 
 @dataclass
@@ -144,16 +164,6 @@ def _check_samples(waveform: Tensor, name: str | None) -> None:
         raise InputError(f"{what} has {bad} NaN or infinite samples; clean it (e.g. np.nan_to_num) before passing it.")
 
 
-def audio_token_count(n_frames: int | Tensor) -> int | Tensor:
-    """Audio tokens the tower makes from ``n_frames`` mel frames: conv stride 2, then pool stride 2.
-
-    Example:
-        >>> audio_token_count(200)
-        50
-    """
-    return audio_token_counts(n_frames)
-
-
 @dataclass
 class AudioFeatures:
     """Log-mel features of a list of clips, as the audio tower takes them."""
@@ -166,15 +176,11 @@ class AudioFeatures:
         """Real (unpadded) mel frames per clip."""
         return self.feature_attention_mask.sum(-1)
 
-    @property
-    def token_counts(self) -> Int[Tensor, "n_audio"]:
-        """Audio tokens per clip (the placeholder count in the prompt)."""
-        return audio_token_count(self.frame_counts)
 
 
 def audio_features(
     clips: Sequence[Audio | Tensor],
-    config: PreprocessorConfig | None = None,
+    config: WhisperFeatureConfig | None = None,
     *,
     padding: Literal["max_length", "longest", "processor_longest"] = "max_length",
     sampling_rate: int | None = None,
@@ -199,7 +205,7 @@ def audio_features(
         >>> feats.input_features.shape, feats.feature_attention_mask.sum().item()
         (torch.Size([1, 128, 100]), 100)
     """
-    config = config or PreprocessorConfig()
+    config = config or WhisperFeatureConfig()
     if sampling_rate is not None and sampling_rate != config.sampling_rate:
         raise InputError(
             f"Audio at {sampling_rate} Hz given, but the model's features need {config.sampling_rate} Hz. "

@@ -16,17 +16,16 @@ from torch import Tensor
 
 from hooked_avllm.inputs.errors import InputError
 from hooked_avllm.inputs.layout import TokenLayout
-from hooked_avllm.inputs.processor import ModelInputs
-
-MEDIA_FIELDS = ("input_features", "feature_attention_mask", "pixel_values", "image_grid_thw",
-                "pixel_values_videos", "video_grid_thw", "video_second_per_grid")
-
+from hooked_avllm.inputs.model_inputs import ModelInputs
+from hooked_avllm.inputs.spec import InputSpec
 
 def concat_inputs(
     items: Sequence[ModelInputs], padding_side: Literal["left", "right"] = "left", pad_id: int | None = None
 ) -> ModelInputs:
-    """One padded batch from prepared inputs, rows in order; media concatenated in row order
-    (audio features padded to the longest), the layout rebuilt and checked.
+    """One padded batch from prepared inputs, rows in order: the layouts stacked (spans shifted,
+    media items renumbered row-major), the media batched by the family's rule
+    (:meth:`~hooked_avllm.inputs.spec.InputSpec.batch_media`: e.g. audio features padded to the
+    longest clip), position ids by the family's rule over the batch.
 
     Left padding (the default) is what ``generate`` needs.
     """
@@ -34,71 +33,21 @@ def concat_inputs(
         raise InputError("concat_inputs needs at least one prepared input")
     if padding_side not in ("left", "right"):
         raise InputError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-    spec = items[0].layout.spec
-    grid_media = any(getattr(item, name) is not None for item in items
-                     for name in ("feature_attention_mask", "image_grid_thw", "video_grid_thw"))
-    if all(item.layout.source == "segments" for item in items) and not grid_media:
-        # built by a prompt builder, media of fixed shapes: stack the layouts, nothing to parse
-        return _stack_segment_inputs(items, padding_side, pad_id if pad_id is not None else spec.pad_token_id)
-    # media with grids and feature masks (the Qwen inputs): media concatenated by their rules, layout re-read
-    flags = {item.use_audio_in_video for item in items if item.video_grid_thw is not None and item.input_features is not None}
-    if len(flags) > 1:
-        raise InputError("the inputs mix use_audio_in_video=True and False; prepare them the same way to batch them")
-    rows: list[tuple[Tensor, Tensor]] = []
-    for item in items:
-        for ids, mask in zip(item.input_ids, item.attention_mask):
-            rows.append((ids[mask.bool()], mask[mask.bool()]))
-    longest = max(len(ids) for ids, _ in rows)
-    pad = pad_id if pad_id is not None else (spec.pad_token_id if getattr(spec, "pad_token_id", None) is not None else 0)
+    families = {item.family for item in items}
+    if len(families) > 1:
+        raise InputError(f"these inputs were prepared for different families ({sorted(families)}); batch one family's inputs")
+    spec = next((item.spec for item in items if item.spec is not None), None)
+    rule = spec or InputSpec()
+    media = rule.batch_media([item.media for item in items])
+    pad = pad_id if pad_id is not None else rule.pad_token_id
     device = items[0].input_ids.device
-    input_ids = torch.full((len(rows), longest), pad, dtype=torch.long, device=device)
-    attention_mask = torch.zeros((len(rows), longest), dtype=torch.long, device=device)
-    for r, (ids, _) in enumerate(rows):
-        span = slice(longest - len(ids), longest) if padding_side == "left" else slice(0, len(ids))
-        input_ids[r, span] = ids
-        attention_mask[r, span] = 1
-    media: dict = {}
-    for name in MEDIA_FIELDS:
-        parts = [getattr(item, name) for item in items if getattr(item, name) is not None]
-        if not parts:
-            continue
-        if name in ("input_features", "feature_attention_mask"):
-            frames = max(p.shape[-1] for p in parts)
-            parts = [torch.nn.functional.pad(p, (0, frames - p.shape[-1])) for p in parts]
-        media[name] = torch.cat(parts)
-    counts = None
-    if "feature_attention_mask" in media:  # the family's own rule (Whisper 25/s, AuT 13/s...)
-        counts = spec.rules.audio_token_counts(media["feature_attention_mask"].sum(-1).cpu())
-    use_av = bool(flags) and flags.pop()
-    layout = TokenLayout.from_input_ids(
-        input_ids.cpu(), attention_mask.cpu(), spec,
-        image_grid_thw=media.get("image_grid_thw"), video_grid_thw=media.get("video_grid_thw"),
-        video_second_per_grid=media.get("video_second_per_grid"), audio_token_counts=counts,
-        use_audio_in_video=use_av, padding_side=padding_side,
-    )
+    # the family's position rule over the batch; without a spec each row keeps its own ids
+    positions = (lambda built: spec.layout_positions(built, media)) if spec is not None else None
+    layout = TokenLayout.stack([item.layout.to("cpu") for item in items], pad_id=pad, padding_side=padding_side,
+                               positions=positions)
     if device.type != "cpu":
         layout = layout.to(device)
-    return ModelInputs(input_ids=input_ids, attention_mask=attention_mask, layout=layout, use_audio_in_video=use_av, **media)
-
-
-def _stack_segment_inputs(items: Sequence[ModelInputs], padding_side: str, pad_id: int) -> ModelInputs:
-    """Batch inputs whose layouts were built from segments: media stacked in row order (their
-    shapes are fixed per family, e.g. 16 frames, 30-s fbank), the layouts stacked."""
-    layout = TokenLayout.stack([item.layout for item in items], pad_id=pad_id, padding_side=padding_side)
-    media = {}
-    for name in ("pixel_values", "pixel_values_videos", "input_features"):
-        parts = [getattr(item, name) for item in items if getattr(item, name) is not None]
-        if parts:
-            shapes = sorted({tuple(p.shape[1:]) for p in parts})
-            if len(shapes) > 1:
-                raise InputError(
-                    f"the inputs' {name} have different shapes {shapes}; a batch needs one shape per medium "
-                    "(prepare every row the same way, e.g. the same audio length and number of frames)"
-                )
-            media[name] = torch.cat(parts)
-    device = items[0].input_ids.device
-    return ModelInputs(input_ids=layout.input_ids.to(device), attention_mask=layout.attention_mask.to(device),
-                       layout=layout.to(device) if device.type != "cpu" else layout, **media)
+    return ModelInputs(layout.input_ids.clone(), layout.attention_mask.clone(), layout, media, spec)
 
 
 def teacher_forced_inputs(inputs: Any, caption: Int[Tensor, "batch n_new"] | Sequence[int]) -> Any:

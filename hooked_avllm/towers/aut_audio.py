@@ -41,7 +41,8 @@ from transformer_lens.hook_points import HookPoint
 from hooked_avllm.components import AttentionSegments, LayerNorm
 from hooked_avllm.components.blocks import encoder_blocks
 from hooked_avllm.components.mlp import ACTIVATIONS, activation
-from hooked_avllm.towers.whisper_audio import exact_float32_convolutions, sinusoid_table
+from hooked_avllm.components.precision import exact_float32_convolutions
+from hooked_avllm.towers.whisper_audio import sinusoid_table
 
 # transformers' Qwen3OmniMoeAudioEncoderConfig name -> (our field, transformers' default)
 HF_NAMES: dict[str, tuple[str, Any]] = {

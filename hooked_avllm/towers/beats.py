@@ -44,7 +44,7 @@ from hooked_avllm.components.relative_position import (
     GatedRelativePositionAttention,
     RelativePositionBias,
 )
-from hooked_avllm.towers.whisper_audio import exact_float32_convolutions
+from hooked_avllm.components.precision import exact_float32_convolutions
 
 FRAME_SHIFT_SECONDS = 0.010  # BEATs' fbank hop
 

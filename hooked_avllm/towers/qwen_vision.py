@@ -8,6 +8,8 @@ attention call instead of permuting the stream.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
@@ -16,7 +18,39 @@ from transformer_lens.hook_points import HookPoint
 
 from hooked_avllm.components import Attention, AttentionSegments, GatedMLP, RMSNorm, TransformerBlock
 from hooked_avllm.components.rotary import Rotary, rotary_axial_2d
-from hooked_avllm.config import VisionConfig
+
+
+@dataclass
+class QwenVisionConfig:
+    """The Qwen2.5-VL / Qwen2.5-Omni ViT with its patch merger (``vision_config`` of the checkpoint).
+
+    Example:
+        >>> QwenVisionConfig(depth=2, d_model=32, d_mlp=64, n_heads=4, out_dim=64).patch_dim
+        1176
+    """
+
+    depth: int
+    d_model: int
+    d_mlp: int
+    n_heads: int
+    out_dim: int
+    patch_size: int = 14
+    temporal_patch_size: int = 2
+    spatial_merge_size: int = 2
+    window_size: int = 112
+    fullatt_block_indexes: tuple[int, ...] = (7, 15, 23, 31)
+    in_channels: int = 3
+    act: str = "silu"
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-6
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def patch_dim(self) -> int:
+        return self.in_channels * self.temporal_patch_size * self.patch_size**2
 
 
 def check_grids(grid_thw: Tensor, n_patches: int, merge: int, what: str) -> None:
@@ -80,13 +114,13 @@ class QwenVisionTower(nn.Module):
     Hooks: ``hook_patch_embed`` and ``hook_out`` ([1, patch, d_model]) around the usual block hooks.
 
     Example:
-        >>> cfg = VisionConfig(depth=2, d_model=32, d_mlp=64, n_heads=4, out_dim=64, fullatt_block_indexes=(1,))
+        >>> cfg = QwenVisionConfig(depth=2, d_model=32, d_mlp=64, n_heads=4, out_dim=64, fullatt_block_indexes=(1,))
         >>> tower = QwenVisionTower(cfg)
         >>> tower(torch.randn(16, cfg.patch_dim), torch.tensor([[1, 4, 4]])).shape
         torch.Size([1, 16, 32])
     """
 
-    def __init__(self, cfg: VisionConfig):
+    def __init__(self, cfg: QwenVisionConfig):
         super().__init__()
         self.cfg = cfg
         if cfg.d_head % 4:

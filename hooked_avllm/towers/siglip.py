@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from hooked_avllm.components import Attention, LayerNorm, PlainMLP, TransformerBlock
-from hooked_avllm.towers.whisper_audio import exact_float32_convolutions
+from hooked_avllm.components.precision import exact_float32_convolutions
 
 # transformers' SiglipVisionConfig defaults: a config.json leaves out what equals them
 HF_DEFAULTS = {

@@ -32,7 +32,7 @@ from transformer_lens.hook_points import HookPoint
 
 from hooked_avllm.components.norms import LayerNorm2d
 from hooked_avllm.components.projectors import MLPProjector
-from hooked_avllm.towers.whisper_audio import exact_float32_convolutions
+from hooked_avllm.components.precision import exact_float32_convolutions
 
 
 @dataclass

@@ -9,8 +9,7 @@ only within itself. After the blocks, neighbouring frames are averaged (40 ms pe
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from typing import Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -20,29 +19,33 @@ from transformer_lens.hook_points import HookPoint
 
 from hooked_avllm.components import AttentionSegments, LayerNorm
 from hooked_avllm.components.blocks import encoder_blocks
-from hooked_avllm.config import AudioConfig
+from hooked_avllm.components.precision import exact_float32_convolutions
 
 
-@contextmanager
-def exact_float32_convolutions(dtype: torch.dtype) -> Iterator[None]:
-    """cuDNN runs float32 convolutions in TF32 by default (~1e-3 relative error on GPU); inside this
-    block float32 convolutions are exact float32 (other dtypes are left alone)."""
-    if dtype != torch.float32 or not torch.backends.cudnn.is_available():
-        yield
-        return
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
-        previous, conv.fp32_precision = conv.fp32_precision, "ieee"
-        try:
-            yield
-        finally:
-            conv.fp32_precision = previous
-        return
-    previous, torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.allow_tf32, False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32 = previous
+@dataclass
+class QwenAudioConfig:
+    """The Qwen2.5-Omni Whisper-style audio encoder (``audio_config`` of the checkpoint).
+
+    Example:
+        >>> QwenAudioConfig(n_mels=128, d_model=32, n_layers=1, n_heads=4, d_mlp=64, out_dim=64).chunk_frames
+        200
+    """
+
+    n_mels: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_mlp: int
+    out_dim: int
+    n_window: int = 100
+    max_source_positions: int = 1500
+    act: str = "gelu"
+    layer_norm_eps: float = 1e-5
+
+    @property
+    def chunk_frames(self) -> int:
+        """Mel frames per attention chunk (2 s at 100 frames/s)."""
+        return 2 * self.n_window
 
 
 def audio_token_counts(mel_lengths: Int[Tensor, "audio"] | int) -> Int[Tensor, "audio"] | int:
@@ -67,13 +70,13 @@ class QwenOmniAudioTower(nn.Module):
     ``hook_pooled`` ([1, token, d_model]) and ``hook_out`` ([1, token, d_model], after ln_post).
 
     Example:
-        >>> cfg = AudioConfig(n_mels=128, d_model=32, n_layers=1, n_heads=4, d_mlp=64, out_dim=64)
+        >>> cfg = QwenAudioConfig(n_mels=128, d_model=32, n_layers=1, n_heads=4, d_mlp=64, out_dim=64)
         >>> tower = QwenOmniAudioTower(cfg)
         >>> tower(torch.randn(1, 128, 300), torch.tensor([300])).shape  # 3 s -> 75 tokens
         torch.Size([1, 75, 32])
     """
 
-    def __init__(self, cfg: AudioConfig):
+    def __init__(self, cfg: QwenAudioConfig):
         super().__init__()
         self.cfg = cfg
         self.conv1 = nn.Conv1d(cfg.n_mels, cfg.d_model, kernel_size=3, padding=1)

@@ -26,6 +26,9 @@ from hooked_avllm.toy.data import (
     answer,
     parse_answer,
 )
+import torch
+
+from hooked_avllm.model import HookedAVLLM
 
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
 OMNI_PATH = CHECKPOINTS / "omni"
@@ -34,10 +37,6 @@ VL_PATH = CHECKPOINTS / "vl"
 
 def load_toy(kind: str = "omni", dtype=None, device: str = "cpu"):
     """The shipped toy audio-visual model (``"omni"``) or its vision-language base (``"vl"``)."""
-    import torch
-
-    from hooked_avllm import HookedAVLLM
-
     if kind not in ("omni", "vl"):
         raise ValueError(f"kind must be 'omni' or 'vl', got {kind!r}")
     return HookedAVLLM.from_pretrained(CHECKPOINTS / kind, dtype=dtype or torch.float32, device=device)

@@ -11,6 +11,9 @@ from hooked_avllm.toy.data import (
     SAMPLING_RATE,
     SECONDS,
 )
+import torch
+
+from hooked_avllm.model import HookedAVLLM
 
 SOUND_SIGNATURES = {
     "barking": "harmonic bursts (~400 Hz, falling), about 3 per second",
@@ -27,10 +30,6 @@ SOUND_SIGNATURES = {
 
 
 def _param_counts(kind: str) -> dict[str, int]:
-    import torch
-
-    from hooked_avllm import HookedAVLLM
-
     with torch.device("meta"):
         model = HookedAVLLM(toy_config(kind))
     groups = {"LLM": 0, "vision tower + merger": 0, "audio tower + projector": 0}

@@ -10,13 +10,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from hooked_avllm.config import (
-    AudioConfig,
-    AVLLMConfig,
-    TextConfig,
-    TokenIds,
-    VisionConfig,
-)
+from hooked_avllm.config import AVLLMConfig, TextConfig, TokenIds
+from hooked_avllm.towers.qwen_vision import QwenVisionConfig
+from hooked_avllm.towers.whisper_audio import QwenAudioConfig
 from hooked_avllm.toy.tokenizer import EOS_ID, PAD_ID, SPECIAL_IDS, VOCAB_SIZE
 
 
@@ -32,10 +28,10 @@ def toy_config(kind: Literal["omni", "vl"] = "omni") -> AVLLMConfig:
         vocab_size=VOCAB_SIZE, d_model=d_model, d_mlp=256, n_layers=6, n_heads=4, n_kv_heads=2, d_head=24,
         mrope_section=(4, 4, 4), rope_theta=1e6, rms_norm_eps=1e-6, tie_word_embeddings=False,
     )
-    vision = VisionConfig(
+    vision = QwenVisionConfig(
         depth=4, d_model=64, d_mlp=128, n_heads=4, out_dim=d_model, fullatt_block_indexes=(1, 3),
     )
-    audio = AudioConfig(n_mels=128, d_model=64, n_layers=3, n_heads=4, d_mlp=128, out_dim=d_model)
+    audio = QwenAudioConfig(n_mels=128, d_model=64, n_layers=3, n_heads=4, d_mlp=128, out_dim=d_model)
     ids = SPECIAL_IDS
     omni = kind == "omni"
     tokens = TokenIds(

@@ -30,6 +30,9 @@ from typing import Literal
 
 import numpy as np
 
+from hooked_avllm.architectures.qwen.preprocessor_config import PreprocessorConfig
+from hooked_avllm.architectures.qwen.vision import load_video
+
 SAMPLING_RATE = 16000
 SECONDS = 2.0
 FPS = 2.0
@@ -109,8 +112,6 @@ class Clip:
         Frames are sized by ``preprocessor`` (a ``PreprocessorConfig``; default: the toy
         checkpoints' own, which keeps them 112x112).
         """
-        from hooked_avllm.inputs import load_video
-
         if self.frames is None:
             raise ValueError(f"a {self.kind} clip has no frames")
         audio = None if self.audio is None else (self.audio, SAMPLING_RATE)
@@ -123,11 +124,48 @@ class Clip:
         return {"video": self.as_video(preprocessor), "use_audio_in_video": self.audio is not None}
 
 
-def toy_preprocessor():
-    """The toy checkpoints' preprocessing settings (Whisper features, 112x112 frames)."""
-    from hooked_avllm.inputs import PreprocessorConfig
-    from hooked_avllm.toy.export import preprocessor_config
+def preprocessor_config(audio: bool) -> dict:
+    """Qwen2.5-Omni's preprocessor settings with pixel budgets that keep the toy's 112x112 frames at that size and
+    Whisper's 30 s feature window (the toy clips last 2 s; the real model pads to 300 s)."""
+    config = {
+        "image_processor_type": "Qwen2VLImageProcessor",
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "min_pixels": 28 * 28,
+        "max_pixels": FRAME_SIZE * FRAME_SIZE,
+        "patch_size": 14,
+        "temporal_patch_size": 2,
+        "merge_size": 2,
+        "video_fps": 2.0,
+        "video_min_frames": 4,
+        "video_max_frames": 768,
+        "video_min_pixels": 28 * 28,
+        "video_max_pixels": FRAME_SIZE * FRAME_SIZE,
+        "processor_class": "Qwen2_5_VLProcessor",
+    }
+    if audio:
+        config.update(
+            {
+                "feature_extractor_type": "WhisperFeatureExtractor",
+                "feature_size": 128,
+                "sampling_rate": 16000,
+                "hop_length": 160,
+                "n_fft": 400,
+                "chunk_length": 30,
+                "n_samples": 480000,
+                "nb_max_frames": 3000,
+                "dither": 0.0,
+                "padding_side": "right",
+                "padding_value": 0.0,
+                "return_attention_mask": True,
+                "processor_class": "Qwen2_5OmniProcessor",
+            }
+        )
+    return config
 
+
+def toy_preprocessor() -> PreprocessorConfig:
+    """The toy checkpoints' preprocessing settings (Whisper features, 112x112 frames)."""
     return PreprocessorConfig.from_dict(preprocessor_config(audio=True))
 
 

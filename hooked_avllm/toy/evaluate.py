@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from hooked_avllm import HookedAVLLM
+from hooked_avllm.model import HookedAVLLM
 from hooked_avllm.toy import CHECKPOINTS
 from hooked_avllm.toy.data import (
     QUESTIONS,
@@ -38,6 +38,7 @@ from hooked_avllm.toy.data import (
     ToyScenes,
     parse_answer,
 )
+from hooked_avllm.toy.cards import model_card
 
 EVAL_SEED = 1000  # held out: training pools use seed 0 (a different stream for every seed)
 
@@ -292,7 +293,6 @@ def results_table(record: dict) -> str:
 
 
 def write_cards(folder: str | Path, record: dict) -> None:
-    from hooked_avllm.toy.cards import model_card
 
     folder = Path(folder)
     for kind in ("omni", "vl"):

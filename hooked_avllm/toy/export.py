@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-import weights_conversion
+from hooked_avllm.architectures.registry import architecture_for
 from hooked_avllm.config import AVLLMConfig
-from hooked_avllm.toy.data import FRAME_SIZE
+from hooked_avllm.toy.data import FRAME_SIZE, preprocessor_config
 from hooked_avllm.toy.tokenizer import (
     EOS_ID,
     PAD_ID,
@@ -30,6 +30,7 @@ from hooked_avllm.toy.tokenizer import (
     save_tokenizer,
     vocabulary,
 )
+from hooked_avllm.model import HookedAVLLM
 
 HF_MODEL_TYPE = {"qwen2_5_omni_thinker": "qwen2_5_omni_thinker", "qwen2_5_vl": "qwen2_5_vl"}
 
@@ -141,46 +142,6 @@ def generation_config() -> dict:
     return {"bos_token_id": PAD_ID, "pad_token_id": PAD_ID, "eos_token_id": [EOS_ID, PAD_ID], "do_sample": False}
 
 
-def preprocessor_config(audio: bool) -> dict:
-    """Qwen2.5-Omni's preprocessor settings with pixel budgets that keep the toy's 112x112 frames at that size and
-    Whisper's 30 s feature window (the toy clips last 2 s; the real model pads to 300 s)."""
-    config = {
-        "image_processor_type": "Qwen2VLImageProcessor",
-        "image_mean": [0.48145466, 0.4578275, 0.40821073],
-        "image_std": [0.26862954, 0.26130258, 0.27577711],
-        "min_pixels": 28 * 28,
-        "max_pixels": FRAME_SIZE * FRAME_SIZE,
-        "patch_size": 14,
-        "temporal_patch_size": 2,
-        "merge_size": 2,
-        "video_fps": 2.0,
-        "video_min_frames": 4,
-        "video_max_frames": 768,
-        "video_min_pixels": 28 * 28,
-        "video_max_pixels": FRAME_SIZE * FRAME_SIZE,
-        "processor_class": "Qwen2_5_VLProcessor",
-    }
-    if audio:
-        config.update(
-            {
-                "feature_extractor_type": "WhisperFeatureExtractor",
-                "feature_size": 128,
-                "sampling_rate": 16000,
-                "hop_length": 160,
-                "n_fft": 400,
-                "chunk_length": 30,
-                "n_samples": 480000,
-                "nb_max_frames": 3000,
-                "dither": 0.0,
-                "padding_side": "right",
-                "padding_value": 0.0,
-                "return_attention_mask": True,
-                "processor_class": "Qwen2_5OmniProcessor",
-            }
-        )
-    return config
-
-
 def video_preprocessor_config() -> dict:
     """The per-frame pixel budget in the layout of transformers' ``Qwen2VLVideoProcessor``."""
     return {
@@ -275,7 +236,7 @@ def hf_tensor_shapes(cfg: AVLLMConfig) -> dict[str, tuple[int, ...]]:
 def hf_state_dict(model, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     """Our parameters under their Hugging Face names and shapes, placed by the converter's ``tensor_targets``."""
     cfg = model.cfg
-    converter = weights_conversion.CONVERTERS[HF_MODEL_TYPE[cfg.architecture]]
+    converter = architecture_for(cfg.architecture).converter
     params = dict(model.named_parameters(remove_duplicate=False))
     out: dict[str, torch.Tensor] = {}
     covered = {name: torch.zeros(p.shape[0], dtype=torch.bool) for name, p in params.items()}
@@ -305,7 +266,7 @@ def hf_state_dict(model, dtype: torch.dtype = torch.float32) -> dict[str, torch.
 def zero_implicit(model) -> None:
     """Zero the parameter slices the checkpoint leaves out (the audio key bias, which cannot
     change any output: it adds the same score to every key of a query)."""
-    converter = weights_conversion.CONVERTERS[HF_MODEL_TYPE[model.cfg.architecture]]
+    converter = architecture_for(model.cfg.architecture).converter
     params = dict(model.named_parameters())
     with torch.no_grad():
         for target in converter.implicit_zeros(model.cfg):
@@ -315,7 +276,6 @@ def zero_implicit(model) -> None:
 def save_pretrained(model, folder: str | Path, dtype: torch.dtype = torch.float32, card: str | None = None) -> Path:
     """Write ``config.json``, ``model.safetensors``, ``generation_config.json``, the tokenizer and the
     preprocessor configs; reload the weights through our loader and check they round-trip."""
-    from hooked_avllm import HookedAVLLM
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

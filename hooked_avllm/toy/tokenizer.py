@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from hooked_avllm.inputs.model_spec import OMNI_SYSTEM_PROMPT, VL_SYSTEM_PROMPT
+from hooked_avllm.architectures.qwen.spec import OMNI_SYSTEM_PROMPT, VL_SYSTEM_PROMPT
 from hooked_avllm.toy.data import OBJECT_WORDS, QUESTIONS, SOUND_WORDS
 
 Kind = Literal["omni", "vl"]

@@ -29,18 +29,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hooked_avllm import HookedAVLLM
-from hooked_avllm.inputs import (
-    PreprocessorConfig,
-    audio_features,
-    prepare_inputs,
-    video_patches,
-)
+from hooked_avllm.model import HookedAVLLM
+from hooked_avllm.architectures.qwen.prepare import prepare_inputs
+from hooked_avllm.architectures.qwen.preprocessor_config import PreprocessorConfig
+from hooked_avllm.architectures.qwen.vision import video_patches
+from hooked_avllm.inputs.audio import audio_features
 from hooked_avllm.toy import CHECKPOINTS
 from hooked_avllm.toy.configs import toy_config
 from hooked_avllm.toy.data import QUESTIONS, Clip, K, ToyScenes, answer
 from hooked_avllm.toy.export import preprocessor_config, save_pretrained
 from hooked_avllm.toy.tokenizer import EOS_ID, PAD_ID, save_tokenizer
+from hooked_avllm.toy.evaluate import evaluate_checkpoints, write_cards
 
 
 
@@ -284,7 +283,6 @@ def train(
     save_pretrained(omni, out / "omni")
     record = {"config": asdict(config), "timings": timings, "history": {"vl": base_history, "omni": omni_history}}
     if evaluate_after:
-        from hooked_avllm.toy.evaluate import evaluate_checkpoints, write_cards
 
         start = time.time()
         results = evaluate_checkpoints(out)

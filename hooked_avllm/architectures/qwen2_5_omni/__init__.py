@@ -4,4 +4,6 @@ with ``use_audio_in_video`` the video's audio track interleaved with its frames 
 
 from hooked_avllm.architectures.qwen2_5_omni.family import AudioProjector, Qwen25Omni
 
-__all__ = ["AudioProjector", "Qwen25Omni"]
+FAMILY = Qwen25Omni()
+
+__all__ = ["FAMILY", "AudioProjector", "Qwen25Omni"]

@@ -10,9 +10,10 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 import weights_conversion.qwen2_5_omni as converter
+from hooked_avllm.architectures.qwen2_5_omni.config import config_from_hf
 from hooked_avllm.architectures.qwen2_5_vl import Qwen25VL
 from hooked_avllm.config import AVLLMConfig
-from hooked_avllm.towers import QwenOmniAudioTower
+from hooked_avllm.towers.whisper_audio import QwenOmniAudioTower
 
 
 class AudioProjector(nn.Module):
@@ -35,6 +36,9 @@ class Qwen25Omni(Qwen25VL):
     hub_ids = ("Qwen/Qwen2.5-Omni-3B", "Qwen/Qwen2.5-Omni-7B")
     description = "Qwen2.5-Omni thinker: Qwen ViT + Whisper-style audio encoder + Qwen2.5 LLM with TMRoPE"
     converter = converter
+
+    def config_from_hf(self, config_json: dict) -> AVLLMConfig:
+        return config_from_hf(config_json)
 
     def build_towers(self, cfg: AVLLMConfig) -> dict[str, nn.Module]:
         towers = super().build_towers(cfg)

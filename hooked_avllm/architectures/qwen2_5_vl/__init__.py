@@ -4,4 +4,6 @@ LLM with 3-row M-RoPE; images and videos enter at expanded placeholder runs insi
 
 from hooked_avllm.architectures.qwen2_5_vl.family import Qwen25VL, QwenVisionInputs
 
-__all__ = ["Qwen25VL", "QwenVisionInputs"]
+FAMILY = Qwen25VL()
+
+__all__ = ["FAMILY", "Qwen25VL", "QwenVisionInputs"]

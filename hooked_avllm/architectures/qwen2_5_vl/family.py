@@ -1,34 +1,25 @@
-"""The Qwen2.5-VL family object: ViT + merger, M-RoPE positions parsed from the placeholders."""
+"""The Qwen2.5-VL family object: ViT + merger, the shared Qwen input pipeline, M-RoPE positions."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor, nn
 
 import weights_conversion.qwen2_5_vl as converter
 from hooked_avllm.architectures.base import Architecture
+from hooked_avllm.architectures.qwen.parse import layout_from_ids
+from hooked_avllm.architectures.qwen.prepare import prepare_inputs
+from hooked_avllm.architectures.qwen.preprocessor_config import PreprocessorConfig
+from hooked_avllm.architectures.qwen.spec import ModelInputSpec
+from hooked_avllm.architectures.qwen.vision import load_image, load_video
+from hooked_avllm.architectures.qwen2_5_vl.config import config_from_hf
 from hooked_avllm.config import AVLLMConfig
-from hooked_avllm.inputs import ModelInputSpec, PreprocessorConfig, TokenLayout, prepare_inputs
-from hooked_avllm.inputs.positions import rope_position_ids
-from hooked_avllm.towers import PatchMerger, QwenVisionTower
-from hooked_avllm.towers.whisper_audio import audio_token_counts
-
-
-def media_metadata(media: dict[str, Any]) -> tuple[Tensor | None, Tensor | None]:
-    """Audio tokens per clip (from the feature mask, or the full feature length) and the seconds
-    per video frame group (1.0 when not given, as the reference assumes)."""
-    features, feature_mask = media.get("input_features"), media.get("feature_attention_mask")
-    counts = None
-    if features is not None:
-        lengths = feature_mask.sum(-1) if feature_mask is not None else torch.full((features.shape[0],), features.shape[-1])
-        counts = audio_token_counts(lengths.cpu())
-    seconds = media.get("video_second_per_grid")
-    if media.get("video_grid_thw") is not None and seconds is None:
-        seconds = torch.ones(media["video_grid_thw"].shape[0])
-    return counts, seconds
+from hooked_avllm.inputs.layout import TokenLayout
+from hooked_avllm.inputs.vision import Image, Video
+from hooked_avllm.towers.qwen_vision import PatchMerger, QwenVisionTower
 
 
 class QwenVisionInputs:
@@ -71,6 +62,9 @@ class Qwen25VL(QwenVisionInputs, Architecture):
     description = "Qwen2.5-VL: Qwen ViT (window attention) + patch merger + Qwen2.5 LLM with M-RoPE"
     converter = converter
 
+    def config_from_hf(self, config_json: dict) -> AVLLMConfig:
+        return config_from_hf(config_json)
+
     def build_towers(self, cfg: AVLLMConfig) -> dict[str, nn.Module]:
         return self.build_vision(cfg) if cfg.vision is not None else {}
 
@@ -79,42 +73,40 @@ class Qwen25VL(QwenVisionInputs, Architecture):
             raise ValueError(f"this {model.cfg.architecture} model has no audio tower; drop the audio inputs")
         return self.encode_vision(model, media)
 
+    def video_frames_per_group(self, cfg: AVLLMConfig) -> int:
+        """A video token merges ``temporal_patch_size`` consecutive frames."""
+        return cfg.vision.temporal_patch_size if cfg.vision is not None else 1
+
     def input_spec(self, cfg: AVLLMConfig) -> ModelInputSpec:
-        """The input pipeline's view of the config: special ids, position timing, system prompt."""
+        """The input contract: the Qwen media names and position rule, this config's token ids and timing."""
         return ModelInputSpec.from_config(cfg, family=self.name)
 
     def layout_of(self, model: Any, input_ids: Tensor, attention_mask: Tensor | None, media: dict[str, Any]) -> TokenLayout:
-        counts, seconds = media_metadata(media)
+        """The layout of a Hugging Face processor's ids: media blocks found in the ids, checked against the media."""
         left = attention_mask is None or bool(attention_mask[:, -1].all())
-        return TokenLayout.from_input_ids(
-            input_ids, attention_mask, self.input_spec(model.cfg),
-            image_grid_thw=media.get("image_grid_thw"), video_grid_thw=media.get("video_grid_thw"),
-            video_second_per_grid=seconds, audio_token_counts=counts,
-            use_audio_in_video=bool(media.get("use_audio_in_video")), padding_side="left" if left else "right",
-        )
+        return layout_from_ids(input_ids, attention_mask, self.input_spec(model.cfg), media,
+                               padding_side="left" if left else "right")
 
-    def position_ids(
-        self, model: Any, input_ids: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"], media: dict[str, Any]
-    ) -> Int[Tensor, "3 batch pos"]:
-        counts, seconds = media_metadata(media)
-        cfg = model.cfg
-        positions, _ = rope_position_ids(
-            input_ids, attention_mask, tokens=cfg.tokens,
-            image_grid_thw=media.get("image_grid_thw"), video_grid_thw=media.get("video_grid_thw"),
-            video_second_per_grid=seconds, audio_token_counts=counts,
-            use_audio_in_video=bool(media.get("use_audio_in_video")),
-            spatial_merge_size=cfg.vision.spatial_merge_size if cfg.vision else 2,
-            position_id_per_second=cfg.position_id_per_second, seconds_per_chunk=cfg.seconds_per_chunk,
-        )
-        return positions
+    def preprocessor(self, model: Any) -> PreprocessorConfig:
+        """The checkpoint folder's ``preprocessor_config.json``, else Qwen2.5-Omni's defaults."""
+        folder = getattr(model, "checkpoint_folder", None)
+        if folder is not None and (folder / "preprocessor_config.json").exists():
+            return PreprocessorConfig.from_pretrained(folder)
+        return PreprocessorConfig()
+
+    def load_video(self, model: Any, source: Any, **kwargs: Any) -> Video:
+        """Frames sampled and sized by the checkpoint's preprocessing (and, with ``with_audio``, its sound)."""
+        return load_video(source, self.preprocessor(model), **kwargs)
+
+    def load_image(self, model: Any, source: Any, **kwargs: Any) -> Image:
+        """An image sized by the checkpoint's pixel budget."""
+        return load_image(source, self.preprocessor(model), **kwargs)
 
     def prepare(self, model: Any, prompt: Any, video: Any = None, audio: Any = None, images: Any = None,
                 use_audio_in_video: bool = True, **kwargs: Any):
-        folder = getattr(model, "checkpoint_folder", None)
-        preprocessor = PreprocessorConfig.from_pretrained(folder) if folder is not None else None
         if model.cfg.audio is None:
             use_audio_in_video = False
         return prepare_inputs(
-            model._require_tokenizer(), preprocessor, self.input_spec(model.cfg), prompt=prompt, video=video, audio=audio, images=images,
-            use_audio_in_video=use_audio_in_video, **kwargs,
+            model._require_tokenizer(), self.preprocessor(model), self.input_spec(model.cfg), prompt=prompt, video=video,
+            audio=audio, images=images, use_audio_in_video=use_audio_in_video, **kwargs,
         )

@@ -3,4 +3,6 @@ taps, Qwen3-MoE LLM (128 experts, top-8) with interleaved M-RoPE at 13 position 
 
 from hooked_avllm.architectures.qwen3_omni.family import Qwen3Omni
 
-__all__ = ["Qwen3Omni"]
+FAMILY = Qwen3Omni()
+
+__all__ = ["FAMILY", "Qwen3Omni"]

@@ -28,9 +28,10 @@ IM_END, END_OF_TEXT = 151645, 151643
 
 @dataclass
 class MoETextConfig(TextConfig):
-    """A Qwen3-MoE LLM: ``d_expert`` wide experts, ``top_k`` of ``n_experts`` per token (weights
-    renormalised when ``norm_topk_prob``), RMSNorm on each query/key head (``qk_norm``),
-    interleaved M-RoPE over ``mrope_section``. Layers in ``mlp_only_layers`` (or off the
+    """A Qwen3-MoE LLM: :class:`~hooked_avllm.config.TextConfig` with Qwen3-Omni's defaults:
+    ``d_expert`` wide experts, ``top_k`` of ``n_experts`` per token (weights renormalised when
+    ``norm_topk_prob``), RMSNorm on each query/key head (``qk_norm``), interleaved M-RoPE over
+    ``mrope_section``, no q/k/v biases. Layers in ``mlp_only_layers`` (or off the
     ``decoder_sparse_step`` grid) use a dense ``d_mlp`` MLP instead."""
 
     d_expert: int = 768
@@ -41,10 +42,7 @@ class MoETextConfig(TextConfig):
     mrope_interleaved: bool = True
     decoder_sparse_step: int = 1
     mlp_only_layers: tuple[int, ...] = ()
-
-    def is_moe_layer(self, layer: int) -> bool:
-        """Whether decoder layer ``layer`` routes through experts (the reference's rule)."""
-        return layer not in self.mlp_only_layers and self.n_experts > 0 and (layer + 1) % self.decoder_sparse_step == 0
+    qkv_bias: bool = False
 
 
 def _rope(text: dict) -> tuple[float, tuple[int, ...], bool]:

@@ -8,31 +8,22 @@ import dataclasses
 from typing import Any
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Int
 from torch import Tensor, nn
 
 import weights_conversion.qwen3_omni as converter
 from hooked_avllm.architectures.base import Architecture
-from hooked_avllm.architectures.qwen3_omni.config import config_from_dict
+from hooked_avllm.architectures.qwen3_omni.config import config_from_dict, config_from_hf
 from hooked_avllm.architectures.qwen3_omni.inputs import QWEN3_PREPROCESSOR, QWEN3_RULES
-from hooked_avllm.architectures.qwen3_omni.positions import qwen3_position_ids
-from hooked_avllm.components import (
-    Attention,
-    GatedMLP,
-    InjectionBlock,
-    RMSNorm,
-    SparseMoE,
-    TransformerBlock,
-)
-from hooked_avllm.components.rotary import Rotary, rotary_mrope_interleaved
 from hooked_avllm.config import AVLLMConfig
-from hooked_avllm.inputs import (
-    ModelInputSpec,
-    PreprocessorConfig,
-    TokenLayout,
-    prepare_inputs,
-)
-from hooked_avllm.towers.aut_audio import AuTAudioTower, AuTOutputHead, aut_token_counts
+from hooked_avllm.architectures.qwen.parse import layout_from_ids
+from hooked_avllm.architectures.qwen.prepare import prepare_inputs
+from hooked_avllm.architectures.qwen.preprocessor_config import PreprocessorConfig
+from hooked_avllm.architectures.qwen.spec import ModelInputSpec
+from hooked_avllm.architectures.qwen.vision import load_image, load_video
+from hooked_avllm.inputs.layout import TokenLayout
+from hooked_avllm.inputs.vision import Image, Video
+from hooked_avllm.towers.aut_audio import AuTAudioTower, AuTOutputHead
 from hooked_avllm.towers.qwen3_vision import Qwen3VisionProjector, Qwen3VisionTower
 
 
@@ -64,6 +55,9 @@ class Qwen3Omni(Architecture):
     converter = converter
 
     # ------------------------------------------------------------------ config and composition
+    def config_from_hf(self, config_json: dict) -> AVLLMConfig:
+        return config_from_hf(config_json)
+
     def config_from_dict(self, d: dict) -> AVLLMConfig:
         return config_from_dict(d)
 
@@ -84,23 +78,9 @@ class Qwen3Omni(Architecture):
             towers["audio"], towers["audio_proj"] = AuTAudioTower(cfg.audio), AuTOutputHead(cfg.audio)
         return towers
 
-    def build_block(self, cfg: AVLLMConfig, layer: int) -> nn.Module:
-        t = cfg.text
-        attn = Attention(t.d_model, t.n_heads, t.n_kv_heads, t.d_head, qkv_bias=False, out_bias=False,
-                         qk_norm_eps=t.rms_norm_eps if t.qk_norm else None)
-        if t.is_moe_layer(layer):
-            mlp: nn.Module = SparseMoE(t.d_model, t.d_expert, t.n_experts, t.top_k, norm_topk_prob=t.norm_topk_prob, act=t.act)
-        else:
-            mlp = GatedMLP(t.d_model, t.d_mlp, act=t.act)
-        receives = cfg.vision is not None and layer < len(cfg.vision.deepstack_visual_indexes)
-        block = InjectionBlock if receives else TransformerBlock
-        return block(RMSNorm(t.d_model, t.rms_norm_eps), attn, RMSNorm(t.d_model, t.rms_norm_eps), mlp)
-
-    def rotary(self, cfg: AVLLMConfig, position_ids: Float[Tensor, "rows batch pos"]) -> Rotary:
-        t = cfg.text
-        if position_ids.shape[0] == 1:
-            position_ids = position_ids.expand(3, -1, -1)
-        return rotary_mrope_interleaved(position_ids, t.d_head, t.rope_theta, t.mrope_section)
+    def injection_layers(self, cfg: AVLLMConfig) -> tuple[int, ...]:
+        """DeepStack: one layer per tapped ViT layer, from layer 0 on."""
+        return tuple(range(len(cfg.vision.deepstack_visual_indexes))) if cfg.vision is not None else ()
 
     # ------------------------------------------------------------------ media
     def encode_media(self, model: Any, media: dict[str, Any]) -> dict[str, Any]:
@@ -135,42 +115,22 @@ class Qwen3Omni(Architecture):
         return out
 
     # ------------------------------------------------------------------ inputs
+    def video_frames_per_group(self, cfg: AVLLMConfig) -> int:
+        """A video token merges ``temporal_patch_size`` consecutive frames."""
+        return cfg.vision.temporal_patch_size if cfg.vision is not None else 1
+
     def input_spec(self, cfg: AVLLMConfig) -> ModelInputSpec:
+        """The Qwen input contract with Qwen3-Omni's rules (AuT counts, time-ordered audio-in-video,
+        float positions), no default system prompt and its padding id."""
         spec = ModelInputSpec.from_config(cfg, family=self.name)
         return dataclasses.replace(spec, rules=QWEN3_RULES, default_system_prompt=None,
                                    pad_token_id=cfg.tokens.pad if cfg.tokens.pad is not None else spec.pad_token_id)
 
     def layout_of(self, model: Any, input_ids: Tensor, attention_mask: Tensor | None, media: dict[str, Any]) -> TokenLayout:
-        lengths = audio_lengths(media)
+        """The layout of the processor's ids: media blocks found in the ids, checked against the media."""
         left = attention_mask is None or bool(attention_mask[:, -1].all())
-        return TokenLayout.from_input_ids(
-            input_ids, attention_mask, self.input_spec(model.cfg),
-            image_grid_thw=media.get("image_grid_thw"), video_grid_thw=media.get("video_grid_thw"),
-            video_second_per_grid=self._seconds(media), audio_token_counts=aut_token_counts(lengths.cpu()) if lengths is not None else None,
-            use_audio_in_video=bool(media.get("use_audio_in_video")), padding_side="left" if left else "right",
-        )
-
-    @staticmethod
-    def _seconds(media: dict[str, Any]) -> Tensor | None:
-        seconds = media.get("video_second_per_grid")
-        if media.get("video_grid_thw") is not None and seconds is None:
-            seconds = torch.ones(media["video_grid_thw"].shape[0])
-        return seconds
-
-    def position_ids(
-        self, model: Any, input_ids: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"], media: dict[str, Any]
-    ) -> Float[Tensor, "3 batch pos"]:
-        lengths = audio_lengths(media)
-        cfg = model.cfg
-        positions, _ = qwen3_position_ids(
-            input_ids, attention_mask, cfg.tokens,
-            image_grid_thw=media.get("image_grid_thw"), video_grid_thw=media.get("video_grid_thw"),
-            video_second_per_grid=self._seconds(media),
-            audio_token_counts=aut_token_counts(lengths.cpu()) if lengths is not None else None,
-            spatial_merge_size=cfg.vision.spatial_merge_size if cfg.vision else 2,
-            position_id_per_second=cfg.position_id_per_second,
-        )
-        return positions
+        return layout_from_ids(input_ids, attention_mask, self.input_spec(model.cfg), media,
+                               padding_side="left" if left else "right")
 
     def preprocessor(self, model: Any) -> PreprocessorConfig:
         """The checkpoint's ``preprocessor_config.json``, else Qwen3-Omni's released settings."""
@@ -178,6 +138,14 @@ class Qwen3Omni(Architecture):
         if folder is not None and (folder / "preprocessor_config.json").exists():
             return PreprocessorConfig.from_pretrained(folder)
         return QWEN3_PREPROCESSOR
+
+    def load_video(self, model: Any, source: Any, **kwargs: Any) -> Video:
+        """Frames sampled and sized by the checkpoint's preprocessing (and, with ``with_audio``, its sound)."""
+        return load_video(source, self.preprocessor(model), **kwargs)
+
+    def load_image(self, model: Any, source: Any, **kwargs: Any) -> Image:
+        """An image sized by the checkpoint's pixel budget."""
+        return load_image(source, self.preprocessor(model), **kwargs)
 
     def prepare(self, model: Any, prompt: Any, video: Any = None, audio: Any = None, images: Any = None,
                 use_audio_in_video: bool = True, audio_padding: str = "processor_longest", **kwargs: Any):

@@ -1,7 +1,7 @@
 """Qwen3-Omni's input pipeline settings: its rules for the shared Qwen prompt builder and its
 preprocessing defaults.
 
-* Rules (:class:`~hooked_avllm.inputs.rules.InputRules`): AuT's audio token count (13 per 100
+* Rules (:class:`~hooked_avllm.architectures.qwen.rules.InputRules`): AuT's audio token count (13 per 100
   mel frames plus the tail's), the token-by-token time merge of a video with its sound track,
   and the float position ids of :mod:`hooked_avllm.architectures.qwen3_omni.positions`.
 * Preprocessing: the released ``preprocessor_config.json`` (Whisper log-mel, 128 bins, 300 s;
@@ -24,8 +24,8 @@ from hooked_avllm.architectures.qwen3_omni.positions import (
     layout_positions,
     time_ordered_runs,
 )
-from hooked_avllm.inputs import PreprocessorConfig
-from hooked_avllm.inputs.rules import InputRules
+from hooked_avllm.architectures.qwen.preprocessor_config import PreprocessorConfig
+from hooked_avllm.architectures.qwen.rules import InputRules
 from hooked_avllm.towers.aut_audio import aut_token_counts
 
 FACTOR = 32  # patch 16 x merge 2

@@ -63,7 +63,7 @@ def time_order(video_t: Tensor, n_audio: int) -> list[str]:
 
 def time_ordered_runs(grid_thw: tuple[int, int, int], second_per_grid: float, n_audio: int, spec: Any) -> list[tuple[str, int]]:
     """The ``(kind, count)`` runs inside a Qwen3-Omni audio-in-video bracket (an
-    :class:`~hooked_avllm.inputs.rules.InputRules` ``audio_in_video_runs``).
+    :class:`~hooked_avllm.architectures.qwen.rules.InputRules` ``audio_in_video_runs``).
 
     The released processor compares each frame group's ``g * second_per_grid * 13`` (float64) with
     the audio token index.
@@ -198,15 +198,13 @@ def qwen3_position_ids(
     return position_ids.to(input_ids.device), deltas.to(input_ids.device)
 
 
-def layout_positions(layout: Any) -> tuple[Float[Tensor, "3 batch pos"], Float[Tensor, "batch 1"]]:
-    """:func:`qwen3_position_ids` of a prompt layout (an :class:`~hooked_avllm.inputs.rules.InputRules`
-    ``layout_positions``)."""
-    spec = layout.spec
+def layout_positions(layout: Any, spec: Any, media: Any) -> tuple[Float[Tensor, "3 batch pos"], Float[Tensor, "batch 1"]]:
+    """:func:`qwen3_position_ids` of a prompt layout with these media's grids (an
+    :class:`~hooked_avllm.architectures.qwen.rules.InputRules` ``layout_positions``)."""
     n = layout.n_prompt
-    counts = layout.audio_token_counts
     return qwen3_position_ids(
         layout.input_ids[:, :n], layout.attention_mask[:, :n], spec.tokens,
-        image_grid_thw=layout.image_grid_thw, video_grid_thw=layout.video_grid_thw,
-        video_second_per_grid=layout.video_second_per_grid, audio_token_counts=counts,
+        image_grid_thw=media.get("image_grid_thw"), video_grid_thw=media.get("video_grid_thw"),
+        video_second_per_grid=media.get("video_second_per_grid"), audio_token_counts=layout.audio_token_counts,
         spatial_merge_size=spec.spatial_merge_size, position_id_per_second=spec.position_id_per_second,
     )

@@ -3,4 +3,6 @@ projector, a Qwen2 LLM with 1D rotary; video tokens then audio tokens at the one
 
 from hooked_avllm.architectures.videollama2.family import VideoLLaMA2
 
-__all__ = ["VideoLLaMA2"]
+FAMILY = VideoLLaMA2()
+
+__all__ = ["FAMILY", "VideoLLaMA2"]

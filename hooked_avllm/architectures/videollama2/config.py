@@ -21,6 +21,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+
 import re
 from dataclasses import asdict, dataclass
 
@@ -99,6 +101,9 @@ def _projector_depth(kind: str, what: str) -> int:
     return int(match.group(1))
 
 
+RELEASED_SIGLIP = "siglip-so400m-patch14-384"
+
+
 def config_from_hf(config_json: dict) -> AVLLMConfig:
     """Parse a VideoLLaMA2 (Qwen2) ``config.json``; see the module docstring."""
     c = config_json
@@ -118,7 +123,14 @@ def config_from_hf(config_json: dict) -> AVLLMConfig:
         projector = c.get("mm_projector_type", "stc_connector_v35")
         if projector != "stc_connector_v35":
             raise NotImplementedError(f"mm_projector_type {projector!r} is not supported; VideoLLaMA2.1 uses 'stc_connector_v35'")
-        siglip = SiglipConfig.from_hf(c.get("vision_config") or {}, select_layer=c.get("mm_vision_select_layer", -2))
+        select_layer = c.get("mm_vision_select_layer", -2)
+        if c.get("vision_config"):
+            siglip = SiglipConfig.from_hf(c["vision_config"], select_layer=select_layer)
+        elif str(c["mm_vision_tower"]).rstrip("/").endswith(RELEASED_SIGLIP):  # the release names its tower, no shapes
+            siglip = dataclasses.replace(SiglipConfig(), select_layer=select_layer)
+        else:
+            raise NotImplementedError(f"mm_vision_tower {c['mm_vision_tower']!r} without a vision_config: only "
+                                      f"{RELEASED_SIGLIP}'s shape is known; add its SigLIP vision_config to config.json")
         if c.get("mm_hidden_size", siglip.d_model) != siglip.d_model:
             raise ValueError(f"mm_hidden_size {c['mm_hidden_size']} differs from the SigLIP width {siglip.d_model}")
         vision = VideoLLaMA2VisionConfig(siglip, STCConfig(d_in=siglip.d_model, d_model=d_model),

@@ -11,11 +11,13 @@ from torch import Tensor, nn
 import weights_conversion.videollama2 as converter
 from hooked_avllm.architectures.base import Architecture
 from hooked_avllm.architectures.videollama2.config import config_from_dict, config_from_hf
-from hooked_avllm.architectures.videollama2.prompt import input_spec, prepare_videollama2
+from hooked_avllm.architectures.videollama2.prompt import audio_segment, input_spec, prepare_videollama2, visual_segment
 from hooked_avllm.components.projectors import MLPProjector
 from hooked_avllm.config import AVLLMConfig
 from hooked_avllm.inputs.errors import InputError
-from hooked_avllm.inputs.layout import Segment, TokenLayout
+from hooked_avllm.inputs.layout import TokenLayout
+from hooked_avllm.inputs.segments import Segment
+from hooked_avllm.inputs.spec import InputSpec
 from hooked_avllm.towers.beats import BEATsTower
 from hooked_avllm.towers.siglip import SiglipVisionTower
 from hooked_avllm.towers.stc_connector import STCConnector
@@ -107,27 +109,67 @@ class VideoLLaMA2(Architecture):
             split = [model.vision_proj(part) for _, part in parts]
         return {kind: r.reshape(-1, r.shape[-1]) for (kind, _), r in zip(parts, split)}
 
-    def input_spec(self, cfg: AVLLMConfig):
+    def video_frames_per_group(self, cfg: AVLLMConfig) -> int:
+        """The STC sampler merges ``downsample[0]`` consecutive frames into one group."""
+        return cfg.vision.stc.downsample[0] if cfg.vision is not None else 1
+
+    def input_spec(self, cfg: AVLLMConfig) -> InputSpec:
         return input_spec(cfg)
 
-    def layout_of(self, model: Any, input_ids: Tensor, attention_mask: Tensor | None, media: dict[str, Any]):
-        """Bare ids have a layout only without media (all text); media inputs come from ``prepare``,
-        which knows each placeholder's origin."""
-        given = sorted(k for k, v in media.items() if isinstance(v, Tensor))
-        tokens = model.cfg.tokens
-        placeholders = [t for t in (tokens.image, tokens.video, tokens.audio) if t is not None]
-        if given or bool(torch.isin(input_ids, torch.tensor(placeholders, device=input_ids.device)).any()):
-            raise InputError(
-                f"{self.name} inputs with media carry their layout: build them with model.prepare(...) "
-                f"(these ids hold media placeholders or come with {given})"
-            )
-        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-        rows = [[Segment.text(ids[m.bool()].tolist())] for ids, m in zip(input_ids.cpu(), mask.cpu())]
-        left = attention_mask is None or bool(mask[:, -1].all())
-        pad = tokens.pad if tokens.pad is not None else 0
-        layout = TokenLayout.from_segments(rows, self.input_spec(model.cfg), pad_id=pad, padding_side="left" if left else "right")
-        if not torch.equal(layout.input_ids, input_ids.cpu()):
+    def layout_of(self, model: Any, input_ids: Tensor, attention_mask: Tensor | None, media: dict[str, Any]) -> TokenLayout:
+        """The layout of bare ids with media tensors: each run of a placeholder id is one item (a
+        video's tokens, then its sound's when the audio run follows the video's), checked against
+        the media's token counts; grid cells from the connector's grid, audio times from the fbank
+        frames (10 ms each, from the clip's start), video times unknown (NaN: use ``model.prepare``
+        for frame times)."""
+        if not any(isinstance(v, Tensor) for v in media.values()):
+            return super().layout_of(model, input_ids, attention_mask, media)
+        cfg, tokens = model.cfg, model.cfg.tokens
+        ids = input_ids.cpu()
+        mask = torch.ones_like(ids) if attention_mask is None else attention_mask.cpu()
+        items = {"image": media.get("pixel_values"), "video": media.get("pixel_values_videos"), "audio": media.get("input_features")}
+        left = {kind: (int(v.shape[0]) if v is not None else 0) for kind, v in items.items()}
+        kind_of = {t: k for k, t in (("image", tokens.image), ("video", tokens.video), ("audio", tokens.audio)) if t is not None}
+        rows = []
+        for b, (row, real) in enumerate(zip(ids, mask.bool())):
+            row = row[real].tolist()
+            segments, at, last_video = [], 0, False
+            while at < len(row):
+                kind = kind_of.get(row[at])
+                end = at + 1
+                while end < len(row) and row[end] == row[at]:
+                    end += 1
+                if kind is None:
+                    segments.append(Segment.text(row[at:end]))
+                    last_video = False
+                else:
+                    if left[kind] == 0:
+                        raise InputError(f"row {b} holds more {kind} placeholder runs than {kind} inputs were given")
+                    left[kind] -= 1
+                    if kind == "audio":
+                        frames = int(items["audio"].shape[1])
+                        in_video = sum(1 for s in segments if s.kind == "video") - 1 if last_video else None
+                        segment = audio_segment(cfg, torch.arange(frames, dtype=torch.float64) * 0.01, frames, in_video)
+                    else:
+                        segment = visual_segment(kind, cfg, None, row[at])
+                    if segment.n_tokens != end - at:
+                        raise InputError(
+                            f"row {b}: a run of {end - at} {kind} placeholders, but one {kind} input gives {segment.n_tokens} "
+                            "tokens; expand the placeholders as model.prepare does"
+                        )
+                    segments.append(segment)
+                    last_video = kind == "video"
+                at = end
+            rows.append(segments)
+        unused = {kind: n for kind, n in left.items() if n}
+        if unused:
+            raise InputError(f"{unused} media inputs were given beyond the placeholder runs in the ids; give one run per item")
+        spec = self.input_spec(cfg)
+        layout = TokenLayout.from_segments(rows, pad_id=spec.pad_token_id, padding_side="left" if bool(mask[:, -1].all()) else "right",
+                                           width=ids.shape[1])
+        if not torch.equal(layout.attention_mask, mask.long()):
             raise InputError("the padding of these ids is neither left nor right; pad each row on one side")
+        layout.input_ids = ids.long()
         return layout
 
     def prepare(self, model: Any, prompt: Any, video: Any = None, audio: Any = None, images: Any = None, **kwargs: Any):

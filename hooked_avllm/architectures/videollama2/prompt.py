@@ -30,22 +30,24 @@ from hooked_avllm.config import AVLLMConfig
 from hooked_avllm.inputs.audio import load_audio
 from hooked_avllm.inputs.errors import InputError
 from hooked_avllm.inputs.layout import Segment, TokenLayout
-from hooked_avllm.inputs.model_spec import MediaTokens, ModelInputSpec
-from hooked_avllm.inputs.processor import ModelInputs
+from hooked_avllm.inputs.model_inputs import ModelInputs
+from hooked_avllm.inputs.spec import InputSpec
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 MODAL_TAGS = ("<video>", "<audio>", "<image>")
 
 
-def input_spec(cfg: AVLLMConfig) -> ModelInputSpec:
-    """The input pipeline's view of a VideoLLaMA2 config (placeholder ids, padding id, system prompt)."""
+MEDIA_NAMES = ("pixel_values", "pixel_values_videos", "input_features")
+
+
+def input_spec(cfg: AVLLMConfig) -> InputSpec:
+    """The input contract of a VideoLLaMA2 config: its media tensors (images ``[image, 3, H, W]``,
+    videos ``[video, frame, 3, H, W]``, fbank ``[audio, frame, 128]``, all float features), 1D
+    positions, its padding id and length limit; media of a batch stack when their shapes agree."""
     t = cfg.tokens
-    return ModelInputSpec(
-        family="videollama2",
-        tokens=MediaTokens(image=t.image, video=t.video, audio=t.audio),
-        max_positions=cfg.text.max_position_embeddings,
-        pad_token_id=t.pad if t.pad is not None else 0,
-        default_system_prompt=SYSTEM_PROMPT,
+    return InputSpec(
+        family="videollama2", media_names=MEDIA_NAMES, float_media=MEDIA_NAMES,
+        pad_token_id=t.pad if t.pad is not None else 0, max_positions=cfg.text.max_position_embeddings,
     )
 
 
@@ -294,11 +296,11 @@ def prepare_videollama2(
             before, after = text.split(tag)
             rows.append([Segment.text(_text_ids(tokenizer, before)), *media, Segment.text(_text_ids(tokenizer, after))])
     pad = tokenizer.pad_token_id if getattr(tokenizer, "pad_token_id", None) is not None else spec.pad_token_id
-    layout = TokenLayout.from_segments(rows, spec, pad_id=pad, padding_side=padding_side)
+    layout = TokenLayout.from_segments(rows, pad_id=pad, padding_side=padding_side)
     if layout.shape[1] > spec.max_positions:
         raise InputError(f"the prepared sequence has {layout.shape[1]} tokens, more than the model's {spec.max_positions}")
     return ModelInputs(
-        input_ids=layout.input_ids.clone(), attention_mask=layout.attention_mask.clone(), layout=layout,
+        layout.input_ids.clone(), layout.attention_mask.clone(), layout, spec=spec,
         pixel_values=torch.stack(pixel_images) if pixel_images else None,
         pixel_values_videos=torch.stack(pixel_videos) if pixel_videos else None,
         input_features=torch.stack(fbanks) if fbanks else None,

@@ -1,14 +1,13 @@
-"""Prompt text to token ids: chat template, media placeholders, placeholder expansion.
+"""The chat rendering every family's prompt builder shares: user text with media placeholders,
+chat messages, the chat template, token ids.
 
-A user prompt is plain text in which ``<|IMAGE|>``, ``<|VIDEO|>`` and ``<|AUDIO|>`` (the
-checkpoint's placeholder tokens, bare or with their bracket tokens) mark where media go; media of a
-kind that has no placeholder go before the text (images, then videos, then audio). A prompt may
-also be a list of chat messages in the Hugging Face format, whose content items
-``{"type": "video"}`` etc. are the placeholders. The conversation is rendered with the
-checkpoint's chat template (the Qwen2.5-Omni default system prompt unless another is given), then
-each placeholder token becomes its media block (:mod:`.media_blocks`: the right number of tokens;
-audio-in-video: the interleaved chunks of :mod:`.interleave` inside ``<|audio_bos|> ...
-<|audio_eos|>``), from which the layout is built.
+A user prompt is plain text in which the checkpoint's placeholder strings (bare or with their
+bracket tokens) mark where media go; media of a kind that has no placeholder go before the text
+(images, then videos, then audio: ``vocabulary.PROMPT_MEDIA_ORDER``). A prompt may also be a list
+of chat messages in the Hugging Face format, whose content items ``{"type": "video"}`` etc. are
+the placeholders. The conversation is rendered with the checkpoint's chat template (the family's
+default system prompt unless another is given); the family's prompt builder then turns each
+placeholder into its media block and builds the layout.
 
 Example:
     >>> parts = split_placeholders("Describe <|VIDEO|> briefly.", {"video": "<|VIDEO|>"})
@@ -20,13 +19,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 from hooked_avllm.inputs.errors import InputError
-from hooked_avllm.inputs.model_spec import ModelInputSpec
+from hooked_avllm.vocabulary import PROMPT_MEDIA_ORDER
 
 MediaKind = Literal["image", "video", "audio"]
-MEDIA_KINDS: tuple[MediaKind, ...] = ("image", "video", "audio")
+MEDIA_KINDS: tuple[MediaKind, ...] = PROMPT_MEDIA_ORDER  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -35,22 +34,6 @@ class PromptPart:
 
     kind: Literal["text", "image", "video", "audio"]
     text: str = ""
-
-
-def placeholder_strings(tokenizer: Any, spec: ModelInputSpec) -> dict[str, str]:
-    """The placeholder token text of each media kind (e.g. ``{"image": "<|IMAGE|>", ...}``)."""
-    ids = spec.tokens.placeholders
-    return dict(zip(ids, tokenizer.convert_ids_to_tokens(list(ids.values()))))
-
-
-def bracket_strings(tokenizer: Any, spec: ModelInputSpec) -> dict[str, tuple[str, str]]:
-    """The opening and closing bracket token text around each media kind's placeholders."""
-    t = spec.tokens
-    vision = tuple(tokenizer.convert_ids_to_tokens([t.vision_start, t.vision_end]))
-    brackets = {"image": vision, "video": vision}
-    if t.audio is not None:
-        brackets["audio"] = tuple(tokenizer.convert_ids_to_tokens([t.audio_start, t.audio_end]))
-    return brackets
 
 
 def split_placeholders(
@@ -98,17 +81,18 @@ def place_media(parts: list[PromptPart], counts: dict[str, int], where: str = "t
 
 
 def conversation(
-    parts: Sequence[PromptPart], system_prompt: str | None | bool, spec: ModelInputSpec
+    parts: Sequence[PromptPart], system_prompt: str | None | bool, default_system_prompt: str | None = None
 ) -> list[dict[str, Any]]:
     """Chat messages (Hugging Face format) for one user turn, with the system prompt first.
 
-    ``system_prompt=None`` uses the model's default (Qwen2.5-Omni's "You are Qwen, a virtual
-    human ..."); ``False`` leaves the system message out (the template may add its own).
+    ``system_prompt=None`` uses the model's default (``default_system_prompt``; Qwen2.5-Omni's
+    "You are Qwen, a virtual human ..."); ``False`` leaves the system message out (the template
+    may add its own).
     """
     content = [{"type": "text", "text": p.text} if p.kind == "text" else {"type": p.kind} for p in parts]
     messages: list[dict[str, Any]] = []
     if system_prompt is None:
-        system_prompt = spec.default_system_prompt
+        system_prompt = default_system_prompt
     if system_prompt is not False and system_prompt is not None:
         messages.append({"role": "system", "content": [{"type": "text", "text": str(system_prompt)}]})
     messages.append({"role": "user", "content": content})
@@ -116,7 +100,7 @@ def conversation(
 
 
 def messages_media(
-    messages: Sequence[dict[str, Any]], system_prompt: str | None | bool, spec: ModelInputSpec
+    messages: Sequence[dict[str, Any]], system_prompt: str | None | bool, default_system_prompt: str | None = None
 ) -> tuple[list[dict[str, Any]], list[tuple[str, Any]]]:
     """Normalise user-given chat messages: media items become bare placeholders.
 
@@ -148,45 +132,25 @@ def messages_media(
                 items.append({"type": kind})
         clean.append({"role": message["role"], "content": items})
     if clean and clean[0]["role"] != "system":
-        head = conversation([], system_prompt, spec)[:-1]
+        head = conversation([], system_prompt, default_system_prompt)[:-1]
         clean = head + clean
     return clean, media
 
 
 def render(
-    tokenizer: Any, messages: list[dict[str, Any]], spec: ModelInputSpec, add_generation_prompt: bool = True
+    tokenizer: Any, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
+    fallback: Callable[[list[dict[str, Any]], bool], str] | None = None,
 ) -> str:
-    """Render messages with the tokenizer's chat template (or the Qwen format if it has none)."""
+    """Render messages with the tokenizer's chat template; a tokenizer without one uses the
+    family's ``fallback`` renderer (messages, add_generation_prompt) -> text, or raises."""
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-    placeholders = placeholder_strings(tokenizer, spec)
-    brackets = bracket_strings(tokenizer, spec)
-    text = ""
-    for message in messages:
-        content = message["content"]
-        if not isinstance(content, str):
-            content = "".join(
-                item.get("text", "")
-                if item["type"] == "text"
-                else brackets[item["type"]][0] + placeholders[item["type"]] + brackets[item["type"]][1]
-                for item in content
-            )
-        text += f"<|im_start|>{message['role']}\n{content}<|im_end|>\n"
-    return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
+    if fallback is None:
+        raise InputError("the tokenizer has no chat template; pass chat_template=False with rendered text, "
+                         "or load a checkpoint whose tokenizer has one")
+    return fallback(messages, add_generation_prompt)
 
 
 def tokenize(tokenizer: Any, text: str) -> list[int]:
     """Token ids of rendered text (no extra special tokens)."""
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def audio_in_video_ids(
-    grid_thw: tuple[int, int, int], second_per_grid: float, n_audio: int, spec: ModelInputSpec
-) -> list[int]:
-    """Tokens that replace the ``<|VIDEO|>`` placeholder of a video with its audio track."""
-    t = spec.tokens
-    runs = spec.rules.audio_in_video_runs(grid_thw, second_per_grid, n_audio, spec)
-    ids = [t.audio_start]
-    for kind, count in runs:
-        ids += [t.video if kind == "video" else t.audio] * count
-    return ids + [t.audio_end]

@@ -1,0 +1,79 @@
+"""Attention edits: knockout rules and token dropping as additive masks the fused kernels take.
+
+An edit has ``blocked(layer, context)`` returning a bool ``[batch, query, key]`` tensor of edges to
+remove (or ``None``) for the running forward (its :class:`~hooked_avllm.forward_context.ForwardContext`);
+the model turns the union of the active edits into an additive ``-inf`` mask for that layer, in
+plain forwards, at the generation's prefill and in every cached decoding step. SDPA still runs: no
+pattern is materialised unless a pattern hook asks for it. A query always keeps its own position,
+so no attention row is empty.
+
+Example:
+    >>> from hooked_avllm import AVLLMConfig, HookedAVLLM
+    >>> model = HookedAVLLM.from_config(AVLLMConfig.tiny())
+    >>> model.has_attention_edits
+    False
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor
+
+from hooked_avllm.forward_context import ForwardContext
+
+
+class AttentionEdits:
+    """The model's attention-edit registry (mixed into :class:`~hooked_avllm.HookedAVLLM`)."""
+
+    _attention_edits: list
+    _edit_memo: tuple | None
+
+    @contextmanager
+    def edit_attention(self, *edits: Any) -> Iterator[Any]:
+        """Apply attention edits (knockout rules, token dropping) to every forward and generation
+        step inside the block (see the module docstring).
+
+        Example:
+            >>> from hooked_avllm.analysis.knockout import Knockout, KnockoutRule  # doctest: +SKIP
+            >>> with model.edit_attention(Knockout(KnockoutRule("generated", "video", layers=range(18, 30)))):  # doctest: +SKIP
+            ...     tokens = model.generate(inputs, max_new_tokens=50)
+        """
+        self._attention_edits.extend(edits)
+        try:
+            yield self
+        finally:
+            for edit in edits:
+                self._attention_edits.remove(edit)
+
+    @property
+    def has_attention_edits(self) -> bool:
+        """Whether an ``edit_attention`` block is active."""
+        return bool(self._attention_edits)
+
+    def attention_edit_mask(self, layer: int, context: ForwardContext, dtype: torch.dtype) -> Tensor | None:
+        """Additive mask ``[batch, 1, query, key]`` (0 or -inf) of the active edits at ``layer``
+        (``None`` when no edit blocks an edge there); what the decoder hands the attention, and
+        what analyses that recompute a pattern beside the fused kernel must add."""
+        edges = [edit.blocked(layer, context) for edit in self._attention_edits]
+        ids = tuple(id(e) for e in edges)
+        memo = self._edit_memo
+        if memo is not None and memo[0] is context and memo[1] == ids:
+            return memo[2]  # the edits give the same edges as in the previous layer of this forward
+        blocked = None
+        for e in edges:
+            if e is not None:
+                blocked = e if blocked is None else blocked | e
+        mask = None
+        if blocked is not None:
+            own = torch.arange(context.n_new, device=blocked.device)[:, None] + context.past
+            blocked = blocked & (torch.arange(blocked.shape[-1], device=blocked.device)[None, :] != own)
+            mask = torch.zeros(blocked.shape, dtype=dtype, device=blocked.device)
+            mask = mask.masked_fill_(blocked, float("-inf"))[:, None]
+        self._edit_memo = (context, ids, mask)
+        return mask
+
+
+__all__ = ["AttentionEdits"]

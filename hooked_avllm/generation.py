@@ -1,0 +1,189 @@
+"""Generation: greedy decoding with a KV cache under hooks and attention edits, and caching
+activations while generating.
+
+Caching while generating gives one cache per forward (prefill, then each decoding step), or one
+cache with every LLM activation concatenated over the steps. Concatenated, a position-major
+activation ``[batch, pos, ...]`` covers prompt + generated positions; attention patterns and scores
+``[batch, head, query, key]`` become the full ``[batch, head, seq, seq]`` matrix (keys a step could
+not see are 0 in patterns, ``-inf`` in scores). Encoder and projector activations exist only at the
+prefill and are kept as they are. The cache's layout is the prompt's, extended by the generated
+positions.
+
+Example:
+    >>> tokens, cache = model.generate_with_cache(inputs, max_new_tokens=20,                # doctest: +SKIP
+    ...                                           names_filter=lambda n: n.endswith("resid_post"))
+    >>> cache.select("blocks.20.hook_resid_post", "generated").shape                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from hooked_avllm.cache import AVActivationCache
+from hooked_avllm.components.attention import LayerKVCache
+from hooked_avllm.decoder_inputs import decoder_inputs
+from hooked_avllm.inputs.layout import rope_deltas
+from hooked_avllm.vocabulary import GENERATED
+
+NamesFilter = Callable[[str], bool] | str | list[str] | None
+
+
+def _filter(names_filter: NamesFilter) -> Callable[[str], bool]:
+    if names_filter is None:
+        return lambda name: True
+    if isinstance(names_filter, str):
+        return lambda name: name == names_filter
+    if isinstance(names_filter, (list, tuple)):
+        chosen = set(names_filter)
+        return lambda name: name in chosen
+    return names_filter
+
+
+def cached_generation(
+    model: Any,
+    inputs: Any,
+    max_new_tokens: int = 32,
+    *,
+    names_filter: NamesFilter = None,
+    device: str | torch.device | None = None,
+    concat: bool = True,
+    eos_token_id: int | list[int] | None = None,
+) -> tuple[Tensor, AVActivationCache | list[AVActivationCache]]:
+    """Greedy generation that caches the chosen activations of every forward (see the module docstring).
+
+    The last generated token is run through the model too, so the cache covers every token.
+    ``device="cpu"`` moves each activation off the GPU as soon as it is made.
+    """
+    keep = _filter(names_filter)
+    steps: dict[str, list[Tensor]] = {}
+    step_of: dict[str, list[int]] = {}
+
+    def save(act: Tensor, hook: Any) -> None:
+        context = model.forward_context
+        steps.setdefault(hook.name, []).append(act.detach().to(device) if device is not None else act.detach())
+        step_of.setdefault(hook.name, []).append(context.step if context is not None else 0)
+
+    hooks = [(name, save) for name in model.hook_dict if keep(name)]
+    with torch.no_grad(), model.hooks(fwd_hooks=hooks):
+        tokens = model.generate(inputs, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id, forward_last=True)
+    layout = _extended_layout(model, inputs, tokens)
+    if not concat:
+        n_forwards = max((max(s) for s in step_of.values()), default=0) + 1
+        caches = []
+        for step in range(n_forwards):
+            entries = {name: acts[i] for name, acts in steps.items() for i, s in enumerate(step_of[name]) if s == step}
+            caches.append(AVActivationCache(entries, model, layout=layout))
+        return tokens, caches
+    merged = {name: _concat(name, acts) for name, acts in steps.items()}
+    return tokens, AVActivationCache(merged, model, layout=layout)
+
+
+def _concat(name: str, acts: list[Tensor]) -> Tensor:
+    if len(acts) == 1:
+        return acts[0]
+    if name.endswith(("hook_pattern", "hook_attn_scores")):
+        n_keys = acts[-1].shape[-1]
+        fill = 0.0 if name.endswith("hook_pattern") else float("-inf")
+        padded = [torch.nn.functional.pad(a, (0, n_keys - a.shape[-1]), value=fill) for a in acts]
+        return torch.cat(padded, dim=2)
+    return torch.cat(acts, dim=1)
+
+
+def _extended_layout(model: Any, inputs: Any, tokens: Tensor) -> Any:
+    layout = model.layout_for(inputs)
+    layout = layout.to(layout.text.device)  # a copy: the inputs' layout stays the prompt's
+    return layout.extend(tokens.shape[1] - layout.n_prompt)
+
+
+class Generation:
+    """Greedy generation (mixed into :class:`~hooked_avllm.HookedAVLLM`)."""
+
+    def end_tokens(self, eos_token_id: int | list[int] | None = None, device: Any = None) -> Int[Tensor, "n_end"]:
+        """The end-of-text ids generation stops at: ``eos_token_id`` if given, else the config's."""
+        eos = eos_token_id if eos_token_id is not None else list(self.cfg.tokens.eos)
+        return torch.tensor([eos] if isinstance(eos, int) else list(eos), device=device, dtype=torch.long)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: Int[Tensor, "batch pos"] | Any = None,
+        max_new_tokens: int = 32,
+        eos_token_id: int | list[int] | None = None,
+        *,
+        layout: Any = None,
+        forward_last: bool = False,
+        **inputs: Any,
+    ) -> Int[Tensor, "batch pos_plus_new"]:
+        """Greedy decoding with a KV cache; hooks and attention edits apply at the prefill and at
+        every step (``model.forward_context.step`` says which).
+
+        Takes the same inputs as ``forward`` (left padding for batches). Stops when every row has
+        produced an end token (``cfg.tokens.eos`` by default) or after ``max_new_tokens``; rows
+        that finished early are filled with the end token. ``forward_last`` also runs the last
+        generated token through the model (so caches cover every token).
+
+        Example:
+            >>> from hooked_avllm import AVLLMConfig, HookedAVLLM
+            >>> model = HookedAVLLM.from_config(AVLLMConfig.tiny())
+            >>> model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=4).shape
+            torch.Size([1, 7])
+        """
+        llm = decoder_inputs(self, input_ids, layout=layout, **inputs)
+        input_ids, attention_mask, kinds = llm.input_ids, llm.attention_mask, llm.kinds
+        if bool((attention_mask[:, -1] == 0).any()):
+            raise ValueError("generate needs left padding (the last column must be real tokens for every row)")
+        # a new token at real index n gets position n + delta in every row (t = h = w for M-RoPE)
+        deltas = rope_deltas(llm.position_ids, attention_mask)
+        caches = [LayerKVCache() for _ in self.blocks]
+        logits = self.run_decoder(**llm.decoder_kwargs(), return_type="logits", kv_caches=caches, last_logits_only=True)
+        eos = self.end_tokens(eos_token_id, input_ids.device)
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        tokens = input_ids
+        generated = torch.full_like(kinds[:, :1], GENERATED)
+        rows = llm.position_ids.shape[0]
+        for step in range(1, max_new_tokens + 1):
+            next_token = logits[:, -1].argmax(-1).to(input_ids.device)  # the unembedding may sit on another device
+            if eos.numel():
+                next_token = torch.where(done, eos[0], next_token)
+            tokens = torch.cat((tokens, next_token[:, None]), dim=1)
+            attention_mask = torch.cat((attention_mask, torch.ones_like(attention_mask[:, :1])), dim=1)
+            kinds = torch.cat((kinds, generated), dim=1)
+            if eos.numel():
+                done = done | torch.isin(next_token, eos)
+            last = step == max_new_tokens or (eos.numel() and bool(done.all()))
+            if last and not forward_last:
+                break  # the last token needs no forward of its own
+            step_pos = (attention_mask.sum(-1, keepdim=True) - 1 + deltas.to(attention_mask.device)).expand(-1, 1)
+            logits = self.run_decoder(self.embed(next_token[:, None]), step_pos[None].expand(rows, -1, -1), attention_mask,
+                                      "logits", caches, kinds, step, llm.n_prompt, last_logits_only=True)
+            if last:
+                break
+        return tokens
+
+    def generate_with_cache(
+        self,
+        inputs: Any,
+        max_new_tokens: int = 32,
+        *,
+        names_filter: NamesFilter = None,
+        device: str | torch.device | None = None,
+        concat: bool = True,
+        eos_token_id: int | list[int] | None = None,
+    ) -> tuple[Tensor, Any]:
+        """Greedy generation that caches activations: one :class:`AVActivationCache` with the LLM
+        activations concatenated over the steps (``concat=True``; its layout marks the generated
+        positions) or a list of caches, one per forward (see :func:`cached_generation`).
+
+        Example:
+            >>> tokens, cache = model.generate_with_cache(inputs, 20, names_filter=lambda n: "resid_post" in n)  # doctest: +SKIP
+            >>> cache.select("blocks.3.hook_resid_post", "generated").shape  # doctest: +SKIP
+        """
+        return cached_generation(self, inputs, max_new_tokens, names_filter=names_filter, device=device,
+                                 concat=concat, eos_token_id=eos_token_id)
+
+
+__all__ = ["Generation", "NamesFilter", "cached_generation"]

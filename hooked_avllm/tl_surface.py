@@ -1,0 +1,103 @@
+"""The TransformerLens surface of the model: ``run_with_cache`` that returns a cache knowing the
+inputs' layout, and TransformerLens's ``set_use_*`` switches (weight views and token helpers live
+in :mod:`hooked_avllm.weight_views` and :mod:`hooked_avllm.tokens`).
+
+Example:
+    >>> import torch
+    >>> from hooked_avllm import AVLLMConfig, HookedAVLLM
+    >>> model = HookedAVLLM.from_config(AVLLMConfig.tiny())
+    >>> logits, cache = model.run_with_cache(torch.tensor([[1, 2, 3]]))
+    >>> cache["resid_post", 1].shape, cache.layout.text.tolist()
+    (torch.Size([1, 3, 64]), [[True, True, True]])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from hooked_avllm.cache import AVActivationCache
+from hooked_avllm.components.attention import Attention
+from hooked_avllm.decoder_inputs import arguments, layout_for
+
+# run_with_cache's own arguments (TransformerLens's), as opposed to the model's inputs
+CACHE_ARGUMENTS = ("names_filter", "device", "remove_batch_dim", "incl_bwd", "reset_hooks_end", "clear_contexts",
+                   "pos_slice", "return_cache_object")
+FORWARD_OPTIONS = ("return_type", "loss_per_token")
+
+
+def _batch_size(args: tuple, kwargs: dict) -> int | None:
+    """Rows of the inputs of a forward call (token ids, prepared inputs or a dict of them), if known."""
+    first = args[0] if args else kwargs.get("input_ids")
+    ids = first if isinstance(first, Tensor) else getattr(first, "input_ids", None)
+    if ids is None and isinstance(first, dict):
+        ids = first.get("input_ids")
+    if not isinstance(ids, Tensor):
+        return None
+    return ids.shape[0] if ids.ndim == 2 else 1
+
+
+class TransformerLensSurface:
+    """TransformerLens's caching and switches (mixed into :class:`~hooked_avllm.HookedAVLLM`)."""
+
+    def run_with_cache(
+        self, *model_args: Any, return_cache_object: bool = True, remove_batch_dim: bool = False, **kwargs: Any
+    ) -> tuple[Any, AVActivationCache | dict[str, Tensor]]:
+        """Run and cache activations; the cache is an :class:`AVActivationCache` (a TransformerLens
+        ``ActivationCache``) that also knows which positions hold which modality (its ``.layout``:
+        the inputs' own, or the one the family reads from the ids and media; the forward uses the
+        same one).
+
+        Takes TransformerLens's arguments: ``names_filter``, ``device``, ``remove_batch_dim`` (batch
+        1; the layout stays usable), ``incl_bwd`` (caches ``{name}_grad`` too; needs a scalar output,
+        e.g. ``return_type="loss"``), ``return_cache_object=False`` for a plain dict.
+
+        Example:
+            >>> logits, cache = model.run_with_cache(inputs)  # doctest: +SKIP
+            >>> loss, cache = model.run_with_cache(inputs, return_type="loss", incl_bwd=True)  # doctest: +SKIP
+            >>> cache.select("blocks.3.hook_resid_post_grad", "audio").shape  # doctest: +SKIP
+        """
+        if remove_batch_dim and _batch_size(model_args, kwargs) not in (None, 1):
+            raise ValueError(
+                f"remove_batch_dim=True needs inputs of batch size 1; these have {_batch_size(model_args, kwargs)} rows "
+                "(TransformerLens would keep row 0 only)"
+            )
+        inputs = {k: v for k, v in kwargs.items() if k not in CACHE_ARGUMENTS + FORWARD_OPTIONS}
+        layout = layout_for(self, arguments(self, *model_args, **inputs))
+        kwargs["layout"] = layout  # the forward uses the layout the cache gets
+        out, cache_dict = super().run_with_cache(*model_args, remove_batch_dim=remove_batch_dim, **kwargs)
+        if not return_cache_object:
+            return out, cache_dict
+        return out, AVActivationCache(cache_dict, self, layout=layout, has_batch_dim=not remove_batch_dim)
+
+    def set_use_attn_result(self, enabled: bool) -> None:
+        """Fire ``hook_result`` (per-head attention outputs, [batch, pos, head, d_model]) in every layer."""
+        for module in self.modules():
+            if isinstance(module, Attention):
+                module.use_attn_result = enabled
+        self.cfg._use_attn_result = bool(enabled)
+
+    def set_use_split_qkv_input(self, enabled: bool) -> None:
+        """TransformerLens's per-head q/k/v input forks do not exist here; asking for them raises."""
+        self._refuse_fork("use_split_qkv_input", enabled)
+
+    def set_use_attn_in(self, enabled: bool) -> None:
+        """TransformerLens's ``hook_attn_in`` fork does not exist here; asking for it raises."""
+        self._refuse_fork("use_attn_in", enabled)
+
+    def set_use_hook_mlp_in(self, enabled: bool) -> None:
+        """TransformerLens's ``hook_mlp_in`` does not exist here (``blocks.{l}.ln2.hook_normalized`` is
+        the MLP's input); asking for it raises."""
+        self._refuse_fork("use_hook_mlp_in", enabled)
+
+    @staticmethod
+    def _refuse_fork(name: str, enabled: bool) -> None:
+        if enabled:
+            raise NotImplementedError(
+                f"{name} is not supported: the attention reads one normalised residual per layer "
+                "(blocks.{l}.ln1.hook_normalized); patch hook_q/hook_k/hook_v or hook_z per head instead"
+            )
+
+
+__all__ = ["TransformerLensSurface"]

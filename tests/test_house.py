@@ -1,0 +1,152 @@
+"""The house's rules, checked on the code as it stands: the layer contracts (import-linter, as
+``lint-imports`` runs them in CI), no import cycle among the package's modules (function-level
+imports included), generic modules that name no family, subpackages that import without building
+the model, a short core, and every moved public path still resolving with a deprecation warning."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("hooked_avllm", "weights_conversion")
+
+
+def test_the_layer_contracts_hold():
+    """The contracts in pyproject.toml ([tool.importlinter]): layers, independent family folders,
+    converters free of family code, a generic core that reaches families only through the registry."""
+    out = subprocess.run([sys.executable, "-c", "from importlinter.cli import lint_imports; raise SystemExit(lint_imports())"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "0 broken" in out.stdout
+
+
+def import_graph():
+    """Every import between the package's modules, the ones inside functions included (grimp reads
+    them all); imports made only for type checkers are left out, as they never run."""
+    grimp = pytest.importorskip("grimp")
+    return grimp.build_graph(*PACKAGES, exclude_type_checking_imports=True)
+
+
+def test_no_import_cycle_among_the_modules():
+    graph = import_graph()
+    modules = sorted(graph.modules)
+    edges = {m: sorted(graph.find_modules_directly_imported_by(m)) for m in modules}
+    index, low, on_stack, stack, cycles, counter = {}, {}, set(), [], [], [0]
+
+    def connect(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges[v]:
+            if w not in index:
+                connect(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1 or v in edges[v]:
+                cycles.append(sorted(component))
+
+    sys.setrecursionlimit(max(10_000, sys.getrecursionlimit()))
+    for module in modules:
+        if module not in index:
+            connect(module)
+    assert not cycles, f"import cycles: {cycles}"
+
+
+FAMILY_NAMES = re.compile(r"qwen|omni|videollama|minicpm|thinker", re.I)
+GENERIC = ["hooked_avllm/model.py", "hooked_avllm/decoder_inputs.py", "hooked_avllm/generation.py", "hooked_avllm/edits.py",
+           "hooked_avllm/tl_surface.py", "hooked_avllm/cache.py", "hooked_avllm/loading.py", "hooked_avllm/vocabulary.py",
+           "hooked_avllm/architectures/base.py", "hooked_avllm/architectures/registry.py",
+           *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "hooked_avllm/inputs").glob("*.py")),
+           *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "hooked_avllm/analysis").glob("*.py"))]
+
+
+def is_deprecated_shim(path: Path) -> bool:
+    return (ast.get_docstring(ast.parse(path.read_text())) or "").startswith("Deprecated")
+
+
+def code_without_docstrings(path: Path) -> str:
+    """The module's code (names, strings, calls) with docstrings and comments left out."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.unparse(tree)
+
+
+@pytest.mark.parametrize("path", [p for p in GENERIC if not is_deprecated_shim(ROOT / p)])  # a shim names where it moved
+def test_generic_code_names_no_family(path):
+    named = [line.strip() for line in code_without_docstrings(ROOT / path).splitlines() if FAMILY_NAMES.search(line)]
+    assert not named, f"{path} names a family: {named[:3]}"
+
+
+@pytest.mark.parametrize("module", ["weights_conversion", "hooked_avllm", "hooked_avllm.inputs", "hooked_avllm.vocabulary",
+                                    "hooked_avllm.components", "hooked_avllm.towers", "hooked_avllm.config"])
+def test_importing_a_subpackage_does_not_build_the_model(module):
+    code = (f"import sys, {module}; heavy = [m for m in ('hooked_avllm.model', 'hooked_avllm.architectures.registry', "
+            "'hooked_avllm.analysis') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]", f"import {module} loads {out.stdout.strip()}"
+
+
+def test_the_core_stays_short():
+    assert len((ROOT / "hooked_avllm/model.py").read_text().splitlines()) <= 300
+
+
+MOVED_NAMES = [
+    ("hooked_avllm.inputs", "prepare_inputs", "hooked_avllm.architectures.qwen.prepare"),
+    ("hooked_avllm.inputs", "PreprocessorConfig", "hooked_avllm.architectures.qwen.preprocessor_config"),
+    ("hooked_avllm.inputs", "load_video", "hooked_avllm.architectures.qwen.vision"),
+    ("hooked_avllm.inputs", "ModelInputSpec", "hooked_avllm.architectures.qwen.spec"),
+    ("hooked_avllm", "VisionConfig", "hooked_avllm.towers.qwen_vision"),
+    ("hooked_avllm.config", "AudioConfig", "hooked_avllm.towers.whisper_audio"),
+]
+
+
+@pytest.mark.parametrize("module, name, new_home", MOVED_NAMES)
+def test_moved_names_still_resolve_with_a_deprecation_warning(module, name, new_home):
+    with pytest.warns(DeprecationWarning, match=re.escape(new_home)):
+        value = getattr(importlib.import_module(module), name)
+    assert value is not None
+
+
+@pytest.mark.parametrize("old, new", [
+    ("hooked_avllm.inputs.model_spec", "hooked_avllm.architectures.qwen.spec"),
+    ("hooked_avllm.inputs.positions", "hooked_avllm.architectures.qwen.positions"),
+    ("hooked_avllm.inputs.processor", "hooked_avllm.architectures.qwen.prepare"),
+    ("hooked_avllm.analysis.select", "hooked_avllm.inputs.select"),
+    ("hooked_avllm.position_kinds", "hooked_avllm.vocabulary"),
+    ("hooked_avllm.generation_cache", "hooked_avllm.generation"),
+])
+def test_moved_modules_still_import_with_a_deprecation_warning(old, new):
+    code = (f"import warnings; warnings.simplefilter('always')\nwith warnings.catch_warnings(record=True) as w:\n"
+            f"    import {old}\nprint([str(x.message) for x in w if x.category is DeprecationWarning])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert new in out.stdout, out.stdout
+
+
+def test_the_library_itself_uses_no_deprecated_path():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        code = ("import warnings; warnings.simplefilter('error', DeprecationWarning)\n"
+                "import hooked_avllm.model, hooked_avllm.analysis, hooked_avllm.toy, hooked_avllm.demo, weights_conversion.qwen3_omni\n"
+                "from hooked_avllm.architectures import supported; supported()")
+        subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
