@@ -14,6 +14,8 @@ import torch
 
 from hooked_avllm import AVLLMConfig, HookedAVLLM
 from hooked_avllm.architectures import BY_MODEL_TYPE, architecture_for, supported
+from hooked_avllm.architectures.minicpm_o.config import config_from_hf as minicpm_config_from_hf
+from hooked_avllm.architectures.minicpm_o.config import tiny_config_json as minicpm_tiny_config_json
 from hooked_avllm.architectures.qwen3_omni.config import config_from_hf as qwen3_config_from_hf
 from hooked_avllm.architectures.qwen3_omni.config import tiny_config_json as qwen3_tiny_config_json
 from hooked_avllm.architectures.videollama2.config import config_from_hf, tiny_config
@@ -25,13 +27,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_supported_lists_every_family_with_its_model_types_and_hub_ids():
     families = {a.name: a for a in supported()}
-    assert set(families) == {"qwen2_5_omni", "qwen2_5_vl", "qwen3_omni", "videollama2"}
+    assert set(families) == {"minicpm_o", "qwen2_5_omni", "qwen2_5_vl", "qwen3_omni", "videollama2"}
     assert families["videollama2"].model_types == ("videollama2_qwen2",)
     assert "DAMO-NLP-SG/VideoLLaMA2.1-7B-AV" in families["videollama2"].hub_ids
     assert all(a.hub_ids and a.description and a.converter is not None for a in supported())
     assert architecture_for("qwen2_5_omni_thinker") is families["qwen2_5_omni"]
-    assert set(BY_MODEL_TYPE) == {"qwen2_5_omni", "qwen2_5_omni_thinker", "qwen2_5_vl", "qwen3_omni_moe",
-                                  "qwen3_omni_moe_thinker", "videollama2_qwen2"}
+    assert set(BY_MODEL_TYPE) == {"minicpmo", "minicpmv", "qwen2_5_omni", "qwen2_5_omni_thinker", "qwen2_5_vl",
+                                  "qwen3_omni_moe", "qwen3_omni_moe_thinker", "videollama2_qwen2"}
+    assert families["minicpm_o"].hub_ids == ("openbmb/MiniCPM-o-2_6", "openbmb/MiniCPM-V-2_6")
     assert "Qwen/Qwen3-Omni-30B-A3B-Instruct" in families["qwen3_omni"].hub_ids
 
 
@@ -41,8 +44,10 @@ def test_an_unknown_model_type_names_the_supported_ones():
 
 
 @pytest.mark.parametrize("cfg", [AVLLMConfig.tiny(), AVLLMConfig.tiny(audio=False), tiny_config(),
-                                 qwen3_config_from_hf(qwen3_tiny_config_json(vocab_size=512))],
-                         ids=["omni", "vl", "videollama2", "qwen3_omni"])
+                                 qwen3_config_from_hf(qwen3_tiny_config_json(vocab_size=512)),
+                                 minicpm_config_from_hf(minicpm_tiny_config_json(vocab_size=512)),
+                                 minicpm_config_from_hf(minicpm_tiny_config_json(vocab_size=512, audio=False))],
+                         ids=["omni", "vl", "videollama2", "qwen3_omni", "minicpm_o", "minicpm_v"])
 def test_every_family_builds_through_the_generic_model(cfg):
     model = HookedAVLLM.from_config(cfg)
     assert model.architecture is architecture_for(cfg.architecture)
@@ -53,7 +58,30 @@ def test_every_family_builds_through_the_generic_model(cfg):
     assert rows == (1 if cfg.text.mrope_section is None else 3)
 
 
-FAMILY_WORDS = re.compile(r"qwen|omni|videollama|beats|siglip|whisper|thinker", re.I)
+@pytest.mark.parametrize("cfg", [AVLLMConfig.tiny(), tiny_config(), qwen3_config_from_hf(qwen3_tiny_config_json(vocab_size=512)),
+                                 minicpm_config_from_hf(minicpm_tiny_config_json(vocab_size=512))],
+                         ids=["omni", "videollama2", "qwen3_omni", "minicpm_o"])
+def test_bare_ids_padded_in_every_row_are_laid_out(cfg):
+    """One row with left padding (every row of the batch padded): the layout keeps the given width."""
+    model = HookedAVLLM.from_config(cfg).eval()
+    with torch.no_grad():
+        padded = model(torch.tensor([[0, 0, 5, 6, 7]]), attention_mask=torch.tensor([[0, 0, 1, 1, 1]]))
+        alone = model(torch.tensor([[5, 6, 7]]))
+    torch.testing.assert_close(padded[:, 2:], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_the_released_videollama2_config_names_its_siglip_without_shapes():
+    release = {"model_type": "videollama2_qwen2", "vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944,
+               "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
+               "mm_vision_tower": "google/siglip-so400m-patch14-384", "mm_projector_type": "stc_connector_v35",
+               "mm_hidden_size": 1152, "num_frames": 16}
+    siglip = config_from_hf(release).vision.siglip
+    assert (siglip.d_model, siglip.n_layers, siglip.image_size, siglip.patch_size, siglip.n_layers_run) == (1152, 27, 384, 14, 26)
+    with pytest.raises(NotImplementedError, match="siglip-base-patch16-224.*vision_config"):
+        config_from_hf({**release, "mm_vision_tower": "google/siglip-base-patch16-224"})
+
+
+FAMILY_WORDS = re.compile(r"qwen|omni|videollama|beats|siglip|whisper|thinker|minicpm|resampler", re.I)
 
 
 def code_without_docstrings(path: Path) -> str:
@@ -135,7 +163,7 @@ def test_a_family_can_inject_media_rows_after_a_decoder_layer(monkeypatch):
     import sys
 
     sys.path.insert(0, str(ROOT / "tests"))
-    from analysis_support import videollama2_clip_inputs, videollama2_model
+    from kits.videollama2 import videollama2_clip_inputs, videollama2_model
 
     from hooked_avllm.analysis import patching_sweep
 

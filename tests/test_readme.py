@@ -2,9 +2,10 @@
 
 Two substitutions make that possible without downloads, and they are the only ones:
 ``HookedAVLLM.from_pretrained`` returns the toy Omni thinker for ``Qwen/Qwen2.5-Omni-*`` ids, the
-toy vision-language base for ``Qwen/Qwen2.5-VL-*`` ids and a tiny random VideoLLaMA2.1-AV (with
-the toy tokenizer) for ``DAMO-NLP-SG/VideoLLaMA2.1-*`` (dtype and device are ignored: they run
-in float32 on the CPU), and the media files the README names exist in the working directory as toy
+toy vision-language base for ``Qwen/Qwen2.5-VL-*`` ids, a tiny random VideoLLaMA2.1-AV (with
+the toy tokenizer) for ``DAMO-NLP-SG/VideoLLaMA2.1-*``, a tiny random Qwen3-Omni thinker for
+``Qwen/Qwen3-Omni-*`` and tiny random MiniCPM-o / MiniCPM-V 2.6 models (with MiniCPM-o's tokenizer)
+for ``openbmb/MiniCPM-*`` (dtype and device are ignored: they run in float32 on the CPU), and the media files the README names exist in the working directory as toy
 clips (``clip.mp4``: a dog that sounds like a dog; ``dog.wav``: barking; ``car.mp4``: a silent car).
 A block that imports ``sae_lens`` runs where SAELens is installed (CI's second environment, which
 sets ``HOOKED_AVLLM_REQUIRE_SAE_LENS=1`` so that it cannot be skipped there).
@@ -43,6 +44,10 @@ def toy_from_pretrained(name_or_path, *args, **kwargs):
         return tiny_videollama2()
     if name.startswith("Qwen/Qwen3-Omni"):
         return tiny_qwen3_omni()
+    if name.startswith("openbmb/MiniCPM-o-2_6"):
+        return tiny_minicpm(audio=True)
+    if name.startswith("openbmb/MiniCPM-V-2_6"):
+        return tiny_minicpm(audio=False)
     if Path(name).is_dir():  # a local folder (load_toy itself) loads as usual
         return REAL_FROM_PRETRAINED(name_or_path, *args, **kwargs)
     raise AssertionError(f"the README loads {name!r}, which has no toy stand-in here")
@@ -80,6 +85,22 @@ def tiny_qwen3_omni() -> HookedAVLLM:
     with tempfile.TemporaryDirectory() as folder:
         save_tokenizer(folder, "omni")
         model.tokenizer = AutoTokenizer.from_pretrained(folder)
+    return model
+
+
+def tiny_minicpm(audio: bool) -> HookedAVLLM:
+    """A random tiny MiniCPM-o 2.6 (``audio=False``: MiniCPM-V 2.6) of width 128 (one resampler head)
+    with MiniCPM-o's tokenizer (the Qwen2 BPE and its released tokenizer config; vocabulary 151700)."""
+    import tempfile
+
+    from hooked_avllm.architectures.minicpm_o.config import config_from_hf, tiny_config_json
+    from minicpm_reference_processor import build_minicpm_tokenizer_folder
+
+    config = tiny_config_json(audio=audio)
+    config.update(hidden_size=128, intermediate_size=128)
+    model = HookedAVLLM.from_config(config_from_hf(config)).eval()
+    with tempfile.TemporaryDirectory() as folder:
+        model.tokenizer = model.architecture.load_tokenizer(build_minicpm_tokenizer_folder(folder))
     return model
 
 
@@ -123,6 +144,10 @@ def test_readme_blocks_run_against_the_toy(monkeypatch, tmp_path):
     assert namespace["stack"].shape[1] == namespace["dla"].shape[1] == audio_tokens
     assert namespace["layer_logits"].shape[-1] == namespace["model"].cfg.d_vocab
     assert namespace["estimate"].components.values.shape == namespace["sweep"].values.shape
+    mc = namespace["mc_inputs"].layout  # MiniCPM-o: the clip's sound inside its 1-s units, every frame on the heatmap
+    assert mc.use_audio_in_video and mc.audio.any() and mc.video.any()
+    assert namespace["heat"].grid.shape[0] == int(mc.frame_group[mc.video].max()) + 1
+    assert namespace["mc_shift"].shared_vocab == namespace["mini_v"].cfg.d_vocab
 
 
 def test_readme_names_only_what_the_library_exports():
