@@ -8,8 +8,9 @@ import torch
 from jaxtyping import Bool
 from torch import Tensor
 from transformer_lens import ActivationCache
-from transformer_lens.utilities import Slice
+from transformer_lens.utilities import Slice, get_act_name
 
+from hooked_avllm.components.hook_checks import UnknownHookName, suggestion, unknown_hook_name
 from hooked_avllm.vocabulary import ENCODER_PREFIXES
 from hooked_avllm.weight_views import EXPERT_ACTIVATIONS, moe_layers, refuse_moe
 from hooked_avllm.inputs.select import position_mask
@@ -50,6 +51,35 @@ class AVActivationCache(ActivationCache):
         super().__init__(cache_dict, model, has_batch_dim=has_batch_dim)
         self.layout = layout
         self.selection: Tensor | None = None  # set on a restricted cache: the [batch, pos] mask it keeps
+
+    def __getitem__(self, key: Any) -> Tensor:
+        """TransformerLens's lookup (a hook name, or ``("resid_post", 3)``); a name this cache does not
+        hold raises a ``KeyError`` that says whether the model has that hook (then it was not
+        cached: see ``names_filter``) and suggests the closest cached names.
+
+        Example:
+            >>> cache["blocks.0.hook_resid_pots"]  # doctest: +SKIP
+            KeyError: "this cache has no 'blocks.0.hook_resid_pots'; did you mean 'blocks.0.hook_resid_post'? ..."
+        """
+        try:
+            return super().__getitem__(key)
+        except KeyError:
+            raise self._missing(key) from None
+
+    def _missing(self, key: Any) -> KeyError:
+        """The error for a cache lookup of ``key`` that holds nothing."""
+        try:
+            name = key if isinstance(key, str) else get_act_name(*key)
+        except Exception:  # noqa: BLE001 - any key TransformerLens cannot read is reported as given
+            name = key
+        cached = list(self.cache_dict)
+        listing = f"cache.keys() lists the {len(cached)} cached names"
+        hooks = getattr(self.model, "hook_dict", {})
+        if isinstance(name, str) and base_hook_name(name) in hooks:
+            how = "incl_bwd=True" if name.endswith("_grad") else "a names_filter that keeps it"
+            return UnknownHookName(f"this cache does not hold {name!r}: the model has that hook, but it was not cached "
+                                   f"(run run_with_cache with {how}); {suggestion(name, cached)} ({listing})")
+        return unknown_hook_name(name, cached, where="this cache has no", listing=listing)
 
     def positions(
         self,

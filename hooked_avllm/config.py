@@ -13,7 +13,9 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
 from hooked_avllm.towers.qwen_vision import QwenVisionConfig
@@ -265,6 +267,77 @@ class AVLLMConfig:
                             audio=200 if audio else None, audio_start=203 if audio else None,
                             audio_end=204 if audio else None),
         )
+
+
+POSITIVE_TEXT_FIELDS = ("vocab_size", "d_model", "d_mlp", "n_layers", "n_heads", "n_kv_heads", "d_head")
+
+
+def config_problems(cfg: Any, path: str = "") -> list[tuple[str, Any, str]]:
+    """``(field path, value, what it must be)`` for every field of a config (dataclasses, nested)
+    whose value does not fit its annotation (a ``str`` where an ``int`` belongs, a float layer
+    count), and for LLM sizes that are not positive or heads that do not group. Empty when all fit.
+
+    Example:
+        >>> text = TextConfig(vocab_size=256, d_model="64", d_mlp=128, n_layers=2, n_heads=4, n_kv_heads=2, d_head=16)
+        >>> config_problems(text)
+        [('TextConfig.d_model', '64', 'an int')]
+    """
+    where = path or type(cfg).__name__
+    problems: list[tuple[str, Any, str]] = []
+    hints = typing.get_type_hints(type(cfg))
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        hint = hints.get(f.name, Any)
+        if is_dataclass(value) and not isinstance(value, type):
+            problems += config_problems(value, f"{where}.{f.name}")
+        elif not _fits(value, hint):
+            problems.append((f"{where}.{f.name}", value, _describe(hint)))
+    if isinstance(cfg, TextConfig) and not problems:
+        problems += [(f"{where}.{name}", getattr(cfg, name), "a positive int") for name in POSITIVE_TEXT_FIELDS
+                     if getattr(cfg, name) < 1]
+        if not problems and cfg.n_heads % cfg.n_kv_heads:
+            problems.append((f"{where}.n_kv_heads", cfg.n_kv_heads, f"a divisor of n_heads={cfg.n_heads}"))
+    return problems
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` is of the annotated type (ints count as floats; bools are not ints)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or isinstance(hint, typing.TypeVar):
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return not args or (len(args) == len(value) and all(_fits(v, a) for v, a in zip(value, args)))
+    if origin is typing.Literal:
+        return value in args
+    if isinstance(hint, type) and origin is None:
+        return isinstance(value, hint)
+    return isinstance(value, origin) if isinstance(origin, type) else True
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if hint is type(None):
+        return "null"
+    if origin is tuple:
+        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s" if args else "a list"
+    name = getattr(hint, "__name__", str(hint))
+    return f"an {name}" if name[0] in "aeiou" else f"a {name}"
 
 
 def text_config_from_dict(d: dict, cls: type = TextConfig) -> TextConfig:

@@ -8,6 +8,11 @@ or the one the family reads from bare ids and media tensors), then positions, ki
 positions from that layout. So ``model(ids)``, ``model.run_with_cache(ids)`` and
 ``model.generate(ids)`` see the same positions, computed by the same code.
 
+This is also where the tensors are checked, once, for every family: token ids (integers, ``[batch,
+pos]``, not empty, inside the vocabulary), the attention mask (the ids' shape, 0/1, a real token in
+every row), media tensors (finite), and bare ids holding media placeholders with no media. Each
+error names the argument and the value and says what to do.
+
 Example:
     >>> import torch
     >>> from hooked_avllm import AVLLMConfig, HookedAVLLM
@@ -19,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -87,7 +93,9 @@ def arguments(model: Any, input_ids: Any = None, attention_mask: Tensor | None =
     """Normalise a forward's inputs: prepared inputs, a dict (a Hugging Face processor's output)
     or token ids with the family's media tensors as keyword arguments. Reference argument names
     the family declares (``second_per_grid_ts``) are mapped to ours, ones it ignores are dropped,
-    and any other name is refused with the list of accepted ones."""
+    and any other name is refused with the list of accepted ones. The ids and the mask are
+    checked (:func:`check_token_ids`, :func:`check_attention_mask`)."""
+    given_mask = attention_mask is not None  # a mask of the user's own, beside prepared inputs' layout
     if isinstance(input_ids, ModelInputs):
         layout = input_ids.layout if layout is None else layout
         attention_mask = input_ids.attention_mask if attention_mask is None else attention_mask
@@ -95,6 +103,7 @@ def arguments(model: Any, input_ids: Any = None, attention_mask: Tensor | None =
         input_ids = input_ids.input_ids
     elif isinstance(input_ids, Mapping):
         given = dict(input_ids)
+        given_mask = given_mask or given.get("attention_mask") is not None
         layout = carried_layout(input_ids) if layout is None else layout
         input_ids = given.pop("input_ids", None)
         attention_mask = given.pop("attention_mask", None) if attention_mask is None else attention_mask
@@ -107,28 +116,158 @@ def arguments(model: Any, input_ids: Any = None, attention_mask: Tensor | None =
         if name in spec.ignored:
             continue
         if name not in spec.media_names:
+            close = difflib.get_close_matches(name, [*spec.media_names, "input_ids", "attention_mask", "position_ids"], n=1)
             raise TypeError(
-                f"unexpected argument {name!r}; a {spec.family} model's forward takes input_ids, attention_mask, "
-                f"position_ids, layout and the media {list(spec.media_names)}"
+                f"unexpected argument {name!r}{f' (did you mean {close[0]!r}?)' if close else ''}; a {spec.family} model's "
+                f"forward takes input_ids, attention_mask, position_ids, layout and the media {list(spec.media_names)}"
             )
         if value is not None:
             named[name] = value
     if input_ids is None:
         raise ValueError("input_ids are required (prompt token ids with media placeholders expanded), or prepared inputs")
+    input_ids = check_token_ids(input_ids, model.embed.num_embeddings)
+    attention_mask = torch.ones_like(input_ids) if attention_mask is None else check_attention_mask(attention_mask, input_ids)
+    layout = layout if isinstance(layout, TokenLayout) and tuple(layout.shape) == tuple(input_ids.shape) else None
+    own = layout.attention_mask if layout is not None else None
+    if own is not None and given_mask and not torch.equal(attention_mask.long(), own.long().to(attention_mask.device)):
+        raise ValueError(
+            "attention_mask differs from the prepared inputs' own mask (their layout's padding); prepared inputs carry "
+            "their mask: drop attention_mask=, or prepare the inputs again"
+        )
+    return Arguments(input_ids, attention_mask, layout, position_ids, named)
+
+
+def check_token_ids(input_ids: Any, n_vocab: int) -> Int[Tensor, "batch pos"]:
+    """``input_ids`` as ``[batch, pos]`` integer ids inside the vocabulary ``[0, n_vocab)``, or an
+    error naming what is wrong (text, float ids, a third axis, no token, ``-100`` labels, ids of
+    another vocabulary).
+
+    Example:
+        >>> check_token_ids(torch.tensor([5, 6]), 256).tolist()
+        [[5, 6]]
+        >>> check_token_ids(torch.tensor([[5, -100]]), 256)
+        Traceback (most recent call last):
+        ...
+        ValueError: input_ids hold -100 at [row 0, position 1]: -100 is the label id losses ignore, not a token; pad with the pad id and attention_mask 0 instead
+    """
+    if isinstance(input_ids, str) or (isinstance(input_ids, (list, tuple)) and any(isinstance(x, str) for x in input_ids)):
+        raise TypeError(
+            f"input_ids must be token ids, not text ({str(input_ids)[:40]!r}); tokenize plain text with model.to_tokens(...), "
+            "or build a prompt (with media) with model.prepare(prompt, video=..., audio=...)"
+        )
     if not isinstance(input_ids, Tensor):
         raise TypeError(f"input_ids must be a tensor of token ids or prepared inputs (model.prepare); got {type(input_ids).__name__}")
+    if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+        raise TypeError(f"input_ids must hold integer token ids; got dtype {input_ids.dtype}: convert them with input_ids.long()")
     if input_ids.ndim == 1:
         input_ids = input_ids[None]
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    layout = layout if isinstance(layout, TokenLayout) and tuple(layout.shape) == tuple(input_ids.shape) else None
-    return Arguments(input_ids, attention_mask, layout, position_ids, named)
+    if input_ids.ndim != 2:
+        raise ValueError(f"input_ids must be [batch, pos] (or [pos]); got shape {tuple(input_ids.shape)}: one row of ids per prompt")
+    if input_ids.numel() == 0:
+        raise ValueError(f"input_ids are empty (shape {tuple(input_ids.shape)}); give at least one token in every row")
+    outside = (input_ids < 0) | (input_ids >= n_vocab)
+    if bool(outside.any()):
+        row, pos = (int(i) for i in torch.nonzero(outside)[0])
+        value = int(input_ids[row, pos])
+        if value == -100:
+            raise ValueError(
+                f"input_ids hold -100 at [row {row}, position {pos}]: -100 is the label id losses ignore, not a token; "
+                "pad with the pad id and attention_mask 0 instead"
+            )
+        raise ValueError(
+            f"input_ids hold {value} at [row {row}, position {pos}]; token ids must lie in [0, {n_vocab}) (this model's "
+            "vocabulary): were they made by another model's tokenizer?"
+        )
+    return input_ids
+
+
+def check_attention_mask(attention_mask: Any, input_ids: Int[Tensor, "batch pos"]) -> Tensor:
+    """``attention_mask`` checked against its ids: their shape (a ``[pos]`` mask of one row is
+    taken as ``[1, pos]``), 1 for real tokens and 0 for padding, and a real token in every row.
+
+    Example:
+        >>> check_attention_mask(torch.tensor([[1, 2]]), torch.tensor([[5, 6]]))
+        Traceback (most recent call last):
+        ...
+        ValueError: attention_mask must hold 1 (real token) and 0 (padding) only; got the values [2]
+    """
+    if not isinstance(attention_mask, Tensor):
+        raise TypeError(f"attention_mask must be a tensor [batch, pos] of 0/1; got {type(attention_mask).__name__}")
+    if attention_mask.ndim == 1 and input_ids.shape[0] == 1:
+        attention_mask = attention_mask[None]
+    if tuple(attention_mask.shape) != tuple(input_ids.shape):
+        raise ValueError(
+            f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids are {tuple(input_ids.shape)}; give "
+            "one 0/1 per token id ([batch, pos], 0 at padding)"
+        )
+    binary = (attention_mask == 0) | (attention_mask == 1)
+    if not bool(binary.all()):
+        values = sorted({float(v) if attention_mask.is_floating_point() else int(v) for v in attention_mask[~binary].tolist()})
+        raise ValueError(f"attention_mask must hold 1 (real token) and 0 (padding) only; got the values {values[:5]}")
+    empty = ~attention_mask.bool().any(-1)
+    if bool(empty.any()):
+        raise ValueError(
+            f"row {int(torch.nonzero(empty)[0])} of attention_mask is all padding (0); every row needs at least one real "
+            "token (drop the empty row)"
+        )
+    return attention_mask
+
+
+def check_media_finite(media: dict[str, Any]) -> None:
+    """Raise when a float media tensor holds NaN or infinity (the towers would pass them on to NaN
+    logits without a word), naming the tensor and how many values are not finite.
+
+    Example:
+        >>> check_media_finite({"input_features": torch.tensor([[0.0, float("nan")]])})
+        Traceback (most recent call last):
+        ...
+        hooked_avllm.inputs.errors.InputError: input_features holds 1 NaN and 0 infinite value(s) (of 2); the towers would give NaN logits: check the media it was computed from (a corrupt or empty file?) before running
+    """
+    for name, value in media.items():
+        if not isinstance(value, Tensor) or not value.is_floating_point():
+            continue
+        finite = torch.isfinite(value)
+        if not bool(finite.all()):
+            n_nan = int(torch.isnan(value).sum())
+            raise InputError(
+                f"{name} holds {n_nan} NaN and {int((~finite).sum()) - n_nan} infinite value(s) (of {value.numel()}); "
+                "the towers would give NaN logits: check the media it was computed from (a corrupt or empty file?) "
+                "before running"
+            )
+
+
+def check_placeholders_have_media(model: Any, args: Arguments) -> None:
+    """Bare ids whose real positions hold media placeholders, given with no media tensor at all:
+    raise rather than embed the placeholders as words (or fail in a family's parser)."""
+    if any(isinstance(v, Tensor) for v in args.media.values()):
+        return  # the family's parser checks the ids against the media given
+    tokens = model.cfg.tokens
+    kinds: dict[int, list[str]] = {}
+    for kind in ("image", "video", "audio"):
+        token = getattr(tokens, kind, None)
+        if token is not None:
+            kinds.setdefault(int(token), []).append(kind)
+    if not kinds:
+        return
+    real = args.attention_mask.bool().to(args.input_ids.device)
+    found = []
+    for token, names in kinds.items():
+        count = int(((args.input_ids == token) & real).sum())
+        if count:
+            found.append(f"{count} {'/'.join(names)} placeholder(s) (id {token})")
+    if found:
+        raise InputError(
+            f"input_ids hold {', '.join(found)} but no media were given; pass the media tensors with the ids (a "
+            "processor's output: model(**processor_outputs)) or build the inputs with model.prepare(prompt, video=..., "
+            "audio=..., images=...)"
+        )
 
 
 def layout_for(model: Any, args: Arguments) -> TokenLayout:
     """The inputs' own layout, or the one the family reads from the ids and media."""
     if args.layout is not None:
         return args.layout
+    check_placeholders_have_media(model, args)
     layout = model.architecture.layout_of(model, args.input_ids, args.attention_mask, args.media)
     return layout.to(args.input_ids.device) if layout.attention_mask.device != args.input_ids.device else layout
 
@@ -136,6 +275,7 @@ def layout_for(model: Any, args: Arguments) -> TokenLayout:
 def decoder_inputs(model: Any, *inputs: Any, **kwargs: Any) -> DecoderInputs:
     """The decoder's inputs for ``inputs`` (what ``model.forward`` takes): the towers run here, once."""
     args = arguments(model, *inputs, **kwargs)
+    check_media_finite(args.media)
     layout = layout_for(model, args)
     embeds, injections = embed_media(model, args.input_ids, layout, args.media)
     position_ids = args.position_ids if args.position_ids is not None else layout.position_ids
@@ -156,6 +296,11 @@ def embed_media(model: Any, input_ids: Tensor, layout: TokenLayout, media: dict[
     for kind in MEDIA_KINDS:
         n_slots = int(where[kind].sum())
         n_rows = feats[kind].shape[0] if kind in feats else 0
+        if n_slots and not n_rows:
+            raise InputError(
+                f"the prompt has {n_slots} {kind} positions but no {kind} inputs were given; pass the {kind} with the ids, "
+                f"or build the inputs with model.prepare(prompt, {kind if kind != 'image' else 'images'}=...)"
+            )
         if n_slots != n_rows:
             raise ValueError(
                 f"the prompt has {n_slots} {kind} positions but the {kind} inputs give {n_rows} {kind} tokens; expand "
@@ -261,4 +406,5 @@ class InputMethods:
         return decoder_inputs(self, *inputs, **kwargs).embeds
 
 
-__all__ = ["Arguments", "DecoderInputs", "InputMethods", "Injection", "arguments", "decoder_inputs", "embed_media", "layout_for"]
+__all__ = ["Arguments", "DecoderInputs", "InputMethods", "Injection", "arguments", "check_attention_mask", "check_media_finite",
+           "check_placeholders_have_media", "check_token_ids", "decoder_inputs", "embed_media", "layout_for"]

@@ -4,12 +4,17 @@
 factual (congruent) and counterfactual clips (the picture of one object with another object's
 sound), and runs every experiment of the study: captions, audio accuracy factual vs
 counterfactual, attention share per layer (E1), logit lens on audio tokens (E2), a knockout sweep
-(E3), token shift against the base (E4) with a frame heatmap, and activation patching from an
-audio-only run into the conflicting run. It writes ``report.md`` and PNG plots to ``--out``.
+(E3), activation patching from an audio-only run into the conflicting run (scored at the sound
+word, after the teacher-forced answer prefix "I hear", with each pair's clean-corrupt gap), and
+token shift against the base (E4) with a frame heatmap. It writes ``report.md``,
+``numbers.json`` and PNG plots, each plot with a section saying what it shows.
 
-With ``--model NAME_OR_PATH --video clip.mp4 [--audio other.wav]`` the same steps run on a real
-checkpoint: the factual clip is the video with its own sound, the counterfactual one the video
-with ``--audio``'s sound (and the audio-only run of ``--audio`` is the patching source).
+With ``model=NAME_OR_PATH, video="clip.mp4"`` (and ``audio="other.wav"``) the same steps run on a
+real checkpoint: your clip with its own sound, and its frames with the other sound (whose
+audio-only run is the patching source).
+
+Everything is written in a temporary folder and copied to ``out`` at the end, so a run that
+fails (or is interrupted) leaves no folder behind.
 
 Example:
     >>> report = run_demo("demo_out", n_clips=4)     # doctest: +SKIP
@@ -19,6 +24,8 @@ Example:
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +37,13 @@ from tqdm.auto import tqdm
 from hooked_avllm.toy.data import K, QUESTIONS, SOUND_WORDS, Clip, parse_answer
 from hooked_avllm.toy.evaluate import generate_answers, prepare_clips, score
 
+ANSWER_PREFIX = "I hear"  # the toy answers "I hear <sound>.": the sound word comes after these two tokens
+PATCHING_PAIRS = 8  # clip pairs of the patching sweeps (each costs one LLM forward per layer and sweep)
+
 
 @dataclass
 class Report:
-    """Markdown sections, figures and the measured numbers of one demo run."""
+    """Markdown sections, figures and the measured numbers of one demo run, written in ``folder``."""
 
     folder: Path
     lines: list[str] = field(default_factory=list)
@@ -42,12 +52,16 @@ class Report:
     def section(self, title: str, *lines: str) -> None:
         self.lines += ["", f"## {title}", "", *lines]
 
-    def figure(self, fig: Any, name: str, caption: str) -> None:
+    def figure(self, fig: Any, name: str, title: str, *explanation: str) -> None:
+        """Save ``fig`` as ``name`` under a section of its own: ``explanation`` says what it shows
+        (axes, lines, bands, colours), so the picture can be read without the code."""
         from hooked_avllm.analysis.plotting import pyplot
 
+        if not explanation:
+            raise ValueError(f"figure {name!r} needs an explanation of what it shows")
         fig.savefig(self.folder / name, dpi=110, bbox_inches="tight")
         pyplot().close(fig)
-        self.lines += ["", f"![{caption}]({name})", ""]
+        self.lines += ["", f"### Figure: {title}", "", *explanation, "", f"![{title}]({name})", ""]
 
     def write(self, title: str) -> Path:
         """Write ``report.md`` and the measured numbers as ``numbers.json``; return the report's path."""
@@ -56,12 +70,21 @@ class Report:
         (self.folder / "numbers.json").write_text(json.dumps(self.numbers, indent=1, default=float))
         return path
 
+    def publish(self, out: Path) -> Path:
+        """Copy every file to ``out`` (created now, with its parents); return the report's path there."""
+        out.mkdir(parents=True, exist_ok=True)
+        for path in sorted(self.folder.iterdir()):
+            shutil.copyfile(path, out / path.name)
+        return out / "report.md"
+
 
 def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
 
-# ------------------------------------------------------------------------------------------- toy
+def _cell(text: str) -> str:
+    """``text`` as a Markdown table cell: its pipes (``<|im_end|>``) escaped so they do not split the row."""
+    return text.replace("|", "\\|")
 
 
 def run_demo(
@@ -70,16 +93,40 @@ def run_demo(
     seed: int = 1000,
     progress: bool = True,
     model: str | None = None,
-    video: str | None = None,
-    audio: str | None = None,
+    video: str | Path | None = None,
+    audio: str | Path | None = None,
 ) -> Path:
-    """Run the study in miniature and return the path of the Markdown report."""
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
+    """Run the study in miniature and return the path of the Markdown report.
+
+    ``n_clips`` (at least 1) factual and counterfactual toy clips from ``seed``; or ``model`` with
+    ``video`` (a clip with its sound track) and optionally ``audio`` (another sound). ``out`` is
+    created only when the run succeeds; files of an earlier run there are replaced.
+    """
+    _check_request(n_clips, seed, model, video, audio)
     torch.manual_seed(0)
-    if model is not None:
-        return _run_real(folder, model, video, audio, progress)
-    return _run_toy(folder, n_clips, seed, progress)
+    with tempfile.TemporaryDirectory(prefix="hooked_avllm_demo_") as staging:
+        report = Report(Path(staging))
+        if model is not None:
+            _run_real(report, model, str(video), None if audio is None else str(audio), progress)
+        else:
+            _run_toy(report, n_clips, seed, progress)
+        return report.publish(Path(out).expanduser())
+
+
+def _check_request(n_clips: int, seed: int, model: str | None, video: Any, audio: Any) -> None:
+    if isinstance(n_clips, bool) or not isinstance(n_clips, int) or n_clips < 1:
+        raise ValueError(f"n_clips must be a whole number of at least 1, got {n_clips!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a whole number of at least 0, got {seed!r}")
+    if model is not None and video is None:
+        raise ValueError(f"model={model!r} needs video= (your clip, with its sound track)")
+    if model is None and (video is not None or audio is not None):
+        raise ValueError("video= and audio= run the demo on a checkpoint: pass model= too (the toy model makes its own clips)")
+    if audio is not None and video is None:
+        raise ValueError("audio= is the other sound for your clip: pass video= too")
+
+
+# ------------------------------------------------------------------------------------------- toy
 
 
 @dataclass
@@ -95,11 +142,10 @@ class ToyStudy:
     seed: int
 
 
-def _run_toy(folder: Path, n_clips: int, seed: int, progress: bool) -> Path:
+def _run_toy(report: Report, n_clips: int, seed: int, progress: bool) -> Path:
     from hooked_avllm.toy import ToyScenes, load_toy
 
     start = time.perf_counter()
-    report = Report(folder)
     omni, base = load_toy("omni"), load_toy("vl")
     scenes = ToyScenes(seed)
     study = ToyStudy(omni, base, [scenes.clip("congruent", i) for i in range(n_clips)],
@@ -109,7 +155,7 @@ def _run_toy(folder: Path, n_clips: int, seed: int, progress: bool) -> Path:
         f"Toy Qwen2.5-Omni thinker (`hooked_avllm/toy/checkpoints/omni`, {_params(omni)} parameters, "
         f"{omni.cfg.n_layers} LLM layers) and its vision-language base (`.../vl`). {n_clips} factual clips (an "
         f"object with its own sound) and {n_clips} counterfactual clips (the same kind of picture with another "
-        f"object's sound), 2 s each, seed {seed}.",
+        f"object's sound), 2 s each, seed {seed}. {K} objects, so chance is {_pct(1 / K)}.",
     )
     for step in tqdm(TOY_STEPS, desc="demo", disable=not progress):
         step(study)
@@ -132,7 +178,7 @@ def _captions(s: ToyStudy) -> None:
         factual_hear_accuracy=hear_f["true_sound_share"], factual_see_accuracy=see_f["see_accuracy"],
         counterfactual_hear_accuracy=hear_c["true_sound_share"], counterfactual_follows_picture=hear_c["visual_sound_share"],
     )
-    rows = [f"| {c.visible_name} + sound of {c.sound_word} | {text} |" for c, text in zip(conflict, captions)]
+    rows = [f"| {c.visible_name} + sound of {c.sound_word} | {_cell(text)} |" for c, text in zip(conflict, captions)]
     report.section(
         "Captions and audio accuracy",
         f"\"{QUESTIONS['hear']}\" answered with the true sound: **{_pct(hear_f['true_sound_share'])}** on factual "
@@ -155,8 +201,19 @@ def _attention_share(s: ToyStudy) -> None:
     report.numbers["attention_share"] = {k: mean[:, i].tolist() for i, k in enumerate(kinds)}
     table = ["| layer | " + " | ".join(kinds) + " |", "|---" * (len(kinds) + 1) + "|"]
     table += [f"| {layer} | " + " | ".join(f"{float(v):.2f}" for v in mean[layer]) + " |" for layer in shares.layers]
-    report.section("E1: attention share per modality (generated tokens, counterfactual clips)", *table)
-    report.figure(shares.plot(title="Attention share of generated tokens"), "attention_share.png", "attention share")
+    report.section(
+        "E1: attention share per modality (generated tokens, counterfactual clips)",
+        f"While the toy Omni captions the {len(conflict)} counterfactual clips (\"{QUESTIONS['describe']}\", up to 12 "
+        "tokens): the share of each generated token's attention that goes to each kind of key, per LLM layer, "
+        "averaged over heads and generated tokens, then over clips. The kinds sum to 1 in every layer.", "", *table,
+    )
+    report.figure(
+        shares.plot(title="Attention share of the generated tokens, by key kind"), "attention_share.png",
+        "attention share per layer",
+        "x: LLM layer; y: share of the generated tokens' attention. One line per key kind (the table's means); the "
+        f"shaded band around each line spans the minimum to the maximum over the {len(conflict)} clips (the legend "
+        "and the caption under the plot say so). Kinds no clip has (the toy has no still images) are left out.",
+    )
 
 
 def _lens_and_probe(s: ToyStudy) -> None:
@@ -178,13 +235,19 @@ def _lens_and_probe(s: ToyStudy) -> None:
     report.numbers["lens_implied_sound_by_layer"] = lens_implied
     report.section(
         "E2: logit lens on the audio tokens (counterfactual clips)",
-        "Each layer's residual at every audio position, through the final norm and the unembedding; per clip the "
-        "sound word with the highest mean probability over its audio positions. Share of clips where it is the "
-        "**true** sound / the sound the picture implies:", "",
+        "Each layer's residual (after the block: `blocks.{l}.hook_resid_post`) at every audio position, through the "
+        "final norm and the unembedding; per clip the sound word with the highest mean probability over its audio "
+        "positions. Share of clips where it is the **true** sound / the sound the picture implies:", "",
         "| layer | true sound | picture's sound |", "|---|---|---|",
         *[f"| {layer} | {_pct(t)} | {_pct(i)} |" for layer, t, i in zip(lens.layers, lens_true, lens_implied)],
     )
-    report.figure(_lens_plot(lens.layers, lens_true, lens_implied), "logit_lens.png", "logit lens")
+    report.figure(
+        _lens_plot(lens.layers, lens_true, lens_implied, len(conflict)), "logit_lens.png", "logit lens at the audio tokens",
+        "x: LLM layer l, read after the block (`blocks.{l}.hook_resid_post`); y: share of the "
+        f"{len(conflict)} counterfactual clips whose top sound word over their audio positions is the true sound "
+        f"(circles) or the sound the picture implies (squares). Dotted: chance ({_pct(1 / K)}). No bands: each point "
+        "is one share over the clips.",
+    )
     from hooked_avllm.toy.evaluate import decodability
 
     probe = decodability(omni, n_train=4 * n_clips, n_test=2 * n_clips, seed=seed + 1)
@@ -193,8 +256,8 @@ def _lens_and_probe(s: ToyStudy) -> None:
         "E2b: a linear probe finds the true sound",
         f"Logistic regression on counterfactual clips ({probe['n_train']} to train, {probe['n_test']} to test; "
         f"chance {_pct(probe['chance'])}): the true sound from the mean residual over the audio positions, and the "
-        "true / the picture's sound from the answer position.", "",
-        "| layer | audio positions: true sound | answer position: true sound | answer position: picture's sound |",
+        "true / the picture's sound from the last prompt position (where the answer starts).", "",
+        "| layer | audio positions: true sound | last prompt position: true sound | last prompt position: picture's sound |",
         "|---|---|---|---|",
         *[f"| {layer} | {_pct(a)} | {_pct(t)} | {_pct(v)} |" for layer, a, t, v in zip(
             probe["layers"], probe["probe_audio_true"], probe["probe_last_true"], probe["probe_last_visual"])],
@@ -204,7 +267,6 @@ def _lens_and_probe(s: ToyStudy) -> None:
 def _knockout(s: ToyStudy) -> None:
     """E3: knockout sweep while answering "What do you hear?"."""
     omni, conflict, report = s.omni, s.conflict, s.report
-    n_layers = s.omni.cfg.n_layers
     from hooked_avllm.analysis import KnockoutRule, knockout_sweep
 
     n_layers = omni.cfg.n_layers
@@ -227,60 +289,117 @@ def _knockout(s: ToyStudy) -> None:
             + " |" for w, (first, end) in enumerate(windows)]
     report.section(
         "E3: attention knockout while answering \"What do you hear?\" (counterfactual clips)",
-        f"Share of answers naming the true sound; without knockout {_pct(sweep.baseline.mean())}. The last prompt "
-        "position counts as generated.", "",
+        f"Share of the {len(conflict)} answers naming the true sound; without knockout {_pct(sweep.baseline.mean())}. "
+        "generated->video blocks the attention of the answer's tokens (and the last prompt position) to the video "
+        "tokens in the window's layers; generated->audio to the audio tokens.", "",
         "| layers | " + " | ".join(sweep.rule_names) + " |", "|---" * (len(sweep.rule_names) + 1) + "|", *rows,
     )
-    report.figure(sweep.plot(ylabel="true sound named"), "knockout.png", "knockout sweep")
+    report.figure(
+        sweep.plot(ylabel="share naming the true sound"), "knockout.png", "knockout sweep",
+        "x: the window of LLM layers whose attention is blocked (first-last layer); y: share of the "
+        f"{len(conflict)} clips whose answer names the true sound. One line per rule: the mean over clips, with ± one "
+        "standard error of that mean over the clips; dashed: the same share without knockout.",
+    )
 
 
 def _patching(s: ToyStudy) -> None:
-    """Activation patching from audio-only runs into the conflicting runs."""
+    """Activation patching from audio-only runs into the conflicting runs, scored at the sound word."""
     omni, conflict, report = s.omni, s.conflict, s.report
-    n_clips, n_layers = s.n_clips, s.omni.cfg.n_layers
+    n_layers = omni.cfg.n_layers
     from hooked_avllm.analysis import logit_diff, patching_sweep
 
-    pairs = conflict[: min(8, n_clips)]
+    pairs = conflict[: min(PATCHING_PAIRS, s.n_clips)]
     sources = [prepare_clips(omni, [Clip("audio_only", None, c.audio, None, c.sound)], "hear") for c in pairs]
     targets = [prepare_clips(omni, [c], "hear") for c in pairs]
     metrics = [logit_diff(c.sound_word, c.implied_sound_word, omni) for c in pairs]
     patched = {
-        "audio positions": patching_sweep(omni, sources, targets, metrics, progress=False),
-        "answer position": patching_sweep(omni, sources, targets, metrics, progress=False,
-                                          modality="last"),
+        where: patching_sweep(omni, sources, targets, metrics, modality=modality, answer_prefix=ANSWER_PREFIX,
+                              progress=False)
+        for where, modality in (("audio positions", "audio"), ("answer position", "last"))
     }
+    gaps = patched["audio positions"].gaps  # the same unpatched runs in both sweeps
+    unforced = _gaps_without_prefix(omni, sources, targets, metrics)
     report.numbers["patching_restoration"] = {
         where: {c: sweep.restoration[i].tolist() for i, c in enumerate(sweep.row_labels)} for where, sweep in patched.items()
     }
-    rows = []
-    for where, sweep in patched.items():
-        rows += [f"| {where} | {c} | " + " | ".join(f"{float(v):.2f}" for v in sweep.restoration[i]) + " |"
-                 for i, c in enumerate(sweep.row_labels)]
-    n_forwards = sum(sweep.n_forwards for sweep in patched.values())
+    report.numbers["patching_gap"] = {
+        "answer_prefix": ANSWER_PREFIX, "at_the_sound_word": gaps.gap.tolist(), "noise_floor": gaps.floor.tolist(),
+        "check": gaps.verdicts(), "at_the_last_prompt_position": unforced.gap.tolist(),
+        "check_at_the_last_prompt_position": unforced.verdicts(),
+    }
     report.section(
         "Activation patching: audio-only run -> audio + conflicting video",
-        "The same sound alone (source) and with a conflicting picture (target), \"What do you hear?\". One "
-        "component and layer at a time is copied from the source into the target, at the audio positions (k-th "
-        "audio token to k-th audio token) or at the answer position (the last prompt token). Metric: the logit "
-        "difference between the true sound and the picture's sound where the answer is read out; restoration "
-        f"0 = the conflicting run, 1 = the audio-only run (mean over {len(pairs)} clip pairs).", "",
+        "The same sound alone (source) and with a conflicting picture (target), \"What do you hear?\", with the "
+        f"answer's first words \"{ANSWER_PREFIX}\" teacher-forced after both prompts (`answer_prefix=`). Metric: the "
+        "logit of the true sound minus the logit of the picture's sound at the last forced token, where the next "
+        "token is the sound word. One component and layer at a time is copied from the source into the target, at "
+        "the audio positions (k-th audio token to k-th audio token) or at the answer position (the last forced token, "
+        f"\"hear\"). Restoration 0 = the conflicting run, 1 = the audio-only run (mean over {len(pairs)} clip pairs).",
+        "", *_gap_lines(pairs, gaps, unforced),
+        "", "Restoration:", "",
         "| positions | component | " + " | ".join(f"L{layer}" for layer in range(n_layers)) + " |",
-        "|---|---" + "|---" * n_layers + "|", *rows,
-        "", f"{n_forwards} patched forward passes in all (one per layer and clip pair: the components run as a batch).",
+        "|---|---" + "|---" * n_layers + "|",
+        *[f"| {where} | {c} | " + " | ".join(f"{float(v):.2f}" for v in sweep.restoration[i]) + " |"
+          for where, sweep in patched.items() for i, c in enumerate(sweep.row_labels)],
+        "", f"{sum(sweep.n_forwards for sweep in patched.values())} patched forward passes in all (one per layer and "
+        "clip pair: the components run as a batch).",
     )
+    weak = f", {len(gaps.weak.nonzero())} with a weak gap" if bool(gaps.weak.any()) else ""
     for where, sweep in patched.items():
-        name = "patching_" + where.split()[0] + ".png"
-        report.figure(sweep.plot(title=f"Restoration of the true sound ({where})"), name, f"patching at the {where}")
+        title = (f"Activation patching at the {where}: restoration of\nlogit(true sound) - logit(picture's sound) at "
+                 f"the sound word after '{ANSWER_PREFIX}'\nmean of {len(pairs)} pairs{weak}")
+        report.figure(
+            sweep.plot(title=title), "patching_" + where.split()[0] + ".png", f"patching at the {where}",
+            f"Patched at the {where}. Rows: the component copied from the audio-only run (resid_pre: the residual "
+            "stream entering the layer; attn_out / mlp_out: the layer's attention / MLP output); columns: LLM layer. "
+            "Colour: restoration of the logit difference true sound - picture's sound at the sound word (after "
+            f"\"{ANSWER_PREFIX}\"), the mean over the {len(pairs)} pairs: 0 (white) = the conflicting run unchanged, "
+            "1 (red) = the audio-only run's value, negative (blue) = further from it. No per-pair spread is drawn: "
+            "the table of gaps above gives each pair's.",
+        )
+
+
+def _gap_lines(pairs: list, gaps: Any, unforced: Any) -> list[str]:
+    """The report's table of each pair's clean-corrupt gap, at the sound word and at the last prompt position."""
+    rows = [f"| {i} | {c.visible_name} + sound of {c.sound_word} | {float(unforced.gap[i]):.2f} ({unforced.verdicts()[i]}) "
+            f"| {float(gaps.source[i]):.2f} | {float(gaps.target[i]):.2f} | {float(gaps.gap[i]):.2f} "
+            f"| {float(gaps.floor[i]):.2f} | {gaps.verdicts()[i]} |" for i, c in enumerate(pairs)]
+    n_weak, n_unforced_weak = int(gaps.weak.sum()), int(unforced.weak.sum())
+    return [
+        "Why at the sound word: at the last prompt position the toy says \"I\" with probability 1, so the two runs "
+        "differ there by little more than noise. The table gives each pair's clean-corrupt gap (the metric on the "
+        "source run minus on the target run: restoration's denominator) at both places. A gap at or below the "
+        "noise floor (the typical logit difference of two random tokens at that position) is tiny, one of the "
+        "other sign than most pairs' is wrong, and restoration is noise in both.", "",
+        "| pair | clip | gap at the last prompt position | source at the sound word | target at the sound word "
+        "| gap at the sound word | noise floor | check |",
+        "|---|---|---|---|---|---|---|---|", *rows, "",
+        f"At the sound word **{n_weak} of {len(pairs)}** pairs have a tiny or wrong-sign gap (gaps "
+        f"{float(gaps.gap.min()):.1f} to {float(gaps.gap.max()):.1f} logits); at the last prompt position "
+        f"{n_unforced_weak} of {len(pairs)} would (gaps {float(unforced.gap.min()):.2f} to "
+        f"{float(unforced.gap.max()):.2f}).",
+    ]
+
+
+@torch.no_grad()
+def _gaps_without_prefix(model: Any, sources: list, targets: list, metrics: list) -> Any:
+    """Each pair's gap and check at the last prompt position: what scoring there would divide by."""
+    from hooked_avllm.analysis.metrics import PairGaps, final_logits, measure_pair
+
+    measures = []
+    for source, target, metric in zip(sources, targets, metrics):
+        source_logits, target_logits = model(source), model(target)
+        measures.append(measure_pair(metric, final_logits(source_logits, source), final_logits(target_logits, target),
+                                     float(metric(source_logits, source).mean()), float(metric(target_logits, target).mean())))
+    return PairGaps.of(measures)
 
 
 def _shift_and_heatmap(s: ToyStudy) -> None:
     """E4: token shift against the vision-language base, and a frame heatmap."""
     omni, base, conflict, report = s.omni, s.base, s.conflict, s.report
     n_clips = s.n_clips
-    from hooked_avllm.analysis import attention_to_video, frame_heatmap, plot_frame_heatmaps, token_shift
+    from hooked_avllm.analysis import attention_to_video, frame_heatmap, plot_frame_heatmaps, shift_summary, token_shift
     from hooked_avllm.inputs import teacher_forced_inputs
-
-    from hooked_avllm.analysis import shift_summary
 
     shifts = []
     for c in conflict[: min(8, n_clips)]:
@@ -291,24 +410,40 @@ def _shift_and_heatmap(s: ToyStudy) -> None:
     pooled, sounds = shift_summary(tables), shift_summary(sound_rows)
     report.numbers["token_shift"] = {"all_tokens": pooled, "sound_words": sounds}
     clip, shift, omni_inputs = conflict[0], shifts[0], prepare_clips(omni, [conflict[0]], "describe")
-    shift_rows = [f"| {r.decoded} | {r.label} | {r.rank} | {r.kl:.3f} |" for r in shift.table().itertuples()]
+    shift_rows = [f"| {_cell(r.decoded)} | {r.label} | {r.rank} | {r.kl:.2g} |" for r in shift.table().itertuples()]
     report.section(
         "E4: token shift against the vision-language base",
         f"The toy Omni's captions of {len(shifts)} counterfactual clips (\"{QUESTIONS['describe']}\"), "
-        "teacher-forced through the base model given the same video and no audio. Over all caption tokens: "
-        f"{_pct(pooled['unshifted'])} unshifted (the base's top-1), {_pct(pooled['within_top_k'])} within its top 3; "
-        f"over the sound words alone ({sounds['n_tokens']} tokens): {_pct(sounds['unshifted'])} unshifted, "
-        f"{_pct(sounds['within_top_k'])} within the top 3 — the AVLLM names the sound its base would guess from "
-        "the picture.", "",
-        f"First clip ({clip.visible_name} + sound of {clip.sound_word}):", "",
-        "| token | label | rank under base | KL |", "|---|---|---|---|", *shift_rows,
+        "teacher-forced through the base model given the same video and no audio. A caption token is unshifted "
+        f"when it is the base's top choice too, marginal when it is within the base's top {shift.marginal_k}, shifted "
+        f"otherwise. Over all caption tokens: {_pct(pooled['unshifted'])} unshifted, {_pct(pooled['within_top_k'])} "
+        f"within the base's top {shift.marginal_k}; over the sound words alone ({sounds['n_tokens']} tokens): "
+        f"{_pct(sounds['unshifted'])} unshifted, {_pct(sounds['within_top_k'])} within the top {shift.marginal_k} — the "
+        "AVLLM names the sound its base would guess from the picture.", "",
+        f"First clip ({clip.visible_name} + sound of {clip.sound_word}); A = the toy Omni (video and its sound), "
+        "B = the base (video only):", "",
+        "| token | label | rank under B (0 = B's top choice) | KL(A \\|\\| B), nats |", "|---|---|---|---|", *shift_rows,
     )
-    report.figure(shift.plot(), "token_shift.png", "token shift")
+    report.figure(
+        shift.plot(), "token_shift.png", "token shift of the first clip's caption",
+        "x: the caption's tokens, in order. Top: KL(A || B) in nats between the next-token distributions of "
+        "A = the toy Omni (video with its sound) and B = the base (the same video, no audio) before each token. "
+        "Bottom: the token's rank under B (0 = B's top choice, as in the table); the dashed line is the threshold "
+        f"between marginal (rank below {shift.marginal_k}) and shifted. Colours: the token's label.",
+    )
     forced = teacher_forced_inputs(omni_inputs, shift.caption_ids)
     scores = attention_to_video(omni, forced, queries="generated")
     heat = frame_heatmap(omni, forced, scores)  # each video token's score on its frame's cell
     fig = plot_frame_heatmaps(clip.frames, heat, title="Attention from the caption to the video tokens")
-    report.figure(fig, "frame_heatmap.png", "frame heatmap")
+    n_layers, n_heads = omni.cfg.n_layers, omni.cfg.text.n_heads
+    report.figure(
+        fig, "frame_heatmap.png", "frame heatmap",
+        f"The first clip ({clip.visible_name} + sound of {clip.sound_word}). Each panel is one frame group (the 2 "
+        "consecutive frames the model turns into one set of video tokens), drawn over its first frame and titled "
+        "with its time. The colour of a cell is the attention from the caption's tokens to the video token of that "
+        f"cell, averaged over the caption's tokens, all {n_layers} LLM layers and all {n_heads} heads; one colour "
+        "scale for all panels (the colour bar).",
+    )
 
 
 TOY_STEPS = (_captions, _attention_share, _lens_and_probe, _knockout, _patching, _shift_and_heatmap)
@@ -318,81 +453,127 @@ def _params(model: Any) -> str:
     return f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M"
 
 
-def _lens_plot(layers: list[int], true: list[float], implied: list[float]) -> Any:
+def _lens_plot(layers: list[int], true: list[float], implied: list[float], n_clips: int) -> Any:
     from hooked_avllm.analysis.plotting import pyplot
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.2))
     ax.plot(layers, true, marker="o", label="true sound")
     ax.plot(layers, implied, marker="s", label="picture's sound")
-    ax.set_xlabel("layer (-1: embeddings)")
-    ax.set_ylabel("share of clips")
+    ax.axhline(1 / K, color="grey", linestyle=":", linewidth=1, label=f"chance (1/{K})")
+    ax.set_xticks(list(layers))
+    ax.set_xlabel("LLM layer (residual after the block)")
+    ax.set_ylabel(f"share of the {n_clips} clips")
     ax.set_ylim(0, 1.05)
-    ax.set_title("Logit lens at the audio tokens")
-    ax.legend()
+    ax.set_title("Logit lens at the audio tokens: top sound word")
+    ax.legend(fontsize=8)
     return fig
 
 
 # ------------------------------------------------------------------------------------------ real
 
 
-def _run_real(folder: Path, name: str, video: str | None, audio: str | None, progress: bool) -> Path:
-    """The same experiments on a real checkpoint and the user's clip (factual vs --audio swapped in)."""
+def _run_real(report: Report, name: str, video: str, audio: str | None, progress: bool) -> Path:
+    """The same experiments on a real checkpoint and the user's clip (with its own sound, and with ``audio``'s)."""
     from hooked_avllm import HookedAVLLM
-    from hooked_avllm.analysis import KnockoutRule, attention_share, generate_with_knockout, kl_to_source, logit_lens
-    from hooked_avllm.analysis import patching_sweep
-    from hooked_avllm.inputs import load_audio
+    from hooked_avllm.analysis import KnockoutRule, attention_share, generate_with_knockout, logit_lens
 
-    if video is None:
-        raise SystemExit("--model needs --video PATH (and optionally --audio PATH for the counterfactual sound)")
     start = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model = HookedAVLLM.from_pretrained(name, dtype=dtype, device=device)
-    report = Report(folder)
+    if model.cfg.audio is None or model.cfg.vision is None:
+        raise ValueError(f"--model {name!r} is not an audio-visual model (it lacks an audio or a vision tower); the demo "
+                         "compares what it hears with what it sees")
     steps = tqdm(total=5, desc="demo", disable=not progress)
     prompt = "Describe what you see and hear."
-    factual = model.prepare(prompt=prompt, video=video)  # frames sized by the checkpoint's preprocessing
-    caption = _caption(model, factual)
-    lines = [f"Factual ({video} with its own sound): {caption}"]
-    conflict = None
+    own = model.prepare(prompt=prompt, video=video)  # frames sized by the checkpoint's preprocessing, its sound track
+    lines = [f"Your clip with its own sound (`{video}`): {_caption(model, own)}"]
+    swapped = None
     if audio is not None:
-        swapped = model.load_video(video, with_audio=False, audio=load_audio(audio))  # the checkpoint's own frame sizes
-        conflict = model.prepare(prompt=prompt, video=swapped)
-        lines.append(f"Counterfactual (its frames with the sound of {audio}): {_caption(model, conflict)}")
+        swapped = model.prepare(prompt=prompt, video=_frames_with(model, video, audio))
+        lines.append(f"Your clip's frames with the sound of `{audio}`: {_caption(model, swapped)}")
     report.section(f"Captions ({name})", *lines)
     steps.update(1)
-    target = conflict if conflict is not None else factual
+    target, which = (swapped, f"your clip's frames with the sound of `{audio}`") if swapped is not None else \
+        (own, "your clip with its own sound")
     shares = attention_share(model, target, max_new_tokens=32)
     mean = shares.mean()
-    report.section("Attention share of the generated tokens", "Mean over layers: " + ", ".join(
+    report.section("Attention share of the generated tokens", f"Captioning {which}. Mean over layers: " + ", ".join(
         f"{kind} {float(mean[:, k].mean()):.2f}" for k, kind in enumerate(shares.kinds)))
-    report.figure(shares.plot(), "attention_share.png", "attention share")
+    report.figure(
+        shares.plot(title="Attention share of the generated tokens, by key kind"), "attention_share.png",
+        "attention share per layer",
+        "x: LLM layer; y: share of the generated tokens' attention that goes to each kind of key, averaged over "
+        "heads and generated tokens. With one clip the shaded band spans the minimum to the maximum over the "
+        "generated tokens (the legend says so).",
+    )
     steps.update(1)
     lens = logit_lens(model, target, positions="audio", apply_final_norm=False, progress=progress)
     middle = len(lens.hook_names) // 2
     words = [t[0] for t in lens.top_tokens[middle][:: max(1, lens.n_pos // 20)]]
-    report.section("Logit lens on the audio tokens", f"Top tokens at {lens.hook_names[middle]}: {' '.join(words)}")
+    report.section("Logit lens on the audio tokens", f"Top tokens at {lens.hook_names[middle]} ({which}, every "
+                   f"{max(1, lens.n_pos // 20)}th audio token): {' '.join(words)}")
     steps.update(1)
     n = model.cfg.n_layers
     knocked = generate_with_knockout(model, target, KnockoutRule("generated", "video", (n // 2, n)), 32,
                                      last_prompt_as_generated=True)
     text = model.tokenizer.decode(knocked[0, target.input_ids.shape[1]:], skip_special_tokens=True)
-    report.section("Knockout", f"Generated->video blocked in layers {n // 2}-{n - 1}: {text}")
+    report.section("Knockout", f"{which[0].upper() + which[1:]}, the generated tokens' attention to the video blocked "
+                   f"in layers {n // 2}-{n - 1}: {text}")
     steps.update(1)
     if audio is not None:
-        source = model.prepare(prompt=prompt, audio=load_audio(audio))
-        with torch.no_grad():
-            source_logits = model(source)
-        sweep = patching_sweep(model, source, conflict, kl_to_source(source_logits, source), progress=progress)
-        report.section("Activation patching: audio-only run -> counterfactual run",
-                       "KL divergence from the audio-only run's next-token distribution after patching each layer's "
-                       "component at the audio positions (lower: closer to what the model says from the sound alone).")
-        report.figure(sweep.plot(normalized=False, title="KL to the audio-only run"), "patching.png", "patching")
+        _real_patching(report, model, video, audio, progress)
     steps.update(1)
     steps.close()
     report.section("Run", f"{time.perf_counter() - start:.0f} s on {device}.")
     return report.write(f"hooked_avllm demo on {name}")
+
+
+def _frames_with(model: Any, video: str, audio: str) -> Any:
+    """``video``'s frames (the checkpoint's own frame sizes) with the sound of ``audio``."""
+    from hooked_avllm.inputs import load_audio
+
+    return model.load_video(video, with_audio=False, audio=load_audio(audio))
+
+
+def _real_patching(report: Report, model: Any, video: str, audio: str, progress: bool) -> None:
+    """Patching from ``audio`` alone into your clip's frames with ``audio``'s sound, scored after "I hear"."""
+    from hooked_avllm.analysis import kl_to_source, patching_sweep
+    from hooked_avllm.inputs import teacher_forced_inputs
+
+    source = model.prepare(prompt=QUESTIONS["hear"], audio=_sound(audio))
+    target = model.prepare(prompt=QUESTIONS["hear"], video=_frames_with(model, video, audio))
+    forced = teacher_forced_inputs(source, model.tokenizer.encode(ANSWER_PREFIX, add_special_tokens=False))
+    with torch.no_grad():
+        metric = kl_to_source(model(forced), forced)  # the audio-only run's prediction of the word after the prefix
+    sweep = patching_sweep(model, source, target, metric, answer_prefix=ANSWER_PREFIX, progress=progress)
+    kl, floor, check = float(-sweep.gaps.gap[0]), float(sweep.gaps.floor[0]), sweep.gaps.verdicts()[0]
+    verdict = (f"{kl:.3f} nats, at or below the noise floor {floor:.2f}: the two runs already agree there, so the "
+               "sweep measures nothing" if check == "tiny gap" else f"{kl:.2f} nats ({check})")
+    report.section(
+        "Activation patching: the other sound alone -> your clip's frames with that sound",
+        f"\"{QUESTIONS['hear']}\" with \"{ANSWER_PREFIX}\" teacher-forced after the prompt of both runs "
+        "(`answer_prefix=`), whatever the model would say. Metric: the KL divergence from the audio-only run's "
+        "next-token distribution at the last forced token (where the sound is named), after patching each layer's "
+        "component at the audio positions (lower: closer to what the model says from the sound alone). "
+        f"Clean-corrupt gap (the KL of the unpatched run): {verdict}.",
+    )
+    report.figure(
+        sweep.plot(normalized=False, title=f"Activation patching at the audio positions: KL to the audio-only run\n"
+                   f"at the word after '{ANSWER_PREFIX}' (lower: closer; unpatched {kl:.2f})"), "patching.png",
+        "patching at the audio positions",
+        "Rows: the component copied from the audio-only run at the audio positions (resid_pre: the residual stream "
+        "entering the layer; attn_out / mlp_out: the layer's attention / MLP output); columns: LLM layer. Colour: the "
+        f"KL divergence (nats) from the audio-only run's next-token distribution after \"{ANSWER_PREFIX}\"; the "
+        f"unpatched run's is {kl:.3f}, 0 means the audio-only run's prediction is fully restored.",
+    )
+
+
+def _sound(path: str) -> Any:
+    from hooked_avllm.inputs import load_audio
+
+    return load_audio(path)
 
 
 def _caption(model: Any, inputs: Any, n: int = 48) -> str:

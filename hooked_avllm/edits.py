@@ -41,12 +41,28 @@ class AttentionEdits:
             >>> with model.edit_attention(Knockout(KnockoutRule("generated", "video", layers=range(18, 30)))):  # doctest: +SKIP
             ...     tokens = model.generate(inputs, max_new_tokens=50)
         """
+        edits = tuple(self._ready_edit(edit, i) for i, edit in enumerate(edits))
         self._attention_edits.extend(edits)
         try:
             yield self
         finally:
             for edit in edits:
                 self._attention_edits.remove(edit)
+
+    def _ready_edit(self, edit: Any, index: int) -> Any:
+        """``edit`` as an attention edit checked against this model: an object that converts itself
+        (``as_attention_edit()``, e.g. a single knockout rule) is converted, and ``bind(model)`` runs
+        where the edit has it, so layers the model lacks raise here instead of editing nothing."""
+        convert = getattr(edit, "as_attention_edit", None)
+        if callable(convert):
+            edit = convert()
+        if not callable(getattr(edit, "blocked", None)):
+            raise TypeError(
+                f"edit_attention: edit {index} is {type(edit).__name__} {edit!r:.80}, not an attention edit (an object "
+                "with blocked(layer, context)); pass e.g. Knockout([...rules]) or DropTokens from hooked_avllm.analysis"
+            )
+        bind = getattr(edit, "bind", None)
+        return (bind(self) or edit) if callable(bind) else edit
 
     @property
     def has_attention_edits(self) -> bool:

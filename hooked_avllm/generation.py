@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable
 
 import torch
@@ -25,6 +26,7 @@ from torch import Tensor
 
 from hooked_avllm.cache import AVActivationCache
 from hooked_avllm.components.attention import LayerKVCache
+from hooked_avllm.components.hook_checks import check_names_filter
 from hooked_avllm.decoder_inputs import decoder_inputs
 from hooked_avllm.inputs.layout import rope_deltas
 from hooked_avllm.vocabulary import GENERATED
@@ -37,7 +39,7 @@ def _filter(names_filter: NamesFilter) -> Callable[[str], bool]:
         return lambda name: True
     if isinstance(names_filter, str):
         return lambda name: name == names_filter
-    if isinstance(names_filter, (list, tuple)):
+    if isinstance(names_filter, (list, tuple, set, frozenset)):
         chosen = set(names_filter)
         return lambda name: name in chosen
     return names_filter
@@ -58,6 +60,7 @@ def cached_generation(
     The last generated token is run through the model too, so the cache covers every token.
     ``device="cpu"`` moves each activation off the GPU as soon as it is made.
     """
+    check_names_filter(names_filter, model.hook_dict)
     keep = _filter(names_filter)
     steps: dict[str, list[Tensor]] = {}
     step_of: dict[str, list[int]] = {}
@@ -99,13 +102,67 @@ def _extended_layout(model: Any, inputs: Any, tokens: Tensor) -> Any:
     return layout.extend(tokens.shape[1] - layout.n_prompt)
 
 
+def check_max_new_tokens(max_new_tokens: Any) -> int:
+    """``max_new_tokens`` as an int of at least 1 (an int-like such as ``numpy.int64`` is taken).
+
+    Zero is refused rather than answered with the prompt: a generation that generates nothing is
+    a forward pass, which ``model(inputs)`` or ``model.run_with_cache(inputs)`` runs directly.
+
+    Example:
+        >>> check_max_new_tokens(-1)
+        Traceback (most recent call last):
+        ...
+        ValueError: max_new_tokens must be at least 1; got -1 (to run the prompt without generating, call model(inputs) or model.run_with_cache(inputs))
+    """
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral):
+        raise TypeError(
+            f"max_new_tokens must be an int (the number of tokens to generate); got {max_new_tokens!r} "
+            f"({type(max_new_tokens).__name__})"
+        )
+    if max_new_tokens < 1:
+        raise ValueError(
+            f"max_new_tokens must be at least 1; got {max_new_tokens} (to run the prompt without generating, call "
+            "model(inputs) or model.run_with_cache(inputs))"
+        )
+    return int(max_new_tokens)
+
+
+def check_eos_token_id(eos_token_id: Any, n_vocab: int) -> list[int]:
+    """``eos_token_id`` (an id, or a list / 1-D tensor of ids; ``[]`` never stops early) as a list
+    of ids of the vocabulary ``[0, n_vocab)``.
+
+    Example:
+        >>> check_eos_token_id("</s>", 256)
+        Traceback (most recent call last):
+        ...
+        TypeError: eos_token_id must be a token id (int) or a list of ids; got '</s>' (str): for a token's text use model.to_single_token('</s>')
+    """
+    values = eos_token_id.tolist() if isinstance(eos_token_id, Tensor) and eos_token_id.ndim <= 1 else eos_token_id
+    values = [values] if not isinstance(values, (list, tuple)) else list(values)
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            hint = f": for a token's text use model.to_single_token({value!r})" if isinstance(value, str) else ""
+            raise TypeError(
+                f"eos_token_id must be a token id (int) or a list of ids; got {eos_token_id!r} ({type(value).__name__}){hint}"
+            )
+        if not 0 <= value < n_vocab:
+            raise ValueError(
+                f"eos_token_id {value} is outside the vocabulary [0, {n_vocab}): generation could never stop at it"
+            )
+    return [int(v) for v in values]
+
+
 class Generation:
     """Greedy generation (mixed into :class:`~hooked_avllm.HookedAVLLM`)."""
 
     def end_tokens(self, eos_token_id: int | list[int] | None = None, device: Any = None) -> Int[Tensor, "n_end"]:
-        """The end-of-text ids generation stops at: ``eos_token_id`` if given, else the config's."""
-        eos = eos_token_id if eos_token_id is not None else list(self.cfg.tokens.eos)
-        return torch.tensor([eos] if isinstance(eos, int) else list(eos), device=device, dtype=torch.long)
+        """The end-of-text ids generation stops at: ``eos_token_id`` if given (checked: ids of the
+        vocabulary), else the config's."""
+        if eos_token_id is None:
+            eos = list(self.cfg.tokens.eos)
+        else:
+            eos = check_eos_token_id(eos_token_id, self.embed.num_embeddings)
+        return torch.tensor(eos, device=device, dtype=torch.long)
 
     @torch.no_grad()
     def generate(
@@ -121,10 +178,13 @@ class Generation:
         """Greedy decoding with a KV cache; hooks and attention edits apply at the prefill and at
         every step (``model.forward_context.step`` says which).
 
-        Takes the same inputs as ``forward`` (left padding for batches). Stops when every row has
-        produced an end token (``cfg.tokens.eos`` by default) or after ``max_new_tokens``; rows
-        that finished early are filled with the end token. ``forward_last`` also runs the last
-        generated token through the model (so caches cover every token).
+        Takes the same inputs as ``forward`` (token ids or prepared inputs, left padding for
+        batches; a prompt string is refused: ``model.to_tokens`` or ``model.prepare`` it first).
+        Stops when every row has produced an end token (``eos_token_id``: an id or a list of ids,
+        ``cfg.tokens.eos`` by default) or after ``max_new_tokens`` (an int of at least 1: 0 raises,
+        as generating nothing is a plain forward); rows that finished early are filled with the end
+        token. ``forward_last`` also runs the last generated token through the model (so caches
+        cover every token).
 
         Example:
             >>> from hooked_avllm import AVLLMConfig, HookedAVLLM
@@ -132,6 +192,8 @@ class Generation:
             >>> model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=4).shape
             torch.Size([1, 7])
         """
+        max_new_tokens = check_max_new_tokens(max_new_tokens)
+        eos = self.end_tokens(eos_token_id)  # checked before the towers run
         llm = decoder_inputs(self, input_ids, layout=layout, **inputs)
         input_ids, attention_mask, kinds = llm.input_ids, llm.attention_mask, llm.kinds
         if bool((attention_mask[:, -1] == 0).any()):
@@ -140,7 +202,7 @@ class Generation:
         deltas = rope_deltas(llm.position_ids, attention_mask)
         caches = [LayerKVCache() for _ in self.blocks]
         logits = self.run_decoder(**llm.decoder_kwargs(), return_type="logits", kv_caches=caches, last_logits_only=True)
-        eos = self.end_tokens(eos_token_id, input_ids.device)
+        eos = eos.to(input_ids.device)
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         tokens = input_ids
         generated = torch.full_like(kinds[:, :1], GENERATED)
@@ -186,4 +248,4 @@ class Generation:
                                  concat=concat, eos_token_id=eos_token_id)
 
 
-__all__ = ["Generation", "NamesFilter", "cached_generation"]
+__all__ = ["Generation", "NamesFilter", "cached_generation", "check_eos_token_id", "check_max_new_tokens"]

@@ -150,7 +150,7 @@ class HookedAVLLM(InputMethods, Generation, AttentionEdits, TransformerLensSurfa
         return model.to(dtype).eval()
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+    def from_pretrained(cls, name_or_path: str, dtype: torch.dtype | str = torch.float32, device: str | torch.device = "cpu",
                         load_tokenizer: bool = True, device_map: str | dict[str, Any] | None = None,
                         max_memory: dict[Any, int | str] | None = None, offload_dir: str | None = None) -> "HookedAVLLM":
         """Load a Hugging Face checkpoint (local folder or hub id) through our own converter.
@@ -160,7 +160,8 @@ class HookedAVLLM(InputMethods, Generation, AttentionEdits, TransformerLensSurfa
         by one from the safetensors shards into the parameters (a state dict a family keeps beside
         them is read with ``torch.load(weights_only=True)``). ``device_map`` (``"auto"``,
         ``"balanced"``, ``"sequential"`` or a dict, with ``max_memory``) splits the model over
-        devices through accelerate (:mod:`hooked_avllm.device_map`). The model comes back in eval mode.
+        devices through accelerate (:mod:`hooked_avllm.device_map`). ``dtype`` is a torch dtype, its
+        name (``"bfloat16"``) or ``"auto"`` (config.json's ``torch_dtype``). The model comes back in eval mode.
 
         Example:
             >>> model = HookedAVLLM.from_pretrained("Qwen/Qwen2.5-Omni-3B", dtype=torch.bfloat16, device="cuda")  # doctest: +SKIP
@@ -168,9 +169,12 @@ class HookedAVLLM(InputMethods, Generation, AttentionEdits, TransformerLensSurfa
         return load_pretrained(cls, name_or_path, dtype=dtype, device=device, load_tokenizer=load_tokenizer,
                                device_map=device_map, max_memory=max_memory, offload_dir=offload_dir)
 
-    def dispatch(self, device_map: str | dict[str, Any] = "auto", max_memory: dict[Any, int | str] | None = None) -> "HookedAVLLM":
-        """Split this (already built) model over devices as ``from_pretrained(device_map=...)`` does."""
-        return dispatch(self, plan_device_map(self, device_map, max_memory=max_memory, dtype=self.cfg.dtype))
+    def dispatch(self, device_map: str | dict[str, Any] = "auto", max_memory: dict[Any, int | str] | None = None,
+                 offload_dir: str | None = None) -> "HookedAVLLM":
+        """Split this (already built) model over devices as ``from_pretrained(device_map=...)`` does
+        (``offload_dir``: an empty folder for the weights of ``"disk"`` entries)."""
+        plan = plan_device_map(self, device_map, max_memory=max_memory, dtype=self.cfg.dtype)
+        return dispatch(self, plan, offload_dir=offload_dir)
 
     # ------------------------------------------------------------------ inputs
 

@@ -18,6 +18,10 @@ block's first clip. A rank whose block is empty (more ranks than items) runs not
 takes part in the gather. A tool that takes one input at a time (``logit_lens``) maps over clips
 with :func:`map_sharded`.
 
+torchrun's environment is checked before any rendezvous (:func:`check_env`): a ``RANK`` outside
+``0..WORLD_SIZE - 1``, a ``WORLD_SIZE`` below 1 or a variable that is not an integer raises a
+``ValueError`` naming the variables and their values, where the group would otherwise wait forever.
+
 Example (``torchrun --nproc_per_node=2 sweep.py``; ``python sweep.py`` runs the same):
     >>> from hooked_avllm import parallel                                                # doctest: +SKIP
     >>> parallel.init_from_env()                      # no-op without torchrun's env     # doctest: +SKIP
@@ -41,6 +45,7 @@ import torch.distributed as dist
 
 __all__ = [
     "active",
+    "check_env",
     "device_for_rank",
     "finish",
     "gather",
@@ -92,6 +97,40 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={value!r} is not an integer; torchrun sets it to one") from None
 
 
+def check_env() -> None:
+    """Raise a ``ValueError`` naming the variables and their values when torchrun's environment
+    cannot describe one process of a group (a rendezvous would then wait forever): ``WORLD_SIZE`` at
+    least 1, ``0 <= RANK < WORLD_SIZE``, ``0 <= LOCAL_RANK < LOCAL_WORLD_SIZE <= WORLD_SIZE``, a
+    ``MASTER_PORT`` in 1..65535. Unset variables are not checked (a plain process sets none).
+
+    Example:
+        >>> check_env()  # a plain process
+    """
+    size = _env_int("WORLD_SIZE", 1)
+    if size < 1:
+        raise ValueError(f"WORLD_SIZE={size} in the environment; it counts the processes, so it must be at least 1 "
+                         "(torchrun sets it from --nproc_per_node and --nnodes)")
+    local_size = _env_int("LOCAL_WORLD_SIZE", size)
+    local_bound = "LOCAL_WORLD_SIZE" if "LOCAL_WORLD_SIZE" in os.environ else "WORLD_SIZE"
+    checks = (("RANK", size, "WORLD_SIZE"), ("LOCAL_RANK", local_size, local_bound))
+    for name, bound, bound_name in checks:
+        if name not in os.environ or bound_name not in os.environ:
+            continue  # a lone RANK (or LOCAL_RANK) describes no group; init_from_env does nothing then
+        rank = _env_int(name, 0)
+        if not 0 <= rank < bound:
+            raise ValueError(
+                f"{name}={rank} with {bound_name}={bound} in the environment: ranks run from 0 to {bound_name} - 1, so "
+                f"no process group could form (the rendezvous would wait forever); launch with torchrun, or set {name} "
+                f"in 0..{bound - 1}"
+            )
+    if not 1 <= local_size <= size:
+        raise ValueError(f"LOCAL_WORLD_SIZE={local_size} with WORLD_SIZE={size} in the environment: a host runs at least "
+                         "one and at most WORLD_SIZE processes; launch with torchrun")
+    if "MASTER_PORT" in os.environ and not 1 <= _env_int("MASTER_PORT", 0) <= 65535:
+        raise ValueError(f"MASTER_PORT={os.environ['MASTER_PORT']!r} in the environment is not a port (1..65535); "
+                         "set a free one, e.g. 29500")
+
+
 def _gpu_per_rank() -> bool:
     """Whether each process of this host can have a GPU of its own."""
     local_world = _env_int("LOCAL_WORLD_SIZE", _env_int("WORLD_SIZE", 1))
@@ -109,6 +148,7 @@ def init_from_env(backend: str | None = None) -> tuple[int, int]:
         >>> init_from_env()  # no torchrun environment: nothing to do
         (0, 1)
     """
+    check_env()  # before any rendezvous: a rank outside the world would wait for its peers forever
     size = _env_int("WORLD_SIZE", 1)
     if size <= 1 or not dist.is_available() or dist.is_initialized():
         return world()
@@ -145,6 +185,8 @@ def device_for_rank() -> torch.device:
         True
     """
     local = _env_int("LOCAL_RANK", 0)
+    if local < 0:
+        raise ValueError(f"LOCAL_RANK={local} in the environment is negative; local ranks run from 0 (torchrun sets them)")
     if torch.cuda.is_available() and local < torch.cuda.device_count():
         return torch.device("cuda", local)
     return torch.device("cpu")
@@ -197,6 +239,8 @@ def shard_indices(n: int) -> range:
         >>> shard_indices(5)  # a single process holds everything
         range(0, 5)
     """
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n={n!r} must be an int (the number of items), not a {type(n).__name__}")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     rank, size = world()
@@ -330,6 +374,13 @@ def map_sharded(
         >>> map_sharded(lambda i, clip: (i, clip.upper()), ["a", "b"])
         [(0, 'A'), (1, 'B')]
     """
+    if not isinstance(items, Sequence):
+        raise TypeError(
+            f"items must be a list (or another sequence) of {what}, got a {type(items).__name__}; every rank needs the "
+            "whole list to take its block: pass list(items)"
+        )
+    if not callable(fn):
+        raise TypeError(f"fn={fn!r} is not callable; pass fn(index, item) -> result")
     sharded = active(distributed)
     if sharded:
         indices, mine = shard(items, what)

@@ -57,6 +57,56 @@ def sae_hook_name(sae: SAELike) -> str:
     return name
 
 
+def check_sae(sae: Any) -> None:
+    """Raise a ``TypeError`` unless ``sae`` looks like an SAE (``encode``, ``decode``, ``cfg``, ``hook_dict``).
+
+    Example:
+        >>> check_sae("blocks.3.hook_resid_post")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        TypeError: str 'blocks.3.hook_resid_post' is not an SAE (it has no decode, cfg, hook_dict); ...
+    """
+    lacking = [attr for attr in ("encode", "decode", "cfg", "hook_dict") if not hasattr(sae, attr)]
+    if lacking:
+        raise TypeError(
+            f"{type(sae).__name__} {_short(sae)} is not an SAE (it has no {', '.join(lacking)}); pass SAELens SAE objects "
+            "(sae_lens.SAE.from_pretrained / load_from_disk) or objects with encode, decode, cfg and hook_dict"
+        )
+
+
+def sae_list(saes: Any) -> list[SAELike]:
+    """``saes`` (one SAE or a list of them) as a checked list: each an SAE, at most one per hook.
+
+    Example:
+        >>> sae_list([])
+        []
+    """
+    if isinstance(saes, (str, bytes)) or not (hasattr(saes, "encode") or hasattr(saes, "__iter__")):
+        raise TypeError(f"saes={_short(saes)} is not an SAE or a list of SAEs; pass saes=[sae, ...]")
+    saes = [saes] if hasattr(saes, "encode") else list(saes)
+    seen: dict[str, int] = {}
+    for i, sae in enumerate(saes):
+        check_sae(sae)
+        name = sae_hook_name(sae)
+        if name in seen:
+            j = seen[name]
+            raise ValueError(
+                f"saes[{j}] ({describe_sae(saes[j])}) and saes[{i}] ({describe_sae(sae)}) both read {name}; one hook holds "
+                "one SAE, so one of them would silently never run: pass one SAE per hook (run the others separately)"
+            )
+        seen[name] = i
+    return saes
+
+
+def describe_sae(sae: SAELike) -> str:
+    """A short name for an SAE in messages: its class and widths (its repr may be pages long)."""
+    return f"{type(sae).__name__}(d_in={_d_in(sae)}, d_sae={getattr(sae.cfg, 'd_sae', '?')})"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 class SAEHookPoint(HookPoint):
     """A hook point that runs an SAE on its activation, at the name of the hook point it replaced.
 
@@ -126,7 +176,8 @@ class SAEHookPoint(HookPoint):
                 advice = f"use an SAE trained on {self.name} (d_in={width}), or attach this one at a hook of width {d_in}"
             raise ValueError(
                 f"the SAE at {self.name} has d_in={d_in} but the activation there is {width} wide "
-                f"(shape {tuple(x.shape)}); {advice}"
+                f"(shape {tuple(x.shape)}); {advice}. An SAE attached with add_sae stays until "
+                f"model.reset_saes({self.name!r})"
             )
         device = _device(self.sae)
         if device is not None and device != x.device:
@@ -150,7 +201,10 @@ class SAEHost:
     ``run_with_saes``, ``run_with_cache_with_saes``, ``run_with_hooks_with_saes``, ``acts_to_saes``).
 
     Unlike SAELens, nothing is skipped with a warning: an unknown hook, an SAE on another device,
-    an activation of another width or an unsupported option raise ``ValueError``.
+    an activation of another width or an unsupported option raise ``ValueError``; an object that is
+    not an SAE raises ``TypeError``; two SAEs for one hook in one ``saes=[...]`` list raise (only
+    one could run there). ``add_sae`` at a hook that already holds an SAE replaces it as SAELens
+    does, but says so with a ``UserWarning`` naming both.
 
     Example:
         >>> model.add_sae(sae, use_error_term=True)                                       # doctest: +SKIP
@@ -172,7 +226,8 @@ class SAEHost:
         ``use_error_term``: add the SAE's error, so the model computes what it would without the
         SAE while the features are readable and editable (``None``: the SAE's own
         ``use_error_term``; the SAE itself is not changed). An SAE already attached at that hook
-        is replaced (as in SAELens; :meth:`saes` restores it on exit). Hooks already on the
+        is replaced, as in SAELens, with a warning naming both (:meth:`saes` replaces it quietly
+        and restores it on exit). Hooks already on the
         replaced hook point stay on it: they do not run while the SAE is attached (a warning
         says so) and run again after :meth:`reset_saes`. ``exclude_special_tokens`` (SAELens)
         is accepted only as ``False``: the SAE runs at every position.
@@ -182,6 +237,13 @@ class SAEHost:
             >>> model.acts_to_saes                                                       # doctest: +SKIP
             {'blocks.3.hook_resid_post': StandardSAE(...)}
         """
+        self._attach_sae(sae, use_error_term, exclude_special_tokens, warn_replace=True)
+
+    def _attach_sae(self, sae: SAELike, use_error_term: bool | None, exclude_special_tokens: bool,
+                    warn_replace: bool) -> None:
+        check_sae(sae)
+        if use_error_term is not None and not isinstance(use_error_term, bool):
+            raise TypeError(f"use_error_term={use_error_term!r} must be True, False or None (the SAE's own setting)")
         if exclude_special_tokens is not False:
             raise ValueError(
                 "exclude_special_tokens is not supported: the SAE runs at every position; choose positions "
@@ -203,6 +265,13 @@ class SAEHost:
                 stacklevel=2,
             )
         if isinstance(current, SAEHookPoint):
+            if warn_replace:
+                warnings.warn(
+                    f"add_sae replaces the SAE at {name} ({describe_sae(current.sae)}) with {describe_sae(sae)}: one hook "
+                    "holds one SAE. model.reset_saes() puts the original hook point back; to run several SAEs, "
+                    "attach them at different hooks",
+                    UserWarning, stacklevel=3,
+                )
             current.release()
         self._put_point(name, point)
         self.setup()
@@ -241,14 +310,14 @@ class SAEHost:
             >>> with model.saes(saes=[sae], use_error_term=True):                        # doctest: +SKIP
             ...     tokens = model.generate(inputs, max_new_tokens=20)
         """
-        saes = [saes] if hasattr(saes, "encode") else list(saes)
+        saes = sae_list(saes)
         before: dict[str, HookPoint] = {}
         try:
             for sae in saes:
                 name = sae_hook_name(sae)
                 if name in self.hook_dict:
                     before.setdefault(name, self.hook_dict[name])
-                self.add_sae(sae, use_error_term=use_error_term, exclude_special_tokens=exclude_special_tokens)
+                self._attach_sae(sae, use_error_term, exclude_special_tokens, warn_replace=False)
         except BaseException:
             self._restore_points(before)
             raise

@@ -1,6 +1,8 @@
 """The TransformerLens surface of the model: ``run_with_cache`` that returns a cache knowing the
-inputs' layout, and TransformerLens's ``set_use_*`` switches (weight views and token helpers live
-in :mod:`hooked_avllm.weight_views` and :mod:`hooked_avllm.tokens`).
+inputs' layout, hooks whose names and results are checked (an unknown name suggests the closest
+ones; a hook's result must have the shape and dtype of the activation it replaces, see
+:mod:`hooked_avllm.components.hook_checks`), and TransformerLens's ``set_use_*`` switches (weight
+views and token helpers live in :mod:`hooked_avllm.weight_views` and :mod:`hooked_avllm.tokens`).
 
 Example:
     >>> import torch
@@ -13,12 +15,14 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from torch import Tensor
 
 from hooked_avllm.cache import AVActivationCache
 from hooked_avllm.components.attention import Attention
+from hooked_avllm.components.hook_checks import check_hook_names, check_hook_results, check_names_filter
 from hooked_avllm.decoder_inputs import arguments, layout_for
 
 # run_with_cache's own arguments (TransformerLens's), as opposed to the model's inputs
@@ -39,7 +43,38 @@ def _batch_size(args: tuple, kwargs: dict) -> int | None:
 
 
 class TransformerLensSurface:
-    """TransformerLens's caching and switches (mixed into :class:`~hooked_avllm.HookedAVLLM`)."""
+    """TransformerLens's caching, hooks and switches (mixed into :class:`~hooked_avllm.HookedAVLLM`)."""
+
+    def setup(self) -> None:
+        """TransformerLens's ``setup`` (names every module and hook point), then every hook point
+        checks what its hooks return (:class:`~hooked_avllm.components.hook_checks.CheckedHookPoint`)."""
+        super().setup()
+        check_hook_results(self.hook_dict)
+
+    @contextmanager
+    def hooks(self, fwd_hooks: list = [], bwd_hooks: list = [], reset_hooks_end: bool = True,  # noqa: B006 - TL's signature
+              clear_contexts: bool = False) -> Iterator[Any]:
+        """TransformerLens's ``hooks`` context manager; every hook name is checked before any hook is
+        added (an unknown one raises a ``KeyError`` suggesting the closest names), so nothing is left behind.
+
+        Example:
+            >>> with model.hooks(fwd_hooks=[("blocks.0.hook_resid_post", lambda act, hook: None)]):  # doctest: +SKIP
+            ...     logits = model(inputs)
+        """
+        check_hook_names([name for name, _ in (*fwd_hooks, *bwd_hooks)], self.hook_dict, self.mod_dict)
+        with super().hooks(fwd_hooks, bwd_hooks, reset_hooks_end, clear_contexts) as hooked:
+            yield hooked
+
+    def add_hook(self, name: str | Callable[[str], bool], hook: Callable, dir: str = "fwd", is_permanent: bool = False,
+                 level: int | None = None, prepend: bool = False) -> None:
+        """TransformerLens's ``add_hook``; a name that is no hook point raises a ``KeyError``
+        suggesting the closest names.
+
+        Example:
+            >>> model.add_hook("blocks.0.hook_resid_post", lambda act, hook: None)  # doctest: +SKIP
+        """
+        check_hook_names([name], self.hook_dict, self.mod_dict)
+        super().add_hook(name, hook, dir=dir, is_permanent=is_permanent, level=level, prepend=prepend)
 
     def run_with_cache(
         self, *model_args: Any, return_cache_object: bool = True, remove_batch_dim: bool = False, **kwargs: Any
@@ -63,6 +98,9 @@ class TransformerLensSurface:
                 f"remove_batch_dim=True needs inputs of batch size 1; these have {_batch_size(model_args, kwargs)} rows "
                 "(TransformerLens would keep row 0 only)"
             )
+        check_names_filter(kwargs.get("names_filter"), self.hook_dict)
+        if isinstance(kwargs.get("names_filter"), (tuple, set, frozenset)):  # TransformerLens takes a list
+            kwargs["names_filter"] = list(kwargs["names_filter"])
         inputs = {k: v for k, v in kwargs.items() if k not in CACHE_ARGUMENTS + FORWARD_OPTIONS}
         layout = layout_for(self, arguments(self, *model_args, **inputs))
         kwargs["layout"] = layout  # the forward uses the layout the cache gets

@@ -274,10 +274,12 @@ def test_metrics_by_hand():
     assert torch.allclose(logit_diff(2, 1)(logits, inputs), torch.tensor([2.0, 0.5]))
     expected = torch.softmax(torch.tensor([0.0, 1.0, 3.0, 0, 0, 0]), -1)[2]
     assert torch.allclose(answer_prob(2)(logits, mask)[0], expected)
-    # strings: the first token of each, through the model's tokenizer
-    tokenizer = SimpleNamespace(encode=lambda text, add_special_tokens=False: {" dog": [2, 4], " car": [1]}[text])
+    # strings: single tokens, through the model's tokenizer; a word of several tokens is refused
+    tokenizer = SimpleNamespace(encode=lambda text, add_special_tokens=False: {" dog": [2], " car": [1], " hot dog": [5, 2]}[text])
     fake_model = SimpleNamespace(cfg=None, tokenizer=tokenizer)
     assert torch.allclose(logit_diff(" dog", " car", fake_model)(logits, mask), torch.tensor([2.0, 0.5]))
+    with pytest.raises(ValueError, match=r"answer_a ' hot dog' is 2 tokens .*ids \[5, 2\]"):
+        logit_diff(" hot dog", " car", fake_model)
     with pytest.raises(ValueError, match="no tokenizer"):
         logit_diff(" dog", " car")
     # KL to the source: 0 on the source itself, the textbook value elsewhere

@@ -213,9 +213,9 @@ def test_tables_plots_and_errors(toy, toy_pairs, tmp_path):
     ap.components.plot_positions("resid_pre", tmp_path / "positions.png")
     ap.heads.plot_positions(3, tmp_path / "heads.png")
     assert all((tmp_path / f).stat().st_size > 0 for f in ("ap.png", "positions.png", "heads.png"))
-    with pytest.raises(ValueError, match="layer 9 is out of range"):
+    with pytest.raises(ValueError, match=r"layers=\[9\]: layer 9 does not exist in this \d+-layer model"):
         attribution_patching(toy, sources[0], targets[0], metrics[0], layers=[9], progress=False)
-    with pytest.raises(ValueError, match=r"heads \[7\] are out of range"):
+    with pytest.raises(ValueError, match=r"heads=\[7\]: head 7 does not exist in this \d+-head model"):
         attribution_patching(toy, sources[0], targets[0], metrics[0], heads=[7], progress=False)
     with pytest.raises(ValueError, match="differentiable"):
         attribution_patching(toy, sources[0], targets[0], lambda logits, inputs: torch.tensor([1.0]), progress=False)

@@ -150,3 +150,35 @@ def test_the_library_itself_uses_no_deprecated_path():
                 "import hooked_avllm.model, hooked_avllm.analysis, hooked_avllm.toy, hooked_avllm.demo, weights_conversion.qwen3_omni\n"
                 "from hooked_avllm.architectures import supported; supported()")
         subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+# import name -> distribution name, where they differ
+DISTRIBUTIONS = {"PIL": "pillow", "huggingface_hub": "huggingface-hub", "transformer_lens": "transformer-lens"}
+OPTIONAL = {"accelerate": "multi-gpu"}  # imported only where that extra's feature is asked for
+
+
+def test_every_third_party_module_the_library_imports_is_declared():
+    """What ``hooked_avllm`` imports from outside the standard library is a runtime dependency of
+    ``pyproject.toml`` (or, for a feature that names it, of that feature's extra): a fresh install
+    without the test extras has everything the public API uses (pandas behind ``.table()``...)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+    def names(requirements):
+        return {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].strip().lower() for r in requirements}
+
+    declared = names(project["dependencies"])
+    imported = set()
+    for path in (ROOT / "hooked_avllm").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    third_party = {m for m in imported if m not in sys.stdlib_module_names and m not in ("hooked_avllm", "weights_conversion")}
+    for module in sorted(third_party):
+        if module in OPTIONAL:
+            assert module.lower() in names(project["optional-dependencies"][OPTIONAL[module]]), module
+        else:
+            assert DISTRIBUTIONS.get(module, module).lower() in declared, f"hooked_avllm imports {module}, which pyproject.toml does not declare"

@@ -50,7 +50,8 @@ class PrefixTable:
     names starting with a ``skipped`` prefix (a talker, a TTS head) are dropped on purpose, as are
     names matching an ``ignored`` pattern (buffers such as ``rotary_emb.inv_freq``).
     ``implicit_zeros(cfg)`` lists parameter slices the checkpoint leaves out (a key projection
-    without bias); ``extra_weight_files(config_json)`` names pickled state dicts beside the shards."""
+    without bias); ``extra_weight_files(config_json)`` names state dicts beside the shards (pickled
+    ones are read with ``torch.load(weights_only=True)``; a tensor both there and in a shard is refused)."""
 
     parts: tuple[Part, ...]
     skipped: tuple[str, ...] = ()
@@ -77,7 +78,8 @@ class PrefixTable:
         return self.zeros(cfg) if self.zeros is not None else []
 
     def extra_weight_files(self, config_json: dict) -> list[str]:
-        """State-dict files beside the shards that hold weights too (read with ``weights_only=True``)."""
+        """State-dict files beside the shards that hold weights too (``.bin``/``.pt`` read with
+        ``torch.load(weights_only=True)``, ``.safetensors`` as such)."""
         return self.extra_files(config_json) if self.extra_files is not None else []
 
 

@@ -35,10 +35,11 @@ SIGLIP_5X = "model.vision_tower.vision_tower."  # transformers 5.x writes SigLIP
 
 
 def extra_files(config_json: dict) -> list[str]:
-    """Pickled state dicts beside the shards that hold weights too: the ``audio_tower.bin`` that
-    ``mm_audio_tower`` names (its file name; a path from the training machine keeps its last part)."""
+    """State dicts beside the shards that hold weights too: the ``audio_tower.bin`` (or ``.pt``,
+    ``.safetensors``) that ``mm_audio_tower`` names, by its file name only (a path from the
+    training machine keeps its last part, so nothing outside the checkpoint folder is read)."""
     tower = config_json.get("mm_audio_tower")
-    if isinstance(tower, str) and tower.endswith(".bin"):
+    if isinstance(tower, str) and tower.endswith((".bin", ".pt", ".safetensors")):
         return [Path(tower).name]
     return []
 

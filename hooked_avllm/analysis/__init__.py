@@ -16,6 +16,7 @@ module                      what it does
 ``token_dropping``          drop audio or video tokens after a layer, in prefill and generation
 ``runner``                  the one sweep driver under every list: batching, progress, ranks, ordered gather
 ``source_run``              the source run of a patch: aligned positions, kept activations, its answer
+``arguments``               the checks every tool runs on its layers, windows and modalities (``AnalysisWarning``)
 ==========================  ==========================================================================
 
 Example:
@@ -24,6 +25,7 @@ Example:
 """
 
 from hooked_avllm.analysis.alignment import align_positions
+from hooked_avllm.analysis.arguments import AnalysisWarning
 from hooked_avllm.analysis.attribution_patching import AttributionPatching, AttributionSweep, attribution_patching
 from hooked_avllm.analysis.attention_share import AttentionShare, attention_share, shares_from_patterns
 from hooked_avllm.analysis.heatmap import attention_to_video, frame_heatmap, plot_frame_heatmaps, video_token_grid
@@ -43,6 +45,7 @@ from hooked_avllm.analysis.token_dropping import DropTokens, drop_tokens
 from hooked_avllm.analysis.token_shift import TokenShiftResult, TokenShiftSweep, shift_summary, token_shift
 
 __all__ = [
+    "AnalysisWarning",
     "AttentionShare",
     "AttributionPatching",
     "AttributionSweep",

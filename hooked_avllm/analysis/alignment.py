@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +68,13 @@ def _layout_of(x: Any) -> Any:
 
 
 def _mask(layout: Any, modality: Any, side: str) -> Bool[Tensor, "batch seq"]:
+    if not isinstance(modality, (str, Tensor)) and not (
+        isinstance(modality, (list, tuple)) and modality and all(isinstance(m, str) for m in modality)
+    ):
+        raise TypeError(
+            f"modality={modality!r}: pass a position choice ('audio', 'video', 'text', 'last', 'all', ... or a list of "
+            "them), a bool mask [batch, seq], or a pair (source, target) of those"
+        )
     if isinstance(modality, Tensor):
         mask = modality.bool().cpu().clone()
         if tuple(mask.shape) != tuple(layout.shape):
@@ -75,7 +83,22 @@ def _mask(layout: Any, modality: Any, side: str) -> Bool[Tensor, "batch seq"]:
                 f"give a [batch, seq] mask per run as modality=(source_mask, target_mask)"
             )
         return mask
-    return position_mask(layout, modality).cpu().clone()  # a copy: time= narrows it in place
+    try:
+        return position_mask(layout, modality).cpu().clone()  # a copy: time= narrows it in place
+    except ValueError as err:
+        raise ValueError(f"modality={modality!r}: {err}") from err
+
+
+def _checked_time(time: Any) -> tuple[float, float]:
+    """``time`` as (start_s, end_s) with end_s > start_s, both finite numbers."""
+    ok = isinstance(time, (tuple, list)) and len(time) == 2 and all(
+        isinstance(t, (int, float)) and not isinstance(t, bool) for t in time)
+    if not ok:
+        raise TypeError(f"time={time!r}: pass a window of the clip in seconds, (start_s, end_s), e.g. (0.0, 2.0)")
+    start, end = float(time[0]), float(time[1])
+    if not (math.isfinite(start) and math.isfinite(end)) or not end > start:
+        raise ValueError(f"time=(start_s, end_s) needs finite seconds with end_s > start_s; got {time}")
+    return start, end
 
 
 def align_positions(
@@ -119,9 +142,7 @@ def align_positions(
         name = modality if isinstance(modality, str) else "mask"
     window = ""
     if time is not None:
-        start, end = float(time[0]), float(time[1])
-        if not end > start:
-            raise ValueError(f"time=(start_s, end_s) needs end_s > start_s; got {time}")
+        start, end = _checked_time(time)
         for mask, layout in ((src_mask, src_layout), (tgt_mask, tgt_layout)):
             t = layout.audio_time.cpu()
             mask &= (t >= start) & (t < end)  # NaN (non-audio) compares False

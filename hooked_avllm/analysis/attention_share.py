@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from hooked_avllm.analysis.arguments import check_layers, check_modality_present, held_kinds
 from hooked_avllm.analysis.plotting import pyplot, save
 from hooked_avllm.analysis.runner import SweepUnit, batch_rows, run_sweep
 from hooked_avllm.inputs.layout import carried_layout
@@ -88,14 +89,20 @@ class AttentionShare:
         return pd.DataFrame(rows)
 
     def plot(self, path: Any = None, kinds: Sequence[str] | None = None, title: str | None = None) -> Any:
-        """Share per layer, one line per kind, with a band over clips (min to max; over queries when
-        there is one clip)."""
+        """Share per layer, one line per kind (the mean over heads and queries, then over clips),
+        with a shaded band from the minimum to the maximum over clips (over queries when there is
+        one clip); the legend and the caption under the plot say which, and over how many."""
+        from matplotlib.patches import Patch
+        from matplotlib.ticker import MaxNLocator
+
         plt = pyplot()
         per = self.per_clip().numpy()  # [clip, layer, kind]
-        if per.shape[0] == 1:
+        n_clips = per.shape[0]
+        if n_clips == 1:
             per = self.values.mean(2).numpy()  # [query, layer, kind]
+        over = f"{n_clips} clips" if n_clips > 1 else f"the {per.shape[0]} queries of the one clip"
         kinds = [k for k in (kinds or self.kinds) if k in self.kinds]
-        fig, ax = plt.subplots(figsize=(6.5, 3.5))
+        fig, ax = plt.subplots(figsize=(6.5, 3.8))
         mean = self.mean().numpy()
         for kind in kinds:
             k = self.kinds.index(kind)
@@ -103,11 +110,18 @@ class AttentionShare:
                 continue
             line = ax.plot(self.layers, mean[:, k], marker=".", label=kind)[0]
             ax.fill_between(self.layers, per[:, :, k].min(0), per[:, :, k].max(0), alpha=0.15, color=line.get_color())
+        handles, labels = ax.get_legend_handles_labels()
+        handles.append(Patch(color="grey", alpha=0.25))
+        labels.append(f"shaded: min-max over {over}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
         ax.set_xlabel("layer")
         ax.set_ylabel("attention share")
         ax.set_ylim(0, 1)
-        ax.legend(fontsize=8)
+        ax.legend(handles, labels, fontsize=8)
         ax.set_title(title or "Attention share per modality")
+        fig.text(0.01, -0.02, f"Lines: each key kind's share of the queries' attention, averaged over heads and "
+                 f"queries, then over clips ({n_clips}); shaded: the minimum to the maximum over {over}.",
+                 fontsize=7, ha="left", va="top", wrap=True)
         return save(fig, path)
 
 
@@ -274,7 +288,10 @@ def attention_share(
     a query (plus the last prompt position, which predicts the first one, when
     ``last_prompt_as_generated``); steps after a row's end token are left out. ``queries`` picks
     prompt positions as queries (a modality name, ``"last"``, or a bool mask ``[batch, pos]``;
-    see :func:`hooked_avllm.inputs.select.position_mask`) and needs the inputs' layout.
+    see :func:`hooked_avllm.inputs.select.position_mask`) and needs the inputs' layout; a media kind
+    that no row holds raises, rows that lack it are named in a warning. ``layers`` (default: all;
+    negative counts from the end) are checked against the model's depth first (see
+    :func:`hooked_avllm.analysis.arguments.check_layers`).
 
     Example:
         >>> shares = attention_share(model, inputs, max_new_tokens=50)   # doctest: +SKIP
@@ -287,24 +304,46 @@ def attention_share(
     :func:`hooked_avllm.parallel.active`; ``False`` runs the whole list in every process). A
     single input runs whole in every process.
     """
+    layers = sorted(check_layers(model, layers, "attention_share: layers"))
+    if queries is None and not max_new_tokens:
+        raise ValueError("choose the queries: max_new_tokens=N (generated tokens) and/or queries='last' / a mask")
     if isinstance(inputs, (list, tuple)):
+        _check_query_modality(inputs, queries, row_name="clip")
+
         def one(unit: SweepUnit) -> AttentionShare:
-            return attention_share(model, unit.item, queries=queries, max_new_tokens=max_new_tokens,
-                                   last_prompt_as_generated=last_prompt_as_generated, layers=layers,
-                                   eos_token_id=eos_token_id)
+            return _attention_share(model, unit.item, queries, max_new_tokens, last_prompt_as_generated, layers,
+                                    eos_token_id)
 
         parts = run_sweep(one, inputs, tool="attention share", unit="clips", rows=batch_rows, progress=progress,
                           distributed=distributed)
         return AttentionShare.concat(parts, [batch_rows(item) for item in inputs])
-    if queries is None and not max_new_tokens:
-        raise ValueError("choose the queries: max_new_tokens=N (generated tokens) and/or queries='last' / a mask")
-    layers = list(range(model.cfg.n_layers)) if layers is None else sorted(int(layer) for layer in layers)
+    _check_query_modality([inputs], queries, row_name="row")
+    return _attention_share(model, inputs, queries, max_new_tokens, last_prompt_as_generated, layers, eos_token_id)
+
+
+def _check_query_modality(items: Sequence[Any], queries: Any, row_name: str) -> None:
+    """Queries named by a media kind the inputs lack select nothing: raise when no row (clip) holds
+    it, warn naming those that lack it. Masks, ``"last"`` and inputs without a layout are not judged."""
+    if queries is None or isinstance(queries, Tensor):
+        return
+    layouts = [carried_layout(item) for item in items]
+    if layouts and all(layout is not None for layout in layouts):
+        held = [h for layout in layouts for h in held_kinds(layout)]
+        check_modality_present(held, queries, "attention_share", "queries", row_name=row_name)
+
+
+def _attention_share(model: Any, inputs: Any, queries: Any, max_new_tokens: int | None, last_prompt_as_generated: bool,
+                     layers: list[int], eos_token_id: Any) -> AttentionShare:
+    """:func:`attention_share` on one input (one clip or batch), its arguments already checked."""
     prompt_queries = None
     if queries is not None:
         layout = carried_layout(inputs)
         if layout is None and not isinstance(queries, Tensor):
             raise ValueError("queries by name need prepared inputs with a layout (model.prepare); or pass a bool mask")
-        prompt_queries = queries.bool().cpu() if isinstance(queries, Tensor) else position_mask(layout, queries).cpu()
+        if isinstance(queries, Tensor):
+            prompt_queries = _checked_query_mask(inputs, queries)
+        else:
+            prompt_queries = position_mask(layout, queries).cpu()
     recorder = _ShareRecorder(model, layers, prompt_queries, bool(max_new_tokens), last_prompt_as_generated,
                               room=max_new_tokens or 0)
     hooks = recorder.hooks()
@@ -318,6 +357,27 @@ def attention_share(
     if tokens is not None:
         valid_until = _last_step(model, tokens, getattr(inputs, "input_ids", inputs).shape[1], eos_token_id)
     return recorder.result(valid_until)
+
+
+def _checked_query_mask(inputs: Any, queries: Tensor) -> Bool[Tensor, "batch pos"]:
+    """A query mask ``[batch, pos]`` of the inputs' shape that selects no padding position (a
+    padding query has no key to attend to: its shares would be NaN)."""
+    ids = getattr(inputs, "input_ids", inputs)
+    shape = tuple(ids.shape) if isinstance(ids, Tensor) else None
+    if queries.dtype != torch.bool:
+        if queries.is_floating_point() or not bool(((queries == 0) | (queries == 1)).all()):
+            raise TypeError(f"queries: a mask must be a bool tensor [batch, pos] (or 0/1 integers); got dtype {queries.dtype}")
+        queries = queries.bool()
+    if shape is not None and tuple(queries.shape) != shape:
+        raise ValueError(f"queries: the mask has shape {tuple(queries.shape)} but the inputs are {shape} [batch, pos]")
+    mask = getattr(inputs, "attention_mask", None)
+    if isinstance(mask, Tensor):
+        padded = queries.cpu() & (mask.cpu() == 0)
+        if bool(padded.any()):
+            where = padded.nonzero().tolist()[:4]
+            raise ValueError(f"queries: the mask selects padding positions {where} (row, position), which attend to "
+                             "nothing; select real positions only, e.g. queries=mask & (inputs.attention_mask == 1)")
+    return queries.cpu()
 
 
 def _last_step(model: Any, tokens: Tensor, n_prompt: int, eos_token_id: Any) -> Tensor:

@@ -14,30 +14,45 @@ sweep keeps none of the towers'). The estimate is exact where the metric is line
 ``ln_final.hook_normalized`` under a logit difference) and good where the patch is small; use it to
 find the cells worth a real patch.
 
+The metric is scored where the real sweep scores it: ``answer_prefix="I hear"`` teacher-forces the
+answer's first words after both runs, and the result reports each pair's clean-corrupt gap
+(``ap.components.pair_table()``), warning when it is tiny or of the wrong sign, as
+:func:`~hooked_avllm.analysis.patching.patching_sweep` does.
+
 Example:
-    >>> metric = logit_diff(" dog", " car", model)                                        # doctest: +SKIP
-    >>> ap = attribution_patching(model, audio_only, audio_video, metric)                  # doctest: +SKIP
+    >>> metric = logit_diff(" barking", " rumbling", model)                               # doctest: +SKIP
+    >>> ap = attribution_patching(model, audio_only, audio_video, metric, answer_prefix="I hear")  # doctest: +SKIP
     >>> ap.components.values.shape, ap.heads.values.shape     # [component, layer], [layer, head]  # doctest: +SKIP
     >>> ap.components.plot("attribution.png"); ap.position_table().head()                  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import textwrap
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from hooked_avllm.analysis.alignment import Modality, PositionAlignment
-from hooked_avllm.analysis.metrics import Metric
+from hooked_avllm.analysis.logit_lens import token_decoder
+from hooked_avllm.analysis.metrics import Metric, PairGaps, check_gaps, final_logits, measure_pair, metric_name
 from hooked_avllm.analysis.patching import PatchingSweep, SweepCells, checked_layers, sweep_cells
 from hooked_avllm.analysis.plotting import pyplot, save
 from hooked_avllm.analysis.runner import SweepUnit, run_sweep
-from hooked_avllm.analysis.source_run import is_encoder_hook, paired_runs, run_source
+from hooked_avllm.analysis.source_run import (
+    AnswerPrefix,
+    is_encoder_hook,
+    paired_runs,
+    patched_at,
+    run_source,
+    scored_at,
+)
 
 __all__ = ["AttributionPatching", "AttributionSweep", "attribution_patching"]
 
@@ -51,8 +66,12 @@ class AttributionSweep(PatchingSweep):
     ``effect`` is the estimated change itself. ``per_position[p]`` is ``[row, col, n_p]``: the
     estimate of patching each aligned position alone (``positions[p]``: its target (row, position)
     pairs); rows filled by a whole-tensor hook (an encoder) have NaN there. ``n_forwards`` is 0
-    (no patched forward); the pair's cost is ``n_backwards`` backward passes, 1 per pair.
+    (no patched forward); the pair's cost is ``n_backwards`` backward passes, 1 per pair. Its
+    figures are titled "attribution patching (linear estimate)", the real sweep's "activation
+    patching (real)".
     """
+
+    method: ClassVar[str] = "attribution patching (linear estimate)"
 
     per_position: list[Tensor] | None = None
     positions: list[Int[Tensor, "n 2"]] | None = None
@@ -106,8 +125,11 @@ class AttributionSweep(PatchingSweep):
         ax.set_yticks(range(len(self.col_labels)), [str(c) for c in self.col_labels])
         ax.set_xlabel("aligned position (time in the clip, s; position index for text)")
         ax.set_ylabel(self.axis_names[1])
-        ax.set_title(title or f"attribution patching, {self.axis_names[0]} {row}: estimated change of {self.metric_name}")
-        fig.colorbar(image, ax=ax, label=f"estimated change of {self.metric_name}")
+        ax.set_title(title or f"{self.method}, {self.axis_names[0]} {row}: estimated change of {self.metric_name}\n"
+                              f"pair {pair}, scored at {self.scored_at}", fontsize=9)
+        height = fig.get_size_inches()[1]
+        label = "\n".join(textwrap.wrap(f"estimated change of {self.metric_name}", max(16, int(height * 11))))
+        fig.colorbar(image, ax=ax, label=label)  # wrapped to the bar's height (about 11 characters an inch)
         return save(fig, path)
 
 
@@ -132,6 +154,7 @@ def attribution_patching(
     heads: bool | Sequence[int] = True,
     time: tuple[float, float] | None = None,
     source_rows: Sequence[int] | None = None,
+    answer_prefix: AnswerPrefix | Sequence[AnswerPrefix] = None,
     progress: bool = True,
     distributed: bool | None = None,
 ) -> AttributionPatching:
@@ -140,7 +163,8 @@ def attribution_patching(
 
     Takes the arguments of ``patching_sweep`` (pairs of runs across layouts, aligned by
     ``modality``, ``time`` and ``source_rows``; components as there: LLM short names, encoder
-    templates, full hook names); ``heads=True`` (or a list of heads) also estimates the per-head
+    templates, full hook names; ``answer_prefix`` teacher-forced after both runs, where the metric
+    is then read, and the per-pair gap check with its warning); ``heads=True`` (or a list of heads) also estimates the per-head
     ``hook_z`` patches of the same layers. ``metric`` must be differentiable in the logits (all of
     :mod:`hooked_avllm.analysis.metrics` are). ``distributed``: under ``torchrun`` each rank
     estimates a contiguous block of the pairs and every rank returns the whole result (see
@@ -159,31 +183,37 @@ def attribution_patching(
         >>> ap.heads.plot("heads.png")                                                              # doctest: +SKIP
     """
     layers = checked_layers(model, layers)
+    if not isinstance(heads, bool) and (isinstance(heads, (str, int)) or not isinstance(heads, Sequence)):
+        raise TypeError(f"heads={heads!r}: pass True (every head), False (no head sweep) or a list of heads, e.g. [0, 3]")
     grids = [sweep_cells(model, layers, components, None)]
     if heads is not False:
         grids.append(sweep_cells(model, layers, ("z",), None if heads is True else heads))
     names = sorted(set().union(*(g.names for g in grids)))
-    pairs, metrics = paired_runs(source, target, metric)
+    pairs, metrics = paired_runs(source, target, metric, model, answer_prefix)
 
-    def one_pair(unit: SweepUnit) -> tuple[float, float, list[_PairEstimate]]:
+    def one_pair(unit: SweepUnit) -> tuple[tuple, list[_PairEstimate]]:
         (src, tgt), pair_metric = unit.item
         source_run = run_source(model, src, tgt, names, modality, time=time, source_rows=source_rows)
-        value, acts, grads = _target_gradients(model, tgt, pair_metric, names)
+        value, final, acts, grads = _target_gradients(model, tgt, pair_metric, names)
         layout = getattr(tgt, "layout", None)
         estimates = [_estimate(g, source_run.align, source_run.store, acts, grads, layout) for g in grids]
-        return source_run.value(pair_metric), value, estimates
+        source_value = source_run.value(pair_metric)
+        return measure_pair(pair_metric, source_run.answer_logits, final, source_value, value), estimates
 
     done = run_sweep(one_pair, list(zip(pairs, metrics)), tool="attribution patching", unit="pairs",
                      steps=sum(g.n_cells for g in grids), step_name="cells", progress=progress, distributed=distributed)
-    source_values = torch.tensor([d[0] for d in done], dtype=torch.float64)
-    target_values = torch.tensor([d[1] for d in done], dtype=torch.float64)
-    name = getattr(metrics[0], "__name__", type(metrics[0]).__name__)
-    sweeps = [_sweep(g, [d[2][k] for d in done], source_values, target_values, name) for k, g in enumerate(grids)]
+    gaps = PairGaps.of([d[0] for d in done])
+    tokenizer = getattr(model, "tokenizer", None)
+    decode = token_decoder(tokenizer) if tokenizer is not None else None
+    check_gaps(gaps, "attribution patching", decode)
+    name, where = metric_name(metrics, decode), (scored_at(model, answer_prefix), patched_at(modality, time))
+    sweeps = [_sweep(g, [d[1][k] for d in done], gaps, name, where) for k, g in enumerate(grids)]
     return AttributionPatching(sweeps[0], sweeps[1] if len(sweeps) > 1 else None)
 
 
-def _target_gradients(model: Any, target: Any, metric: Metric, names: list[str]) -> tuple[float, dict, dict]:
-    """The target run's activations at ``names`` and the gradients of the metric (mean over rows) there.
+def _target_gradients(model: Any, target: Any, metric: Metric, names: list[str]) -> tuple[float, Tensor, dict, dict]:
+    """The metric on the target run, its final logits, the activations at ``names`` and the
+    gradients of the metric (mean over rows) there.
 
     The weights are frozen for this one forward, so the graph starts at the first hook of
     ``names`` that fires (each such activation becomes a leaf): nothing upstream of the swept
@@ -218,7 +248,8 @@ def _target_gradients(model: Any, target: Any, metric: Metric, names: list[str])
         for p in trainable:
             p.requires_grad_(True)
     grads = {n: (g if g is not None else torch.zeros_like(acts[n])) for n, g in zip(order, found)}
-    return float(value.detach()), {n: a.detach() for n, a in acts.items()}, grads
+    final = final_logits(logits.detach(), target)
+    return float(value.detach()), final, {n: a.detach() for n, a in acts.items()}, grads
 
 
 @dataclass
@@ -261,9 +292,10 @@ def _estimate(cells: SweepCells, align: PositionAlignment, store: dict, acts: di
     return _PairEstimate(effect, by_pos, positions, _times(layout, align))
 
 
-def _sweep(cells: SweepCells, estimates: list[_PairEstimate], source_values: Tensor, target_values: Tensor,
-           metric_name: str) -> AttributionSweep:
+def _sweep(cells: SweepCells, estimates: list[_PairEstimate], gaps: PairGaps, metric_name: str,
+           where: tuple[str, str]) -> AttributionSweep:
     """One grid's :class:`AttributionSweep` from its per-pair estimates (in pair order)."""
+    source_values, target_values = gaps.source, gaps.target
     if estimates:
         effect = torch.stack([e.effect for e in estimates])
     else:
@@ -271,7 +303,7 @@ def _sweep(cells: SweepCells, estimates: list[_PairEstimate], source_values: Ten
     per_pair = (effect + target_values.double()[:, None, None]).float()  # as a PatchingSweep
     return AttributionSweep(
         per_pair, source_values.float(), target_values.float(), list(cells.row_labels), list(cells.col_labels),
-        cells.axis_names, metric_name, 0, list(cells.fixed_rows), per_position=[e.per_position for e in estimates],
+        cells.axis_names, metric_name, 0, list(cells.fixed_rows), gaps, *where, per_position=[e.per_position for e in estimates],
         positions=[e.positions for e in estimates], position_times=[e.times for e in estimates],
         n_backwards=len(estimates),
     )

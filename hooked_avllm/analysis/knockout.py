@@ -28,18 +28,28 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
+from hooked_avllm.analysis.arguments import (
+    check_layers,
+    check_modality_present,
+    check_window,
+    check_windows,
+    describe_layers,
+    held_kinds,
+)
 from hooked_avllm.analysis.plotting import pyplot, save
 from hooked_avllm.analysis.runner import SweepUnit, batch_rows, left_padded_batches, run_sweep
 from hooked_avllm.forward_context import ForwardContext
+from hooked_avllm.inputs.layout import carried_layout
 from hooked_avllm.vocabulary import GENERATED, kind_codes
 
 def _codes(kind: str | Sequence[str]) -> tuple[int, ...]:
@@ -50,53 +60,119 @@ def _codes(kind: str | Sequence[str]) -> tuple[int, ...]:
         raise ValueError(f"{error} (in a knockout rule)") from None
 
 
+def _layer_spec(layers: Any) -> tuple[str, Any]:
+    """How a rule names its layers, before the model's depth is known: ``("all", None)``,
+    ``("window", (first, end))`` for a ``(first, end)`` tuple or a step-1 range, or ``("list",
+    values)``. Only the type is checked here (a bare int, a float or a string raises); the values
+    are checked against the model's depth when the rule meets the model (:meth:`Knockout.bind`)."""
+    if layers is None:
+        return "all", None
+    if isinstance(layers, range) and layers.step == 1:
+        return "window", layers
+    if isinstance(layers, tuple) and len(layers) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in layers):
+        return "window", layers
+    if isinstance(layers, (int, float)) or (isinstance(layers, Tensor) and layers.ndim == 0):
+        raise TypeError(f"KnockoutRule(layers={layers!r}): layers is a (first, end) window, a range or a list of layers, "
+                        f"not a single {type(layers).__name__}; for one layer pass layers=[{layers!r}] "
+                        f"(negative counts from the end) or (l, l + 1)")
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
+        raise TypeError(f"KnockoutRule(layers={layers!r}): pass a (first, end) window, a range or a list of layer "
+                        f"indices, not a {type(layers).__name__}")
+    return "list", layers.tolist() if isinstance(layers, Tensor) else layers if isinstance(layers, (list, tuple)) \
+        else list(layers)
+
+
 @dataclass(frozen=True)
 class KnockoutRule:
     """Block attention from ``query`` positions to ``key`` positions in ``layers`` (all if ``None``).
 
-    ``layers`` is anything iterable of layer indices (``range(18, 30)``) or a ``(first, end)``
-    tuple (end exclusive), as in the study's (query, key, first layer, end layer) rules.
+    ``layers`` is a ``(first, end)`` tuple (end exclusive), as in the study's (query, key, first
+    layer, end layer) rules, a ``range`` (``range(18, 30)``) or a list of layer indices; negative
+    indices count from the end (``[-1]``: the last layer). They are checked against the model's
+    depth when the rule meets the model (``knockout``, ``generate_with_knockout``,
+    ``knockout_sweep``): a layer the model lacks, a reversed ``(4, 2)`` or empty window, or a
+    layer named twice raises, naming the model's depth. A bare int (``layers=-1``) is a
+    ``TypeError`` at once.
 
     Example:
         >>> KnockoutRule("generated", "video", layers=(18, 30)).covers(20)
         True
+        >>> KnockoutRule("generated", "video", layers=[-1]).layers_at(36)
+        frozenset({35})
     """
 
     query: str | tuple[str, ...]
     key: str | tuple[str, ...]
     layers: Any = None
+    spec: tuple = field(default=("all", None), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _codes(self.query), _codes(self.key)  # validate names early
-        if isinstance(self.layers, tuple) and len(self.layers) == 2 and all(isinstance(x, int) for x in self.layers):
-            object.__setattr__(self, "layers", range(*self.layers))
-        if self.layers is not None:
-            object.__setattr__(self, "layers", frozenset(int(layer) for layer in self.layers))
+        spec = _layer_spec(self.layers)
+        object.__setattr__(self, "spec", spec)
+        if spec[0] == "window":
+            object.__setattr__(self, "layers", frozenset(range(*_window_ends(spec[1]))))
+        elif spec[0] == "list":
+            object.__setattr__(self, "layers", frozenset(int(layer) for layer in spec[1] if _is_index(layer)))
+
+    def layers_at(self, model: Any) -> frozenset[int] | None:
+        """The layers this rule covers in ``model`` (or a depth), checked: ``None`` means every layer.
+
+        Raises ``ValueError`` naming the rule, its layers and the model's depth for a layer the
+        model lacks, a reversed or empty window, or a layer named twice.
+        """
+        kind, value = self.spec
+        where = f"knockout rule {_name(self.query)}->{_name(self.key)}: layers"
+        if kind == "all":
+            return None
+        if kind == "window":
+            return frozenset(check_window(model, value, where))
+        return frozenset(check_layers(model, value, where))
 
     def covers(self, layer: int) -> bool:
+        """Whether the rule covers ``layer`` (as written: negative layers need :meth:`layers_at`)."""
         return self.layers is None or layer in self.layers
 
     def __or__(self, other: "KnockoutRule | Knockout") -> "Knockout":
         return Knockout([self]) | other
 
+    def as_attention_edit(self) -> "Knockout":
+        """This rule alone as an attention edit: ``model.edit_attention(rule)`` means ``Knockout([rule])``."""
+        return Knockout([self])
+
     def __str__(self) -> str:
-        span = "all layers" if self.layers is None else _span(self.layers)
+        kind, value = self.spec
+        if kind == "all":
+            span = "all layers"
+        elif kind == "window" and _window_ends(value)[0] < _window_ends(value)[1] and min(_window_ends(value)) >= 0:
+            span = describe_layers(range(*_window_ends(value)))
+        elif kind == "list" and value and all(_is_index(v) and int(v) >= 0 for v in value) and len(set(value)) == len(value):
+            span = describe_layers(value)
+        else:
+            span = f"layers {value!r}"
         return f"{_name(self.query)}->{_name(self.key)} @ {span}"
+
+
+def _window_ends(window: Any) -> tuple[int, int]:
+    return (window.start, window.stop) if isinstance(window, range) else (int(window[0]), int(window[1]))
+
+
+def _is_index(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _name(kind: str | tuple[str, ...]) -> str:
     return kind if isinstance(kind, str) else "+".join(kind)
 
 
-def _span(layers: frozenset[int]) -> str:
-    ordered = sorted(layers)
-    if ordered and ordered == list(range(ordered[0], ordered[-1] + 1)):
-        return f"layers {ordered[0]}-{ordered[-1]}"
-    return "layers " + ",".join(map(str, ordered))
-
-
 class Knockout:
     """A set of knockout rules, usable as an attention edit (``model.edit_attention(knockout)``).
+
+    :meth:`bind` checks every rule's layers against a model's depth once (``knockout``,
+    ``generate_with_knockout`` and ``knockout_sweep`` bind for you). With ``check_inputs`` (the
+    default) the first forward of each input checks that the media kinds the rules name are there:
+    a rule on video with inputs that hold no video raises (it would change nothing); rows of a
+    batch that lack it are named in an :class:`~hooked_avllm.analysis.arguments.AnalysisWarning`.
 
     Example:
         >>> ko = Knockout([KnockoutRule("generated", "audio")], last_prompt_as_generated=True)
@@ -104,14 +180,32 @@ class Knockout:
         1
     """
 
-    def __init__(self, rules: KnockoutRule | Sequence[KnockoutRule] = (), last_prompt_as_generated: bool = False):
+    def __init__(self, rules: KnockoutRule | Sequence[KnockoutRule] = (), last_prompt_as_generated: bool = False,
+                 check_inputs: bool = True):
         self.rules = [rules] if isinstance(rules, KnockoutRule) else list(rules)
         for rule in self.rules:
             if not isinstance(rule, KnockoutRule):
                 raise TypeError(f"Knockout takes KnockoutRule objects, got {type(rule).__name__}")
         self.last_prompt_as_generated = last_prompt_as_generated
+        self.check_inputs = check_inputs
+        self._layer_sets: list[frozenset[int] | None] | None = None  # each rule's layers in the bound model
+        self._checked: Any = None  # the forward context whose inputs were last checked
         self._memo: tuple[Any, tuple[int, ...], Tensor] | None = None  # (forward context, rules, edges)
         self._code_tensors: dict[tuple, Tensor] = {}
+
+    def bind(self, model: Any) -> "Knockout":
+        """Check every rule's layers against ``model``'s depth (once) and use them; returns self."""
+        self._layer_sets = [rule.layers_at(model) for rule in self.rules]
+        return self
+
+    def check_modalities(self, source: Any, **names: Any) -> None:
+        """Raise or warn (see the class docstring) when the inputs (``source``: anything
+        :func:`~hooked_avllm.analysis.arguments.held_kinds` reads, or its per-row result) lack a
+        media kind a rule names; ``names`` go to :func:`check_modality_present`."""
+        for rule in self.rules:
+            for side in ("query", "key"):
+                check_modality_present(source, getattr(rule, side), f"knockout rule {_name(rule.query)}->{_name(rule.key)}",
+                                       side, **names)
 
     def _code_tensor(self, kind: Any, device: torch.device) -> Tensor:
         key = (kind, str(device))
@@ -132,9 +226,18 @@ class Knockout:
             kinds[:, context.n_prompt - 1] = GENERATED
         return kinds
 
+    def _covers(self, i: int, layer: int) -> bool:
+        if self._layer_sets is None:
+            return self.rules[i].covers(layer)
+        covered = self._layer_sets[i]
+        return covered is None or layer in covered
+
     def blocked(self, layer: int, context: ForwardContext) -> Bool[Tensor, "batch query key"] | None:
         """Edges removed at ``layer`` in this forward (``None`` when no rule covers it)."""
-        covering = tuple(i for i, r in enumerate(self.rules) if r.covers(layer))
+        if self.check_inputs and context.step == 0 and self._checked is not context:
+            self._checked = context  # once per forward: a generation's prefill, or a plain forward
+            self.check_modalities(context.kinds)
+        covering = tuple(i for i in range(len(self.rules)) if self._covers(i, layer))
         if not covering:
             return None
         if self._memo is not None and self._memo[0] is context and self._memo[1] == covering:
@@ -156,10 +259,16 @@ class Knockout:
         return f"Knockout([{'; '.join(map(str, self.rules))}]{flag})"
 
 
-def _as_knockout(rules: Any, last_prompt_as_generated: bool) -> Knockout:
+def _as_knockout(rules: Any, last_prompt_as_generated: bool, model: Any) -> Knockout:
+    """A new :class:`Knockout` of ``rules`` bound to ``model`` (its layers checked)."""
     if isinstance(rules, Knockout):
-        return Knockout(rules.rules, rules.last_prompt_as_generated or last_prompt_as_generated)
-    return Knockout(rules, last_prompt_as_generated)
+        edit = Knockout(rules.rules, rules.last_prompt_as_generated or last_prompt_as_generated, rules.check_inputs)
+    elif isinstance(rules, (KnockoutRule, list, tuple)):
+        edit = Knockout(rules, last_prompt_as_generated)
+    else:
+        raise TypeError(f"rules={rules!r}: pass a KnockoutRule, a list of them or a Knockout, "
+                        f"not a {type(rules).__name__}")
+    return edit.bind(model)
 
 
 @contextmanager
@@ -168,11 +277,14 @@ def knockout(
 ) -> Iterator[Knockout]:
     """Apply knockout rules to every forward and generation step inside the ``with`` block.
 
+    The rules' layers are checked against the model's depth on entry; each forward checks that
+    its inputs hold the media kinds the rules name (see :class:`Knockout`).
+
     Example:
         >>> with knockout(model, KnockoutRule("any", "audio")):  # doctest: +SKIP
         ...     logits = model(inputs)
     """
-    edit = _as_knockout(rules, last_prompt_as_generated)
+    edit = _as_knockout(rules, last_prompt_as_generated, model)
     with model.edit_attention(edit):
         yield edit
 
@@ -187,10 +299,19 @@ def generate_with_knockout(
 ) -> Int[Tensor, "batch pos_plus_new"]:
     """Greedy generation under knockout rules (prefill and every cached decoding step).
 
+    The rules are checked before anything runs: their layers against the model's depth, their
+    media kinds against the inputs' layout (a rule on a modality no row holds raises; rows that
+    lack it are named in a warning).
+
     Example:
         >>> tokens = generate_with_knockout(model, inputs, KnockoutRule("generated", "video", (18, 30)))  # doctest: +SKIP
     """
-    with knockout(model, rules, last_prompt_as_generated):
+    edit = _as_knockout(rules, last_prompt_as_generated, model)
+    layout = carried_layout(inputs)
+    if layout is not None and edit.check_inputs:  # checked here, before the towers run, not again in the forward
+        edit.check_modalities(layout)
+        edit.check_inputs = False
+    with model.edit_attention(edit):
         return model.generate(inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
 
 
@@ -218,22 +339,50 @@ class KnockoutSweep:
                                  "score": float(self.scores[r, w, c])})
         return pd.DataFrame(rows)
 
-    def plot(self, path: Any = None, ylabel: str = "score") -> Any:
-        """Mean score per layer window, one line per rule, the no-knockout baseline dashed."""
+    def plot(self, path: Any = None, ylabel: str = "score", title: str = "Attention knockout during generation") -> Any:
+        """Mean score per layer window, one colour per rule, the no-knockout baseline dashed.
+
+        Windows are ticked by the layers they cover (``"0-3"``), in order of their first layer;
+        a line joins only windows of the same width (one line style per width), so windows of
+        different widths never zig-zag on one line. Error bars are ±1 standard error of the mean
+        over the clips (none with one clip); the caption under the plot says so.
+        """
         plt = pyplot()
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        centres = [(first + end - 1) / 2 for first, end in self.windows]
+        n_clips = self.scores.shape[2]
+        order = sorted(range(len(self.windows)), key=lambda w: (self.windows[w][0], self.windows[w][1]))
+        slot = {w: i for i, w in enumerate(order)}
+        widths = sorted({end - first for first, end in self.windows})
+        styles = ["-", "--", ":", "-."]
+        markers = ["o", "s", "^", "D"]
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(order) + 2), 3.8))
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         for r, name in enumerate(self.rule_names):
             mean = self.scores[r].mean(-1)
-            sem = self.scores[r].std(-1) / max(1, self.scores.shape[2]) ** 0.5
-            ax.plot(centres, mean, marker="o", label=name)
-            ax.fill_between(centres, mean - sem, mean + sem, alpha=0.2)
-        ax.axhline(float(self.baseline.mean()), color="k", linestyle="--", label="no knockout")
-        ax.set_xlabel("layer window (centre)")
+            sem = self.scores[r].std(-1, ddof=1) / n_clips ** 0.5 if n_clips > 1 else None
+            for k, width in enumerate(widths):
+                chosen = sorted((w for w, (first, end) in enumerate(self.windows) if end - first == width), key=slot.get)
+                label = name if len(widths) == 1 else f"{name}, {width}-layer windows"
+                dodge = 0.08 * (r - (len(self.rule_names) - 1) / 2)  # rules side by side: bars do not overlap
+                ax.errorbar([slot[w] + dodge for w in chosen], mean[chosen], yerr=None if sem is None else sem[chosen],
+                            color=colours[r % len(colours)], linestyle=styles[k % len(styles)],
+                            marker=markers[k % len(markers)], capsize=3, label=label)
+        ax.axhline(float(self.baseline.mean()), color="k", linestyle="--", linewidth=1, label="no knockout")
+        ax.set_xticks(range(len(order)), [_window_label(*self.windows[w]) for w in order],
+                      rotation=45 if len(order) > 8 else 0)
+        ax.set_xlabel("layers knocked out (window: first-last layer)")
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=8)
-        ax.set_title("Attention knockout during generation")
+        ax.set_title(title)
+        band = "error bars: ±1 SEM over the clips" if n_clips > 1 else "one clip: no error bars"
+        fig.text(0.01, -0.02, f"Points: mean {ylabel} over {n_clips} clip{'s' * (n_clips != 1)} with the rule in "
+                 f"that window; {band}; dashed: the mean without knockout.", fontsize=7, ha="left", va="top",
+                 wrap=True)
         return save(fig, path)
+
+
+def _window_label(first: int, end: int) -> str:
+    """A window's tick: the layers it covers, ``"0-3"`` (``"5"`` for one layer)."""
+    return str(first) if end - first == 1 else f"{first}-{end - 1}"
 
 
 def knockout_sweep(
@@ -255,9 +404,16 @@ def knockout_sweep(
     :func:`hooked_avllm.inputs.concat_inputs`); rows are scored in order as clips 0, 1, ...
     ``rules`` maps a name to a function of the layer range giving the rule(s), e.g.
     ``{"gen->video": lambda layers: KnockoutRule("generated", "video", layers)}``. ``windows`` are
-    ``(first, end)`` layer ranges. ``score(new_tokens, clip)`` scores one row's generated tokens.
-    ``batch_size`` regroups the clips (one row each) into left-padded batches of that many rows
-    first. The progress bar counts clips x conditions (the baseline plus rules x windows).
+    ``(first, end)`` layer ranges (end exclusive; negative ends count from the end). ``score(new_tokens,
+    clip)`` scores one row's generated tokens. ``batch_size`` regroups the clips (one row each) into
+    left-padded batches of that many rows first. The progress bar counts clips x conditions (the
+    baseline plus rules x windows).
+
+    Everything is checked before the first generation: every window against the model's depth
+    (a window list written for a deeper model, a reversed, empty or repeated window raises), and
+    the media kinds of the rules against the clips: a rule on a modality no clip holds raises;
+    clips that lack it are named in an :class:`~hooked_avllm.analysis.arguments.AnalysisWarning`
+    (their scores under that rule equal the baseline).
 
     The list runs through :func:`hooked_avllm.analysis.runner.run_sweep`. ``distributed`` (see
     :func:`hooked_avllm.parallel.active`): under ``torchrun`` each rank runs a contiguous block of the batches (of the regrouped batches with ``batch_size``, so every batch
@@ -269,8 +425,13 @@ def knockout_sweep(
         ...                        [(l, l + 4) for l in range(0, 36, 3)], score=audio_correct)  # doctest: +SKIP
         >>> sweep.plot("knockout.png")  # doctest: +SKIP
     """
-    edits = [None] + [_as_knockout(make(range(first, end)), last_prompt_as_generated)
-                      for make in rules.values() for first, end in windows]
+    ranges = check_windows(model, windows, "knockout_sweep: windows")
+    if not isinstance(rules, dict) or not rules:
+        raise ValueError(f"rules={rules!r}: pass a dict of at least one name -> function of the layer range, e.g. "
+                         "{'gen->video': lambda layers: KnockoutRule('generated', 'video', layers)}")
+    edits = [None] + [_as_knockout(make(layers), last_prompt_as_generated, model)
+                      for make in rules.values() for layers in ranges]
+    _check_sweep_modalities(edits[1:], batches)
 
     def run_conditions(unit: SweepUnit) -> np.ndarray:
         """Every condition on one clip or batch: ``[condition, row]`` scores. One generation per
@@ -287,7 +448,23 @@ def knockout_sweep(
                       progress=progress, distributed=distributed)
     table = np.concatenate(parts, axis=1)  # [no rule + rule x window, clip]
     scores = table[1:].reshape(len(rules), len(windows), table.shape[1])
-    return KnockoutSweep(scores, table[0], list(rules), [tuple(w) for w in windows])
+    return KnockoutSweep(scores, table[0], list(rules), [(r.start, r.stop) for r in ranges])
+
+
+def _check_sweep_modalities(edits: list[Knockout], batches: Any) -> None:
+    """The rules' media kinds against every clip of the sweep, once, before it runs (then not again
+    per forward). Clips without a layout (bare ids) leave the check to each forward."""
+    layouts = [carried_layout(b) for b in batches] if isinstance(batches, (list, tuple)) else []
+    if not layouts or any(layout is None for layout in layouts):
+        return
+    held = [h for layout in layouts for h in held_kinds(layout)]  # one set per clip, in clip order
+    checked: set = set()
+    for edit in edits:
+        for rule in edit.rules:
+            if (rule.query, rule.key) not in checked:
+                checked.add((rule.query, rule.key))
+                Knockout([rule]).check_modalities(held, row_name="clip")
+        edit.check_inputs = False
 
 
 def _scores_under(model: Any, inputs: Any, edit: Knockout | None, score: Callable, first_clip: int,

@@ -25,6 +25,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from hooked_avllm.analysis.arguments import check_layers
 from hooked_avllm.analysis.plotting import pyplot, save
 from hooked_avllm.inputs.select import PositionsOrIndices as PositionsLike
 from hooked_avllm.inputs.select import select_positions
@@ -104,17 +105,15 @@ def hook_names_for(model: "HookedAVLLM", hooks: str | Sequence[str] = "resid_pos
     ``hooks`` is a short name (``"resid_post"``, ``"resid_mid"``, ``"attn_out"``... -> ``blocks.{l}.hook_<name>``),
     a template with ``{l}`` (``"blocks.{l}.hook_resid_pre"``), one full hook name (``"hook_embed"``), a list of
     full names, or a regular expression matched against the model's hook names (``r"blocks\\.\\d+\\.hook_resid_(mid|post)"``).
-    ``layers`` (default: all; negative counts from the end) fills templates and short names.
+    ``layers`` (default: all; negative counts from the end) fills templates and short names; it is
+    checked against the model's depth (:func:`hooked_avllm.analysis.arguments.check_layers`: out of
+    range, empty or repeated layers raise).
 
     Example:
         >>> hook_names_for(model, "resid_pre", layers=[0, -1])  # doctest: +SKIP
         ['blocks.0.hook_resid_pre', 'blocks.35.hook_resid_pre']
     """
-    n_layers = model.cfg.n_layers
-    layer_list = list(range(n_layers)) if layers is None else [int(l) + n_layers if int(l) < 0 else int(l) for l in layers]
-    bad = [l for l in layer_list if not 0 <= l < n_layers]
-    if bad:
-        raise ValueError(f"layers {bad} are out of range for a {n_layers}-layer model")
+    layer_list = check_layers(model, layers, "logit_lens: layers")
     known = model.hook_dict
     if isinstance(hooks, str):
         if "{l}" in hooks:
@@ -249,11 +248,14 @@ class LogitLensResult:
             }
         )
 
-    def plot(self, path: str | None = None, annotate_max: int = 32) -> Any:
-        """Heatmap of the top-1 probability per hook (rows) and position (columns), annotated with
-        the top-1 token when at most ``annotate_max`` positions are shown; with tracked tokens, a
-        second panel gives each tracked token's probability per layer (mean over positions, and
-        max dashed). Saves to ``path`` when given; returns the figure.
+    def plot(self, path: str | None = None, annotate_max: int = 32, max_width: float = 15.0) -> Any:
+        """Heatmap of the top-1 probability per hook (rows) and position (columns), with the top-1
+        token written in the cells: in every cell when at most ``annotate_max`` positions are
+        shown, else in every k-th column (the title says which), so a long selection (250 audio
+        tokens) still carries token labels. With tracked tokens, a second panel gives each tracked
+        token's probability per hook (mean over positions solid, max dashed). The figure is at most
+        ``max_width`` inches wide (1,800 px at the saved 120 dpi). Saves to ``path`` when given;
+        returns the figure.
 
         Example:
             >>> logit_lens(model, inputs, positions="audio", track=[1234]).plot("lens.png")  # doctest: +SKIP
@@ -261,48 +263,69 @@ class LogitLensResult:
         plt = pyplot()
         tracked = self.track_probs is not None
         n_hook, n_pos = self.top_ids.shape[:2]
-        width = min(4 + 0.45 * n_pos, 24)
+        side = 4.0 if tracked else 0.0
+        width = min(3.0 + 0.4 * min(n_pos, annotate_max), max_width - side)
         fig, axes = plt.subplots(
-            1, 2 if tracked else 1, figsize=(width + (5 if tracked else 0), 1.5 + 0.32 * n_hook),
-            gridspec_kw={"width_ratios": [width, 5]} if tracked else None, squeeze=False,
+            1, 2 if tracked else 1, figsize=(width + side, max(3.0 if tracked else 2.0, 1.6 + 0.3 * n_hook)),
+            gridspec_kw={"width_ratios": [width, side]} if tracked else None, squeeze=False,
         )
         ax = axes[0, 0]
         image = ax.imshow(self.top_probs[:, :, 0].numpy(), aspect="auto", cmap="Blues", vmin=0, vmax=1,
                           interpolation="nearest")
         fig.colorbar(image, ax=ax, label="top-1 probability", fraction=0.03)
-        labels = [str(l) if l >= 0 else name for l, name in zip(self.layers, self.hook_names)]
+        labels = self._row_labels()
         ax.set_yticks(range(n_hook), labels)
-        ax.set_ylabel("layer")
+        ax.set_ylabel("layer (resid after the block)" if all(l >= 0 for l in self.layers) else "hook")
+        # write (and tick) the top-1 token at every k-th position: as many as fit at about 0.45 in each
+        n_labels = max(1, min(annotate_max, n_pos, int(width / 0.45)))
+        every = 1 if n_pos <= annotate_max else -(-n_pos // n_labels)
+        ticks = list(range(0, n_pos, every))
+        column = (width - 1.0) / max(n_pos, 1) * every  # inches per written label (the colour bar takes ~1 in)
+        chars = int(min(8, max(3, column * 20)))  # a 6-7 pt character is about 0.05 in wide
         all_audio = bool(torch.isfinite(self.audio_time).all()) and n_pos > 0
-        step = max(1, n_pos // 40)
-        ticks = list(range(0, n_pos, step))
         if all_audio:
             ax.set_xticks(ticks, [f"{float(self.audio_time[i]):.2f}" for i in ticks], rotation=90)
-            ax.set_xlabel("audio time (s)")
+            ax.set_xlabel("audio time (s) of the position")
         else:
             ax.set_xticks(ticks, [f"{int(self.positions[i])}" for i in ticks], rotation=90)
-            ax.set_xlabel("position")
-        if n_pos <= annotate_max:
-            top1 = self.top1()
-            for h in range(n_hook):
-                for p in range(n_pos):
-                    prob = float(self.top_probs[h, p, 0])
-                    ax.text(p, h, top1[h][p].strip()[:8] or repr(top1[h][p]), ha="center", va="center", fontsize=7,
-                            color="white" if prob > 0.5 else "black")
+            ax.set_xlabel("sequence position")
+        top1 = self.top1()
+        for h in range(n_hook):
+            for p in ticks:
+                prob = float(self.top_probs[h, p, 0])
+                ax.text(p, h, top1[h][p].strip()[:chars] or repr(top1[h][p]), ha="center", va="center",
+                        fontsize=6 if chars < 8 else 7, color="white" if prob > 0.5 else "black")
         norm = "final norm + unembedding" if self.apply_final_norm else "unembedding only"
-        ax.set_title(f"logit lens ({norm}): top-1 token")
+        which = "" if every == 1 else f" (written at every {_ordinal(every)} of {n_pos} positions)"
+        ax.set_title(f"logit lens ({norm}): top-1 token{which}", fontsize=10)
         if tracked:
             ax2 = axes[0, 1]
-            x = [l if l >= 0 else i for i, l in enumerate(self.layers)]
+            x = list(range(n_hook))
             for t, label in enumerate(self.track_labels):
                 line = ax2.plot(x, self.track_probs[:, :, t].mean(1).numpy(), label=f"{label!r} mean")[0]
                 ax2.plot(x, self.track_probs[:, :, t].amax(1).numpy(), "--", color=line.get_color(), label=f"{label!r} max")
-            ax2.set_xlabel("layer")
+            step = max(1, n_hook // 12)
+            shown = labels[::step]
+            ax2.set_xticks(x[::step], shown, rotation=90 if len(shown) * max(map(len, shown)) > 40 else 0)
+            ax2.set_xlabel(ax.get_ylabel())
             ax2.set_ylabel("probability")
-            ax2.set_title("tracked tokens")
+            ax2.set_title(f"tracked tokens over {n_pos} positions", fontsize=10)
             ax2.legend(fontsize=7)
         fig.tight_layout()
         return save(fig, path)
+
+    def _row_labels(self) -> list[str]:
+        """A hook's label: its block for ``blocks.{l}.hook_resid_post``, else the hook name (short)."""
+        plain = all(name == f"blocks.{l}.hook_resid_post" for l, name in zip(self.layers, self.hook_names))
+        if plain:
+            return [str(l) for l in self.layers]
+        return [name.replace("blocks.", "").replace("hook_", "") for name in self.hook_names]
+
+
+def _ordinal(n: int) -> str:
+    """``2`` -> ``"2nd"``, ``11`` -> ``"11th"``, ``23`` -> ``"23rd"``."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 # ---------------------------------------------------------------------------------------------

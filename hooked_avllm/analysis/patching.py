@@ -7,12 +7,20 @@ window of the audio, or explicit masks), and every patch below goes through that
 activations (``audio.*``, ``vision.*``, ``*_proj.hook_out``) have no LLM positions and are
 patched whole, which needs the same shapes in both runs (the same media lengths).
 
+Score at the answer token: ``answer_prefix="I hear"`` teacher-forces the answer's first words
+after both runs' prompts, so the metric is read where the model says the answer word (at the last
+prompt position a chat model says "I", and the audio-only vs conflict gap there is noise). Each
+sweep reports every pair's clean-corrupt gap (``sweep.gaps``, ``sweep.pair_table()``) and warns
+(:class:`~hooked_avllm.analysis.metrics.MetricGapWarning`) naming the pairs where it is tiny or has
+the wrong sign.
+
 Example:
-    >>> source = model.prepare(prompt="What do you hear?", audio="dog.wav")               # doctest: +SKIP
-    >>> target = model.prepare(prompt="What do you hear?", video="car_with_dog_audio.mp4")  # doctest: +SKIP
-    >>> metric = logit_diff(" dog", " car", model)                                         # doctest: +SKIP
-    >>> logits = patch(model, source, target, "blocks.20.hook_resid_post", modality="audio")  # doctest: +SKIP
-    >>> sweep = patching_sweep(model, source, target, metric)                              # doctest: +SKIP
+    >>> source = model.prepare(prompt="What do you hear?", audio="barking.wav")              # doctest: +SKIP
+    >>> target = model.prepare(prompt="What do you hear?", video="car_with_barking.mp4")    # doctest: +SKIP
+    >>> metric = logit_diff(" barking", " rumbling", model)                                 # doctest: +SKIP
+    >>> logits = patch(model, source, target, "blocks.20.hook_resid_post", answer_prefix="I hear")  # doctest: +SKIP
+    >>> sweep = patching_sweep(model, source, target, metric, answer_prefix="I hear")       # doctest: +SKIP
+    >>> sweep.pair_table()                          # source, target, gap per pair            # doctest: +SKIP
     >>> sweep.plot("restoration.png"); sweep.table().head()                                # doctest: +SKIP
 
 Costs: :func:`patch` is one source forward (caching only the patched hooks at the aligned
@@ -23,11 +31,13 @@ swept component, so a 36-layer x 3-component sweep costs 36 LLM forwards, not 10
 
 from __future__ import annotations
 
+import difflib
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from jaxtyping import Float
@@ -35,18 +45,37 @@ from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from hooked_avllm.analysis.alignment import Modality, PositionAlignment, align_positions
+from hooked_avllm.analysis.logit_lens import token_decoder
+from hooked_avllm.analysis.arguments import check_layers
 from hooked_avllm.analysis.metrics import (
+    ABSOLUTE_FLOOR,
+    GAP_FRACTION,
     Metric,
+    MetricGapWarning,
+    PairGaps,
     answer_prob,
+    check_gaps,
     final_logits,
     kl_to_source,
     logit_diff,
+    measure_pair,
+    metric_name,
     metric_value,
     restoration,
 )
 from hooked_avllm.analysis.plotting import pyplot, save
 from hooked_avllm.analysis.runner import SweepUnit, run_sweep
-from hooked_avllm.analysis.source_run import check_reach, is_encoder_hook, paired_runs, run_source
+from hooked_avllm.analysis.source_run import (
+    AnswerPrefix,
+    answer_prefix_ids,
+    check_reach,
+    is_encoder_hook,
+    paired_runs,
+    patched_at,
+    run_source,
+    scored_at,
+    with_answer_prefix,
+)
 
 __all__ = [
     "PatchingSweep",
@@ -68,9 +97,20 @@ HookSpec = str | tuple  # "blocks.3.hook_resid_pre" or ("resid_pre", 3)
 # ---------------------------------------------------------------------------------------- hooks
 
 
-def _hook_name(spec: HookSpec) -> str:
+def _hook_name(spec: HookSpec, model: Any = None) -> str:
     if isinstance(spec, tuple):
-        return get_act_name(spec[0], int(spec[1]))
+        if len(spec) != 2 or not isinstance(spec[0], str):
+            raise TypeError(f"hook_names: a (component, layer) pair looks like ('resid_pre', 3); got {spec!r}")
+        layer = spec[1]
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            raise TypeError(f"hook_names: the layer of {spec!r} must be an int, got {layer!r}")
+        if model is not None:
+            n = model.cfg.n_layers
+            if not -n <= layer < n:
+                raise ValueError(f"hook_names: {spec!r} names layer {layer}, which this {n}-layer model lacks (layers "
+                                 f"0..{n - 1}, or -{n}..-1 counted from the end)")
+            layer %= n
+        return get_act_name(spec[0], layer)
     if not isinstance(spec, str):
         raise TypeError(f"a hook is a full name ('blocks.3.hook_resid_pre') or a (component, layer) pair; got {spec!r}")
     return spec
@@ -78,17 +118,36 @@ def _hook_name(spec: HookSpec) -> str:
 
 def _check_patchable(name: str, model: Any = None) -> None:
     if model is not None and name not in model.hook_dict:
-        raise ValueError(f"the model has no hook {name!r}; names look like 'blocks.3.hook_resid_pre' or 'audio_proj.hook_out'")
+        close = difflib.get_close_matches(name, list(model.hook_dict), n=3, cutoff=0.6)
+        hint = f"; the closest are {close}" if close else ""
+        raise ValueError(
+            f"the model has no hook {name!r} (it has {model.cfg.n_layers} LLM layers){hint}; names look like "
+            "'blocks.3.hook_resid_pre' or 'audio_proj.hook_out' (model.hook_dict lists them all)"
+        )
     if not is_encoder_hook(name) and ("hook_pattern" in name or "hook_attn_scores" in name):
         raise ValueError(
             f"{name} is indexed by query and key positions; patch hook_z (per head) or hook_attn_out instead"
         )
 
 
-def _heads_index(heads: int | Sequence[int] | None) -> Tensor | None:
-    if heads is None:
-        return None
-    return torch.tensor([heads] if isinstance(heads, int) else list(heads), dtype=torch.long)
+def _llm_components(model: Any) -> list[str]:
+    """The short names of the hooks of an LLM layer ('resid_pre', 'attn_out', 'z', ...)."""
+    names = []
+    for hook in model.hook_dict:
+        if hook.startswith("blocks.0."):
+            short = hook[len("blocks.0."):].rsplit(".", 1)[-1].removeprefix("hook_")
+            if get_act_name(short, 0) == hook and short not in ("pattern", "attn_scores"):
+                names.append(short)
+    return names
+
+
+def _heads_index(heads: int | Sequence[int] | None, model: Any = None) -> Tensor | None:
+    if heads is None or isinstance(heads, Tensor):
+        return heads
+    given = [heads] if isinstance(heads, int) and not isinstance(heads, bool) else heads
+    if model is None:
+        return torch.tensor(list(given), dtype=torch.long)
+    return torch.tensor(check_layers(model.cfg.text.n_heads, given, "heads", what="head"), dtype=torch.long)
 
 
 def _write(
@@ -155,6 +214,7 @@ def patch(
     heads: int | Sequence[int] | None = None,
     time: tuple[float, float] | None = None,
     source_rows: Sequence[int] | None = None,
+    answer_prefix: AnswerPrefix = None,
     return_cache: bool = False,
 ) -> Float[Tensor, "batch pos vocab"] | tuple[Tensor, Any]:
     """Run ``target`` with the ``modality`` positions of ``hook_names`` taken from ``source``.
@@ -167,29 +227,46 @@ def patch(
 
     Args:
         hook_names: one or several full names, or ``(component, layer)`` pairs (``("resid_pre", 3)``).
+        answer_prefix: the answer's first words (``"I hear"``, or their token ids) teacher-forced
+            after both runs' prompts, so that the returned logits' last position predicts the
+            answer word (score them with ``metric(logits)``: the last column).
         return_cache: also return the patched run's :class:`AVActivationCache` (every hook).
 
     Returns:
         The target's logits ``[batch, pos, vocab]`` under the patch (and the cache if asked).
 
     Example:
-        >>> logits = patch(model, audio_only, audio_video, [("resid_pre", 10)], modality="audio")  # doctest: +SKIP
-        >>> logits = patch(model, audio_only, audio_video, "blocks.10.attn.hook_z", heads=3)       # doctest: +SKIP
+        >>> logits = patch(model, audio_only, audio_video, [("resid_pre", 10)], answer_prefix="I hear")  # doctest: +SKIP
+        >>> logit_diff(" barking", " rumbling", model)(logits)                                          # doctest: +SKIP
+        >>> logits = patch(model, audio_only, audio_video, "blocks.10.attn.hook_z", heads=3)            # doctest: +SKIP
     """
     single = isinstance(hook_names, str) or (
         isinstance(hook_names, tuple) and len(hook_names) == 2 and isinstance(hook_names[1], int)
     )
     specs = [hook_names] if single else list(hook_names)
-    names = [_hook_name(s) for s in specs]
+    if not specs:
+        raise ValueError("hook_names is empty: name at least one hook to patch, e.g. 'blocks.3.hook_resid_pre'")
+    names = [_hook_name(s, model) for s in specs]
     for name in names:
         _check_patchable(name, model)
+    head_index = _heads_index(heads, model)
+    if head_index is not None:
+        flat = [n for n in names if not is_encoder_hook(n) and not n.split(".")[-1] in _PER_HEAD_HOOKS]
+        if flat:
+            raise ValueError(f"heads={heads!r} applies to per-head hooks ({', '.join(_PER_HEAD_HOOKS)}); {flat[0]} has no "
+                             "head axis: patch it without heads=, or patch blocks.{l}.attn.hook_z")
+    prefix = answer_prefix_ids(model, answer_prefix)
+    source, target = with_answer_prefix(source, prefix), with_answer_prefix(target, prefix)
     source_run = run_source(model, source, target, names, modality, time=time, source_rows=source_rows)
     with torch.no_grad():
-        hooks = patching_hooks(source_run.store, source_run.align, names, heads)
+        hooks = patching_hooks(source_run.store, source_run.align, names, head_index)
         if return_cache:
             with model.hooks(fwd_hooks=hooks):
                 return model.run_with_cache(target)
         return model.run_with_hooks(target, fwd_hooks=hooks)
+
+
+_PER_HEAD_HOOKS = ("hook_z", "hook_q", "hook_k", "hook_v", "hook_rot_q", "hook_rot_k", "hook_result")
 
 
 # ---------------------------------------------------------------------------------------- sweep
@@ -202,11 +279,18 @@ class PatchingSweep:
     ``values`` is ``[component, layer]`` (``[layer, head]`` for a ``"z"`` sweep), averaged over
     the (source, target) pairs and the target rows; ``per_pair`` keeps the pairs
     (``[pair, ...]``). ``source_value`` / ``target_value`` are the metric on the unpatched runs
-    (per pair) and ``restoration`` the normalised effect, averaged over pairs. Cells a component
-    does not have (an encoder with fewer layers) are NaN; an encoder hook without a layer fills its
+    (per pair), ``gap`` their difference (restoration's denominator) and ``restoration`` the
+    normalised effect, averaged over pairs; ``gaps`` adds each pair's noise floor and verdict
+    (:class:`~hooked_avllm.analysis.metrics.PairGaps`; ``pair_table()`` shows them), and
+    ``weak_pairs`` lists the pairs whose gap is tiny or has the wrong sign (restoration warns
+    while there are any). ``scored_at`` says where the metric was read, ``patched_at`` which
+    positions were patched (encoder hooks: whole). Cells a component does
+    not have (an encoder with fewer layers) are NaN; an encoder hook without a layer fills its
     whole row. ``n_forwards`` counts patched forwards (the two reference forwards per pair, the
     source run and the unpatched target, come on top).
     """
+
+    method: ClassVar[str] = "activation patching (real)"
 
     per_pair: Float[Tensor, "pair row col"]
     source_value: Float[Tensor, " pair"]
@@ -217,21 +301,70 @@ class PatchingSweep:
     metric_name: str
     n_forwards: int
     fixed_rows: list[int] = field(default_factory=list)  # rows of layer-less encoder hooks
+    gaps: PairGaps | None = None  # None: built from the values with the generic noise floor
+    scored_at: str = "the last input position"
+    patched_at: str = "the aligned positions"
+
+    def __post_init__(self) -> None:
+        if self.gaps is None:
+            n = len(self.source_value)
+            measures = [(float(self.source_value[i]), float(self.target_value[i]), gap_floor_of(self.source_value[i],
+                         self.target_value[i]), -1, float("nan"), float("nan")) for i in range(n)]
+            self.gaps = PairGaps.of(measures)
 
     @property
     def values(self) -> Float[Tensor, "row col"]:
         return self.per_pair.mean(0)
 
     @property
+    def gap(self) -> Float[Tensor, " pair"]:
+        """The clean-corrupt gap of each pair: the metric on the source run minus on the target run."""
+        return self.source_value - self.target_value
+
+    @property
+    def weak_pairs(self) -> list[int]:
+        """Pairs whose gap is tiny (at most the metric's noise floor) or has the wrong sign."""
+        return self.gaps.weak.nonzero().flatten().tolist()
+
+    def pair_table(self) -> Any:
+        """A pandas DataFrame, one row per (source, target) pair: the metric on the source and target
+        runs, their gap, the metric's noise floor there and a check ("ok", "tiny gap", "wrong sign")."""
+        return self.gaps.table()
+
+    @property
     def restoration(self) -> Float[Tensor, "row col"]:
+        weak = self.weak_pairs
+        if weak:
+            warnings.warn(
+                f"restoration averages pairs {weak} whose clean-corrupt gap is tiny or of the wrong sign "
+                f"({', '.join(f'{float(self.gap[i]):.3g}' for i in weak[:6])}; see .pair_table()): it is noise there. "
+                "Score at the answer token (answer_prefix=) or leave those pairs out",
+                MetricGapWarning, stacklevel=2,
+            )
         diff = (self.source_value - self.target_value)[:, None, None]
         return ((self.per_pair - self.target_value[:, None, None]) / diff).mean(0)
 
-    def table(self) -> Any:
-        """A long pandas DataFrame: one row per cell (component, layer | layer, head), with value and restoration."""
+    def table(self, per_pair: bool = False) -> Any:
+        """A long pandas DataFrame: one row per cell (component, layer | layer, head), with value and
+        restoration (means over pairs). ``per_pair=True``: one row per (pair, cell), with the pair's
+        source and target values and their gap beside the cell's value and restoration."""
         import pandas as pd
 
-        values, restored = self.values, self.restoration
+        if per_pair:
+            gap = self.gap
+            frames = []
+            for p in range(self.per_pair.shape[0]):
+                one = self._cells(self.per_pair[p], (self.per_pair[p] - self.target_value[p]) / gap[p])
+                one.insert(0, "pair", p)
+                one["source"], one["target"], one["gap"] = float(self.source_value[p]), float(self.target_value[p]), float(gap[p])
+                frames.append(one)
+            return pd.concat(frames, ignore_index=True)
+        return self._cells(self.values, self.restoration)
+
+    def _cells(self, values: Tensor, restored: Tensor) -> Any:
+        """One row per cell of ``values`` / ``restored`` ([row, col])."""
+        import pandas as pd
+
         rows = []
         for i, r in enumerate(self.row_labels):
             for j, c in enumerate(self.col_labels):
@@ -249,13 +382,27 @@ class PatchingSweep:
             df[self.axis_names[0]] = df[self.axis_names[0]].astype("Int64")
         return df
 
+    def default_title(self, normalized: bool = True) -> str:
+        """What the figure shows: the method (real patching or its linear estimate), the metric, where
+        it was scored, and how many pairs (and weak pairs) the mean covers."""
+        what = f"restoration of {self.metric_name}" if normalized else self.metric_name
+        n = len(self.source_value)
+        weak = self.weak_pairs
+        pairs = f"mean of {n} pair{'s' if n != 1 else ''}" + (f", {len(weak)} with a weak gap" if weak else "")
+        return f"{self.method}: {what}\npatched at {self.patched_at}; {pairs}\nscored at {self.scored_at}"
+
     def plot(self, path: str | Path | None = None, normalized: bool = True, title: str | None = None) -> Any:
-        """Heatmap of ``restoration`` (or raw ``values``); saved to ``path`` (PNG) when given. Returns the figure."""
+        """Heatmap of ``restoration`` (or raw ``values``); saved to ``path`` (PNG) when given. Returns the figure.
+
+        The default title names the method (activation patching or its attribution estimate), the
+        metric, where it was scored and the pairs averaged."""
         import numpy as np
 
         plt = pyplot()
-        data = (self.restoration if normalized else self.values).numpy()
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.3 * len(self.col_labels) + 2), max(2.0, 0.4 * len(self.row_labels) + 1.2)))
+        with warnings.catch_warnings():  # the sweep already warned about weak pairs
+            warnings.simplefilter("ignore", MetricGapWarning)
+            data = (self.restoration if normalized else self.values).numpy()
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.3 * len(self.col_labels) + 2), max(2.8, 0.4 * len(self.row_labels) + 2.0)))
         if normalized:
             image = ax.imshow(data, aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1)
         else:
@@ -265,9 +412,15 @@ class PatchingSweep:
         ax.set_xticks(range(len(self.col_labels)), [str(c) for c in self.col_labels])
         ax.set_yticks(range(len(self.row_labels)), [str(r) for r in self.row_labels])
         ax.set_xlabel(self.axis_names[1]), ax.set_ylabel(self.axis_names[0])
-        ax.set_title(title or f"{'restoration' if normalized else self.metric_name} by {' x '.join(self.axis_names)}")
-        fig.colorbar(image, ax=ax, label="restoration" if normalized else self.metric_name)
+        ax.set_title(title or self.default_title(normalized), fontsize=9)
+        label = "restoration (0 = target run, 1 = source run)" if normalized else self.metric_name
+        fig.colorbar(image, ax=ax, label=label)
         return save(fig, path)
+
+
+def gap_floor_of(source: Any, target: Any) -> float:
+    """The generic noise floor of one pair (a tenth of the larger value), for sweeps built by hand."""
+    return max(GAP_FRACTION * max(abs(float(source)), abs(float(target))), ABSOLUTE_FLOOR)
 
 
 def _encoder_layers(model: Any, template: str) -> list[int]:
@@ -310,26 +463,39 @@ class SweepCells:
 
 
 def checked_layers(model: Any, layers: Sequence[int] | None) -> list[int]:
-    """``layers`` as ints (all LLM layers when None); raises for a layer the LLM lacks."""
-    n_layers = model.cfg.n_layers
-    layers = list(range(n_layers)) if layers is None else [int(l) for l in layers]
-    for layer in layers:
-        if not 0 <= layer < n_layers:
-            raise ValueError(f"layer {layer} is out of range: the LLM has {n_layers} layers")
-    if not layers:
-        raise ValueError("layers is empty: give at least one LLM layer")
-    return layers
+    """``layers`` as non-negative ints (all LLM layers when None; negative ones count from the end);
+    raises naming the value for a layer the LLM lacks, a layer named twice, a bare int or a float
+    (see :func:`hooked_avllm.analysis.arguments.check_layers`)."""
+    return check_layers(model, layers, "layers")
 
 
 def _is_full_hook_name(model: Any, component: str) -> bool:
     return component in model.hook_dict and ("." in component or component.startswith("hook_"))
 
 
-def sweep_cells(model: Any, layers: list[int], components: Sequence[str] | str, heads: Sequence[int] | None) -> SweepCells:
-    """The cells of ``patching_sweep`` / ``attribution_patching`` for these components (see there)."""
-    components = [components] if isinstance(components, str) else list(components)
+def _checked_components(model: Any, components: Any) -> list[str]:
+    """``components`` as a non-empty list of distinct strings (one string is a list of one)."""
+    if isinstance(components, str):
+        components = [components]
+    elif not isinstance(components, Sequence):
+        raise TypeError(f"components={components!r}: pass a list of component names, e.g. ('resid_pre', 'attn_out', "
+                        "'mlp_out')")
+    components = list(components)
     if not components:
         raise ValueError("components is empty: give at least one (e.g. 'resid_pre', 'attn_out', 'mlp_out')")
+    for comp in components:
+        if not isinstance(comp, str) or not comp:
+            raise TypeError(f"components={components!r}: each component is a non-empty name such as 'resid_pre', got "
+                            f"{comp!r}")
+    twice = sorted({c for c in components if components.count(c) > 1})
+    if twice:
+        raise ValueError(f"components={components!r} names {twice} more than once; name each component once")
+    return components
+
+
+def sweep_cells(model: Any, layers: list[int], components: Sequence[str] | str, heads: Sequence[int] | None) -> SweepCells:
+    """The cells of ``patching_sweep`` / ``attribution_patching`` for these components (see there)."""
+    components = _checked_components(model, components)
     per_head = "z" in components
     if per_head and len(components) > 1:
         raise ValueError("sweep 'z' (per head, [layer, head]) in its own call; use 'attn_out' for all heads at once")
@@ -337,11 +503,7 @@ def sweep_cells(model: Any, layers: list[int], components: Sequence[str] | str, 
     whole_cells: list[tuple[int, int, str]] = []
     fixed_rows: list[int] = []
     if per_head:
-        n_heads = model.cfg.text.n_heads
-        head_list = list(range(n_heads)) if heads is None else [int(h) for h in heads]
-        bad = [h for h in head_list if not 0 <= h < n_heads]
-        if bad:
-            raise ValueError(f"heads {bad} are out of range: the LLM has {n_heads} heads per layer")
+        head_list = check_layers(model.cfg.text.n_heads, heads, "heads", what="head")
         for i, layer in enumerate(layers):
             llm_cells[layer] = [(i, j, get_act_name("z", layer), h) for j, h in enumerate(head_list)]
         return SweepCells([int(l) for l in layers], head_list, ("layer", "head"), llm_cells, whole_cells, fixed_rows, True)
@@ -357,6 +519,14 @@ def sweep_cells(model: Any, layers: list[int], components: Sequence[str] | str, 
             whole_cells.append((i, -1, comp))
         else:
             having = [layer for layer in range(model.cfg.n_layers) if get_act_name(comp, layer) in model.hook_dict]
+            if not having:
+                known = _llm_components(model)
+                close = difflib.get_close_matches(comp, known, n=3, cutoff=0.5)
+                raise ValueError(
+                    f"components: {comp!r} is not a component of this model's LLM layers{f' (closest: {close})' if close else ''}; "
+                    f"use one of {known}, an encoder template such as 'audio.blocks.{{l}}.hook_resid_post', or a full "
+                    "hook name"
+                )
             missing = [layer for layer in layers if layer not in having]
             if having and missing:
                 raise ValueError(
@@ -382,6 +552,7 @@ def patching_sweep(
     heads: Sequence[int] | None = None,
     time: tuple[float, float] | None = None,
     source_rows: Sequence[int] | None = None,
+    answer_prefix: AnswerPrefix | Sequence[AnswerPrefix] = None,
     layers_per_forward: int = 1,
     progress: bool = True,
     distributed: bool | None = None,
@@ -397,56 +568,72 @@ def patching_sweep(
             averaged over pairs (``per_pair`` keeps them) and over target rows.
         metric: ``metric(logits, inputs) -> [batch] or scalar`` (e.g. :func:`logit_diff`), or one
             metric per pair (per-clip answers, :func:`kl_to_source` of each source).
-        layers: LLM layers to sweep (default all).
+        layers: LLM layers to sweep (default all; negative ones count from the end).
         components: LLM components (``resid_pre``, ``resid_mid``, ``resid_post``, ``attn_out``,
             ``mlp_out``, any ``get_act_name`` short name with positions), encoder hook templates
             (``"audio.blocks.{l}.hook_resid_post"``, swept over the tower's layers), fixed hooks
             given by their full name (``"audio_proj.hook_out"``, ``"ln_final.hook_normalized"``:
             one row, one patched forward); or ``("z",)`` alone for a [layer, head] sweep.
         heads: the heads of a ``"z"`` sweep (default all).
-        modality, time, source_rows: as in :func:`align_positions`.
+        modality, time, source_rows: as in :func:`align_positions` (``"last"``: the last position
+            of the runs, after the answer prefix when one is given).
+        answer_prefix: where the metric is read. The answer's first words (``"I hear"``, or token
+            ids; one for every pair, or a list with one per pair) are teacher-forced after both
+            runs' prompts, so the metric scores the answer word; None reads the last position of
+            the inputs as given (for a chat model, where it says "I").
         progress: a bar over pairs x cells.
         distributed: under ``torchrun``, each rank patches a contiguous block of the pairs and
             every rank returns the whole sweep (see :func:`hooked_avllm.parallel.active`);
             ``False`` runs every pair in every process. The pairs run through
             :func:`hooked_avllm.analysis.runner.run_sweep`.
 
+    Warns:
+        :class:`~hooked_avllm.analysis.metrics.MetricGapWarning` naming the pairs whose
+        clean-corrupt gap (metric on the source run minus on the target run) is at most the
+        metric's noise floor or has the sign opposite to most pairs' (``sweep.pair_table()``).
+
     Example:
-        >>> sweep = patching_sweep(model, audio_only, audio_video, logit_diff(" dog", " car", model))  # doctest: +SKIP
-        >>> sweep.values.shape, sweep.n_forwards                                                        # doctest: +SKIP
+        >>> metric = logit_diff(" barking", " rumbling", model)                                      # doctest: +SKIP
+        >>> sweep = patching_sweep(model, audio_only, audio_video, metric, answer_prefix="I hear")  # doctest: +SKIP
+        >>> sweep.values.shape, sweep.n_forwards                                                     # doctest: +SKIP
         (torch.Size([3, 36]), 36)
-        >>> sweep.plot("patching.png")                                                                  # doctest: +SKIP
+        >>> sweep.pair_table(); sweep.plot("patching.png")                                           # doctest: +SKIP
     """
     layers = checked_layers(model, layers)
-    if layers_per_forward < 1:
-        raise ValueError(f"layers_per_forward must be >= 1, got {layers_per_forward}")
+    if isinstance(layers_per_forward, bool) or not isinstance(layers_per_forward, int) or layers_per_forward < 1:
+        raise ValueError(f"layers_per_forward must be an int >= 1 (LLM layers per batched forward), got {layers_per_forward!r}")
     cells = sweep_cells(model, layers, components, heads)
     llm_cells, fixed_rows = cells.llm_cells, cells.fixed_rows
     row_labels, col_labels, axis_names, per_head = cells.row_labels, cells.col_labels, cells.axis_names, cells.per_head
     groups = [layers[k : k + layers_per_forward] for k in range(0, len(layers), layers_per_forward)]
     groups = [g for g in groups if any(l in llm_cells for l in g)]
 
-    pairs, metrics = paired_runs(source, target, metric)
+    pairs, metrics = paired_runs(source, target, metric, model, answer_prefix)
 
-    def one_pair(unit: SweepUnit) -> tuple[Tensor, float, float, int]:
+    def one_pair(unit: SweepUnit) -> tuple[Tensor, tuple, int]:
         (src, tgt), pair_metric = unit.item
         return _sweep_pair(model, src, tgt, pair_metric, cells, groups, modality, time, source_rows, unit)
 
     done = run_sweep(one_pair, list(zip(pairs, metrics)), tool="patching sweep", unit="pairs", steps=cells.n_cells,
                      step_name="cells", progress=progress, distributed=distributed)
     per_pair = torch.stack([d[0] for d in done])
-    source_values, target_values = torch.tensor([d[1] for d in done]), torch.tensor([d[2] for d in done])
-    n_forwards = sum(d[3] for d in done)
-    name = getattr(metrics[0], "__name__", type(metrics[0]).__name__)
-    return PatchingSweep(per_pair, source_values, target_values, [str(r) if not per_head else r for r in row_labels],
-                         col_labels, axis_names, name, n_forwards, fixed_rows)
+    gaps = PairGaps.of([d[1] for d in done])
+    n_forwards = sum(d[2] for d in done)
+    tokenizer = getattr(model, "tokenizer", None)
+    decode = token_decoder(tokenizer) if tokenizer is not None else None
+    check_gaps(gaps, "patching sweep", decode)
+    return PatchingSweep(per_pair, gaps.source.float(), gaps.target.float(),
+                         [str(r) if not per_head else r for r in row_labels], col_labels, axis_names,
+                         metric_name(metrics, decode), n_forwards, fixed_rows, gaps, scored_at(model, answer_prefix),
+                         patched_at(modality, time))
 
 
 def _sweep_pair(model: Any, src: Any, tgt: Any, metric: Metric, cells: SweepCells, groups: list[list[int]],
-                modality: Modality, time: Any, source_rows: Any, unit: SweepUnit) -> tuple[Tensor, float, float, int]:
+                modality: Modality, time: Any, source_rows: Any, unit: SweepUnit) -> tuple[Tensor, tuple, int]:
     """One (source, target) pair of :func:`patching_sweep`: the patched metric per cell ``[row, col]``
-    (NaN where a component has no such layer), the source and target values, the patched forwards;
-    advances the sweep's bar by the cells of each forward."""
+    (NaN where a component has no such layer), the pair's gap measures (see
+    :func:`~hooked_avllm.analysis.metrics.measure_pair`), the patched forwards; advances the
+    sweep's bar by the cells of each forward."""
     llm_cells, enc_cells = cells.llm_cells, cells.whole_cells
     per_pair = torch.full((len(cells.row_labels), len(cells.col_labels)), float("nan"))
     n_forwards = 0
@@ -456,7 +643,9 @@ def _sweep_pair(model: Any, src: Any, tgt: Any, metric: Metric, cells: SweepCell
     with torch.no_grad():
         llm = model.llm_inputs(tgt)  # the target's towers, once
         batch = llm["embeds"].shape[0]
-        target_value = metric_value(metric, model.run_decoder(**llm, return_type="logits"), tgt)
+        target_logits = model.run_decoder(**llm, return_type="logits")
+        target_value = metric_value(metric, target_logits, tgt)
+        measures = measure_pair(metric, source_run.answer_logits, final_logits(target_logits, tgt), source_value, target_value)
 
         for group in groups:
             group_cells = [c for layer in group for c in llm_cells.get(layer, [])]
@@ -486,7 +675,7 @@ def _sweep_pair(model: Any, src: Any, tgt: Any, metric: Metric, cells: SweepCell
             else:
                 per_pair[i, j] = value
             unit.advance(1)
-    return per_pair, source_value, target_value, n_forwards
+    return per_pair, measures, n_forwards
 
 
 def _block_writer(src: Tensor, align: PositionAlignment, blocks: list[tuple[int, int | None]]) -> Callable:

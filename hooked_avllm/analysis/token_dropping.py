@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
@@ -24,6 +25,7 @@ import torch
 from jaxtyping import Bool
 from torch import Tensor
 
+from hooked_avllm.analysis.arguments import check_modality_present, model_depth
 from hooked_avllm.analysis.knockout import _codes
 from hooked_avllm.forward_context import ForwardContext
 
@@ -31,24 +33,53 @@ from hooked_avllm.forward_context import ForwardContext
 class DropTokens:
     """An attention edit: tokens of ``kinds`` stop being read after ``after_layer``.
 
-    ``after_layer=-1`` drops them from the start (they are seen by no layer).
+    ``after_layer=-1`` drops them from the start (they are seen by no layer); the last useful
+    value is the second-to-last layer (dropping after the last layer changes nothing). Here -1 is
+    "before layer 0", not "the last layer": ``after_layer`` is checked against the model's depth
+    when the edit meets the model (:meth:`bind`, done by :func:`drop_tokens`) and must lie in
+    ``-1 .. n_layers - 2``. With ``check_inputs`` the first forward of each input checks that it
+    holds the dropped media kind: none at all raises, rows without it are named in an
+    :class:`~hooked_avllm.analysis.arguments.AnalysisWarning`.
 
     Example:
         >>> DropTokens("audio", after_layer=10).first_layer
         11
     """
 
-    def __init__(self, kinds: str | Sequence[str], after_layer: int):
+    def __init__(self, kinds: str | Sequence[str], after_layer: int, check_inputs: bool = True):
         self.codes = _codes(kinds)
         self.kinds = kinds
-        self.after_layer = after_layer
+        if isinstance(after_layer, bool) or not isinstance(after_layer, numbers.Integral):
+            raise TypeError(f"drop_tokens: after_layer={after_layer!r} is the int index of the last layer that still "
+                            f"reads the tokens (-1: none does), not a {type(after_layer).__name__}")
+        self.after_layer = int(after_layer)
+        self.check_inputs = check_inputs
+        self._checked: Any = None  # the forward context whose inputs were last checked
         self._memo: tuple[Any, Tensor] | None = None  # (forward context, edges): the same in every later layer
 
     @property
     def first_layer(self) -> int:
         return self.after_layer + 1
 
+    def bind(self, model: Any) -> "DropTokens":
+        """Check ``after_layer`` against ``model``'s depth (``-1 .. n_layers - 2``); returns self."""
+        n_layers = model_depth(model)
+        if not -1 <= self.after_layer <= n_layers - 2:
+            raise ValueError(
+                f"drop_tokens: after_layer={self.after_layer} is out of range for this {n_layers}-layer model: pass "
+                f"-1 (drop before layer 0) up to {n_layers - 2} (the last layer {n_layers - 1} reads them last); "
+                "after_layer is the last layer that still reads the tokens, and -1 does not count from the end here"
+            )
+        return self
+
+    def check_modalities(self, source: Any, **names: Any) -> None:
+        """Raise or warn when the inputs lack the dropped media kind (see the class docstring)."""
+        check_modality_present(source, self.kinds, "drop_tokens", "kinds", **names)
+
     def blocked(self, layer: int, context: ForwardContext) -> Bool[Tensor, "batch query key"] | None:
+        if self.check_inputs and context.step == 0 and self._checked is not context:
+            self._checked = context  # once per forward: a generation's prefill, or a plain forward
+            self.check_modalities(context.kinds)
         if layer <= self.after_layer:
             return None
         if self._memo is not None and self._memo[0] is context:
@@ -64,7 +95,15 @@ class DropTokens:
 
 @contextmanager
 def drop_tokens(model: Any, kinds: str | Sequence[str], after_layer: int) -> Iterator[DropTokens]:
-    """Drop the tokens of ``kinds`` after ``after_layer`` for every forward/generation inside the block."""
-    edit = DropTokens(kinds, after_layer)
+    """Drop the tokens of ``kinds`` after ``after_layer`` for every forward/generation inside the block.
+
+    ``after_layer`` is checked against the model's depth on entry (``-1 .. n_layers - 2``); each
+    forward checks that its inputs hold the dropped media kind (see :class:`DropTokens`).
+
+    Example:
+        >>> with drop_tokens(model, "video", after_layer=20):  # doctest: +SKIP
+        ...     tokens = model.generate(inputs, max_new_tokens=50)
+    """
+    edit = DropTokens(kinds, after_layer).bind(model)
     with model.edit_attention(edit):
         yield edit

@@ -173,7 +173,7 @@ class SparseMoE(nn.Module):
             raise ValueError(f"x has shape {tuple(x.shape)}; SparseMoE expects [batch, pos, {self.d_model}]")
         batch, n_pos, _ = x.shape
         flat = x.reshape(-1, self.d_model)
-        logits = F.linear(flat, self.gate.weight)  # 2D, exactly as the reference router
+        logits = self.gate(flat)  # 2D, exactly as the reference router (through the module, so offloading hooks load its weight)
         logits = self.hook_router_logits(logits.view(batch, n_pos, self.n_experts))
         probs = self.hook_expert_weights(F.softmax(logits, dim=-1, dtype=torch.float32))
         top, indices = torch.topk(probs, self.top_k, dim=-1)

@@ -2,7 +2,7 @@
 
 ``load_audio`` accepts a path (wav/flac/ogg/mp3 via soundfile, any container's audio track via
 PyAV), a numpy array or torch tensor (with ``source_rate``; a bare array is taken to be at the
-target rate already), a ``(array, rate)`` pair or an :class:`Audio`. ``audio_features`` turns a
+target rate already, with a warning that says so), a ``(array, rate)`` pair or an :class:`Audio`. ``audio_features`` turns a
 list of clips into the ``input_features`` and ``feature_attention_mask`` the audio tower takes,
 either padded to the checkpoint's ``chunk_length`` (300 s, as the reference processor does) or
 only to the longest clip; the real frames are identical in both modes.
@@ -18,6 +18,8 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence, Union
@@ -28,9 +30,9 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from hooked_avllm.inputs.decode import decode_audio_file
-from hooked_avllm.inputs.errors import InputError
+from hooked_avllm.inputs.errors import InputError, InputWarning
 from hooked_avllm.inputs.mel import log_mel_spectrogram, padded_for_frames
-from hooked_avllm.inputs.resample import resample
+from hooked_avllm.inputs.resample import check_rate, resample
 
 
 @dataclass(frozen=True)
@@ -84,37 +86,51 @@ def load_audio(
 ) -> Audio:
     """Load any audio-like value as mono float32 at ``sampling_rate``.
 
-    Multi-channel audio is averaged to mono; other rates are resampled with the band-limited
-    resampler of :mod:`.resample`. Arrays may be ``[samples]``, ``[channels, samples]`` or
-    ``[samples, channels]`` (at most 8 channels); integer arrays are scaled to [-1, 1]. For an
-    array without ``source_rate`` (and not a ``(array, rate)`` pair) the rate is taken to be
-    ``sampling_rate`` already. ``start``/``end`` (seconds) cut the clip.
+    Multi-channel audio is averaged to mono (as the Qwen and MiniCPM-o processors' ``librosa.load(...,
+    mono=True)`` does); other rates, any whole number of Hz from 1 kHz to 768 kHz, are resampled with
+    the band-limited resampler of :mod:`.resample`. Arrays may be ``[samples]``,
+    ``[channels, samples]`` or ``[samples, channels]`` (at most 8 channels); integer arrays are scaled
+    to [-1, 1]. Float samples must lie in [-1, 1] (peaks up to 2 pass, as decoders overshoot): float
+    audio at integer magnitudes (e.g. 3000.0) raises, since the log-mel features of such audio are
+    not the model's. An array given without its rate (no ``source_rate``, not an ``(array, rate)``
+    pair or an :class:`Audio`) is taken to be at ``sampling_rate`` already, with an
+    :class:`~hooked_avllm.inputs.errors.InputWarning` naming that assumption. ``start``/``end``
+    (seconds) cut the clip. Empty clips and NaN or infinite samples raise.
 
     Example:
         >>> clip = load_audio("speech.wav")                       # doctest: +SKIP
         >>> clip.sampling_rate, clip.waveform.ndim                # doctest: +SKIP
         (16000, 1)
+        >>> load_audio((torch.zeros(44101), 44101)).waveform.shape
+        torch.Size([16000])
     """
+    sampling_rate = check_rate(sampling_rate, "sampling_rate")
+    source_rate = None if source_rate is None else check_rate(source_rate, "source_rate")
     name: str | None = None
     if isinstance(source, Audio):
         samples, rate, name = source.waveform, source.sampling_rate, source.source
     elif isinstance(source, tuple):
-        if len(source) != 2 or not isinstance(source[1], (int, float)):
-            raise InputError("An audio tuple must be (samples, sampling_rate), e.g. (array, 44100).")
+        if len(source) != 2 or isinstance(source[1], bool) or not isinstance(source[1], numbers.Real):
+            raise InputError(
+                f"an audio tuple must be (samples, sampling_rate), e.g. (array, 44100); got a tuple of {len(source)} "
+                f"({', '.join(type(x).__name__ for x in source)})"
+            )
         samples, rate = source
     elif isinstance(source, (str, Path)):
         samples, rate = decode_audio_file(source)
         name = str(source)
     elif isinstance(source, (np.ndarray, Tensor)):
+        if source_rate is None:
+            warn_unstated_rate(source, sampling_rate)
         samples, rate = source, source_rate or sampling_rate
     else:
         raise InputError(
-            f"Unsupported audio input of type {type(source).__name__}; pass a file path, a numpy array, "
+            f"unsupported audio input of type {type(source).__name__}; pass a file path, a numpy array, "
             "a torch tensor, an (array, sampling_rate) pair or an Audio."
         )
-    if not float(rate).is_integer() or rate <= 0:
-        raise InputError(f"A sampling rate must be a positive whole number of Hz, got {rate}; round it first.")
-    rate = int(rate)
+    rate = check_rate(rate, "the audio's sampling rate")
+    if source_rate is not None and source_rate != rate:
+        raise InputError(f"source_rate={source_rate} but the audio says it is at {rate} Hz; leave source_rate out")
     waveform = _cut(_to_mono_float(samples, name), rate, start, end)
     _check_samples(waveform, name)
     if rate != sampling_rate:
@@ -122,15 +138,38 @@ def load_audio(
     return Audio(waveform.contiguous(), sampling_rate, name)
 
 
+def warn_unstated_rate(array: np.ndarray | Tensor, rate: int, stacklevel: int = 3) -> None:
+    """Warn (:class:`~hooked_avllm.inputs.errors.InputWarning`) that an audio array given without its
+    sampling rate is taken to be at ``rate`` Hz, and how to say what it is.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn_unstated_rate(np.zeros(100), 16000)
+        >>> str(caught[0].message)[:60]
+        'an audio array of shape (100,) was given without its samplin'
+    """
+    warnings.warn(
+        f"an audio array of shape {tuple(array.shape)} was given without its sampling rate: it is taken to be at {rate} "
+        "Hz. Say what it is: pass (array, rate), an Audio, or load_audio(array, source_rate=rate)",
+        InputWarning, stacklevel=stacklevel,
+    )
+
+
 def _to_mono_float(samples: np.ndarray | Tensor, name: str | None) -> Float[Tensor, "samples"]:
-    what = name or "audio array"
+    what = name or "the audio array"
     array = samples.detach().cpu() if isinstance(samples, Tensor) else torch.from_numpy(np.asarray(samples))
+    if array.numel() == 0:  # before mixing: the mean over no samples would be NaN
+        raise InputError(f"{what} is empty (0 samples, shape {tuple(array.shape)}); pass a clip of at least 0.02 s.")
     if array.dtype == torch.uint8:
         array = (array.float() - 128.0) / 128.0
     elif not array.is_floating_point():
         if array.dtype == torch.bool or array.is_complex():
             raise InputError(f"{what} has dtype {array.dtype}; audio must be real float or integer samples.")
         array = array.double() / float(-torch.iinfo(array.dtype).min)
+    else:
+        check_float_audio(array, what)
     array = array.to(torch.float32)
     if array.ndim == 2:
         channel_axis = 0 if array.shape[0] <= array.shape[1] else 1
@@ -143,6 +182,32 @@ def _to_mono_float(samples: np.ndarray | Tensor, name: str | None) -> Float[Tens
     elif array.ndim != 1:
         raise InputError(f"{what} has shape {tuple(array.shape)}; expected [samples] or [channels, samples].")
     return array
+
+
+FLOAT_PEAK_LIMIT = 2.0  # float audio beyond this is integer PCM stored as floats, not decoder overshoot
+
+
+def check_float_audio(array: Tensor, what: str) -> None:
+    """Refuse NaN, infinite and integer-magnitude float samples (e.g. int16 PCM cast to float), naming ``what``.
+
+    Example:
+        >>> check_float_audio(torch.full((3,), 3000.0), "audio=")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        hooked_avllm.inputs.errors.InputError: audio= holds float samples up to 3000, outside [-1, 1]: ...
+    """
+    finite = torch.isfinite(array)
+    if not finite.all():
+        raise InputError(
+            f"{what} has {int((~finite).sum())} NaN or infinite samples; clean it (e.g. np.nan_to_num) before passing it."
+        )
+    peak = float(array.abs().max())
+    if peak > FLOAT_PEAK_LIMIT:
+        raise InputError(
+            f"{what} holds float samples up to {peak:g}, outside [-1, 1]: float audio must be in [-1, 1] (it looks like "
+            "integer PCM stored as floats). Divide by 32768 for 16-bit PCM (2**31 for 32-bit), or pass the integer "
+            "array itself, which is scaled for you."
+        )
 
 
 def _cut(waveform: Tensor, rate: int, start: float | None, end: float | None) -> Tensor:

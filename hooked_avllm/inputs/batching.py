@@ -14,7 +14,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from hooked_avllm.inputs.errors import InputError
+from hooked_avllm.inputs.errors import InputError, describe
 from hooked_avllm.inputs.layout import TokenLayout
 from hooked_avllm.inputs.model_inputs import ModelInputs
 from hooked_avllm.inputs.spec import InputSpec
@@ -29,10 +29,15 @@ def concat_inputs(
 
     Left padding (the default) is what ``generate`` needs.
     """
-    if not items:
-        raise InputError("concat_inputs needs at least one prepared input")
+    if isinstance(items, ModelInputs) or not isinstance(items, Sequence) or not items:
+        raise InputError(f"concat_inputs takes a non-empty list of prepared inputs, got {describe(items)}; e.g. "
+                         "concat_inputs([model.prepare(prompt=p) for p in prompts])")
+    wrong = [k for k, item in enumerate(items) if not isinstance(item, ModelInputs)]
+    if wrong:
+        raise InputError(f"concat_inputs: item {wrong[0]} is {describe(items[wrong[0]])}, not prepared inputs; pass what "
+                         "model.prepare(...) returns")
     if padding_side not in ("left", "right"):
-        raise InputError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        raise InputError(f"padding_side={padding_side!r}: pick 'left' (what generate needs) or 'right'")
     families = {item.family for item in items}
     if len(families) > 1:
         raise InputError(f"these inputs were prepared for different families ({sorted(families)}); batch one family's inputs")

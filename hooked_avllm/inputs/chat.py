@@ -21,11 +21,12 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Sequence
 
-from hooked_avllm.inputs.errors import InputError
+from hooked_avllm.inputs.errors import InputError, describe
 from hooked_avllm.vocabulary import PROMPT_MEDIA_ORDER
 
 MediaKind = Literal["image", "video", "audio"]
 MEDIA_KINDS: tuple[MediaKind, ...] = PROMPT_MEDIA_ORDER  # type: ignore[assignment]
+MEDIA_ARGUMENT = {"image": "images=", "video": "video=", "audio": "audio="}  # prepare()'s argument of each kind
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,51 @@ def conversation(
     return messages
 
 
+def check_message(message: Any, index: int, media_items: bool = True) -> None:
+    """One chat message in the Hugging Face format, or an :class:`InputError` naming what is wrong:
+    a dict with a string ``"role"`` and a ``"content"`` that is a string or a list of items (dicts
+    ``{"type": "text", "text": ...}`` or, with ``media_items``, ``{"type": "image" | "video" |
+    "audio"[, kind: value]}``).
+
+    Example:
+        >>> check_message({"role": "user", "content": [{"type": "txt", "text": "hi"}]}, 0)
+        Traceback (most recent call last):
+        ...
+        hooked_avllm.inputs.errors.InputError: chat message 0's content item 0 has type 'txt'; use 'text', 'image', 'video' or 'audio' (e.g. {'type': 'text', 'text': 'Hi'})
+    """
+    example = '{"role": "user", "content": "Hi"}'
+    if not isinstance(message, dict):
+        raise InputError(f"chat message {index} is {describe(message)}; each message must be a dict like {example}.")
+    missing = [key for key in ("role", "content") if key not in message]
+    if missing:
+        raise InputError(f"chat message {index} {message!r:.80} has no {' or '.join(repr(k) for k in missing)}; "
+                         f"each message needs both, e.g. {example}.")
+    if not isinstance(message["role"], str) or not message["role"]:
+        raise InputError(f"chat message {index} has role {message['role']!r}; a role is a string such as 'user', "
+                         "'assistant' or 'system'.")
+    content = message["content"]
+    if isinstance(content, str):
+        return
+    if not isinstance(content, (list, tuple)):
+        raise InputError(f"chat message {index}'s content is {describe(content)}; content is a string or a list of "
+                         "items such as {'type': 'text', 'text': 'Hi'}.")
+    kinds = ("text", *MEDIA_KINDS) if media_items else ("text",)
+    for k, item in enumerate(content):
+        where = f"chat message {index}'s content item {k}"
+        if not isinstance(item, dict):
+            raise InputError(f"{where} is {describe(item)}; content items are dicts such as {{'type': 'text', 'text': "
+                             "'Hi'}" + (" or {'type': 'image'}" if media_items else "") + ".")
+        kind = item.get("type") or next((k for k in MEDIA_KINDS if k in item), None)
+        if kind in MEDIA_KINDS and not media_items:
+            raise InputError(f"{where} has type {kind!r}, but this model's chat content holds text only: pass the "
+                             f"{kind} as prepare({MEDIA_ARGUMENT[kind]}...) and the words as {{'type': 'text', 'text': 'Hi'}}")
+        if kind not in kinds:
+            raise InputError(f"{where} has type {kind!r}; use {', '.join(repr(k) for k in kinds[:-1])} or "
+                             f"{kinds[-1]!r} (e.g. {{'type': 'text', 'text': 'Hi'}})")
+        if kind == "text" and not isinstance(item.get("text"), str):
+            raise InputError(f"{where} is a text item whose 'text' is {describe(item.get('text'))}; give it a string.")
+
+
 def messages_media(
     messages: Sequence[dict[str, Any]], system_prompt: str | None | bool, default_system_prompt: str | None = None
 ) -> tuple[list[dict[str, Any]], list[tuple[str, Any]]]:
@@ -106,27 +152,21 @@ def messages_media(
 
     Returns the messages to render and the media found, in order, as ``(kind, value or None)``.
     A system message is added (see :func:`conversation`) when the first message is not one.
+    Malformed messages raise (:func:`check_message`).
     """
     clean: list[dict[str, Any]] = []
     media: list[tuple[str, Any]] = []
-    for message in messages:
-        if not isinstance(message, dict) or "role" not in message or "content" not in message:
-            raise InputError(
-                'Each chat message must be a dict with "role" and "content", e.g. {"role": "user", "content": "Hi"}.'
-            )
+    for index, message in enumerate(messages):
+        check_message(message, index)
         content = message["content"]
         if isinstance(content, str):
             clean.append({"role": message["role"], "content": content})
             continue
         items = []
         for item in content:
-            kind = (
-                item.get("type")
-                if item.get("type") in MEDIA_KINDS
-                else next((k for k in MEDIA_KINDS if k in item), None)
-            )
-            if kind is None:
-                items.append({"type": "text", "text": item.get("text", "")})
+            kind = item.get("type") or next(k for k in MEDIA_KINDS if k in item)
+            if kind == "text":
+                items.append({"type": "text", "text": item["text"]})
             else:
                 media.append((kind, item.get(kind)))
                 items.append({"type": kind})
@@ -135,6 +175,34 @@ def messages_media(
         head = conversation([], system_prompt, default_system_prompt)[:-1]
         clean = head + clean
     return clean, media
+
+
+def check_options(**options: Any) -> None:
+    """The prompt options every family's ``prepare`` shares, checked once where they come in: an
+    :class:`InputError` naming the option and its value. Options not given here are not checked.
+
+    Example:
+        >>> check_options(padding_side="middle")
+        Traceback (most recent call last):
+        ...
+        hooked_avllm.inputs.errors.InputError: padding_side='middle': pick 'left' (the default, what generate needs) or 'right'
+    """
+    flags = ("chat_template", "add_generation_prompt", "chunk_input")
+    for name, value in options.items():
+        if name == "padding_side" and value not in ("left", "right"):
+            raise InputError(f"padding_side={value!r}: pick 'left' (the default, what generate needs) or 'right'")
+        if name in flags and not isinstance(value, bool):
+            raise InputError(f"{name}={value!r}: pass True or False")
+        if name in ("use_audio_in_video", "use_image_id") and value is not None and not isinstance(value, bool):
+            raise InputError(f"{name}={value!r}: pass True, False or None (the model's default)")
+        if name == "system_prompt" and value is not None and not isinstance(value, (str, bool)):
+            raise InputError(f"system_prompt={describe(value)}: pass a string, None (the model's default) or False (none)")
+        if name == "system_prompt" and value is True:
+            raise InputError("system_prompt=True: pass a string, None (the model's default) or False (none)")
+        if name == "video_fps" and value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf")
+        ):
+            raise InputError(f"video_fps={value!r}: a frame rate must be a positive number of frames per second (e.g. 2.0)")
 
 
 def render(

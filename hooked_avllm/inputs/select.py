@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, Sequence
 
 import torch
@@ -50,11 +51,7 @@ def position_mask(
         for name in names:
             mask |= _named_mask(layout, name)
     if time is not None:
-        start, end = time
-        if end <= start:
-            raise ValueError(f"time=(start, end) needs end > start, got {time}")
-        t = torch.where(torch.isnan(layout.audio_time), layout.video_time, layout.audio_time)
-        mask &= (t >= start) & (t < end)
+        mask = _in_window(layout, mask, positions, time)
     if item is not None:
         mask &= _item_mask(layout, positions, item)
     if batch is not None:
@@ -62,6 +59,33 @@ def position_mask(
         rows[torch.as_tensor(batch, device=mask.device).long()] = True
         mask &= rows[:, None]
     return mask
+
+
+def _in_window(layout: Any, mask: Bool[Tensor, "batch pos"], positions: Any, time: Any) -> Bool[Tensor, "batch pos"]:
+    """``mask`` narrowed to the positions whose clip time lies in ``time = (start, end)`` (audio
+    tokens by their own time, video tokens by their frame group's); a window that keeps none of
+    the chosen positions raises, naming the window and the span the chosen positions cover (an
+    empty selection would make every analysis of it silently measure nothing)."""
+    if not isinstance(time, (tuple, list)) or len(time) != 2:
+        raise ValueError(f"time must be (start, end) in seconds; got {time!r}")
+    start, end = (float(x) for x in time)
+    if not end > start:
+        raise ValueError(f"time=(start, end) needs end > start, got {tuple(time)}")
+    t = torch.where(torch.isnan(layout.audio_time), layout.video_time, layout.audio_time)
+    inside = mask & (t >= start) & (t < end)
+    if bool(inside.any()):
+        return inside
+    what = positions if isinstance(positions, str) else "chosen"
+    timed = t[mask & ~torch.isnan(t)]
+    if timed.numel() == 0:
+        raise ValueError(
+            f"time={tuple(time)} selects nothing: the {what} positions have no clip time (time= narrows audio and video "
+            "positions; choose positions='audio', 'video' or 'media')"
+        )
+    raise ValueError(
+        f"time={tuple(time)} selects none of the {what} positions: they span {float(timed.min()):.2f}-"
+        f"{float(timed.max()):.2f} s of the clip; give a window inside that span"
+    )
 
 
 def _named_mask(layout: Any, name: str) -> Tensor:
@@ -73,9 +97,10 @@ def _named_mask(layout: Any, name: str) -> Tensor:
         return ~layout.padding
     if name == "last":
         return last_real(~layout.padding)
-    raise ValueError(
-        f"unknown positions {name!r}; use one of {', '.join(MODALITIES + ('media', 'all', 'last'))} or a bool mask"
-    )
+    valid = MODALITIES + ("media", "all", "last")
+    close = difflib.get_close_matches(str(name), valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"unknown positions {name!r}{hint}; use one of {', '.join(valid)} or a bool mask")
 
 
 def last_real(real: Bool[Tensor, "batch pos"]) -> Bool[Tensor, "batch pos"]:

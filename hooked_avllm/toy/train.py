@@ -1,7 +1,10 @@
 """Train the two toy checkpoints: the vision-language base, then the audio-visual model from it.
 
-    python -m hooked_avllm.toy.train                      # writes hooked_avllm/toy/checkpoints/{vl,omni}
-    python -m hooked_avllm.toy.train --out /tmp/toy       # elsewhere
+    hooked-avllm train-toy                                # writes hooked_avllm_toy/{vl,omni}
+    hooked-avllm train-toy --out /tmp/toy                 # elsewhere (a new or empty folder; --force for any)
+    hooked-avllm train-toy --replace-shipped              # over the shipped hooked_avllm/toy/checkpoints
+
+(``python -m hooked_avllm.toy.train`` takes the same options.)
 
 Stage 1 (toy "Qwen2.5-VL"): video-only clips; the captions name the object's natural sound, so
 the base learns to guess sounds from pictures. Stage 2 (toy "Qwen2.5-Omni thinker"): the base's
@@ -244,8 +247,11 @@ def load_tokenizer(kind: str):
         return AutoTokenizer.from_pretrained(folder)
 
 
+DEFAULT_OUT = "hooked_avllm_toy"  # a new folder: the shipped checkpoints are replaced only when asked
+
+
 def train(
-    out: str | Path = CHECKPOINTS, config: TrainConfig | None = None, evaluate_after: bool = True, base_from: str | Path | None = None
+    out: str | Path = DEFAULT_OUT, config: TrainConfig | None = None, evaluate_after: bool = True, base_from: str | Path | None = None
 ) -> dict:
     """Train both stages, save ``out/vl`` and ``out/omni``, evaluate, write the model cards.
 
@@ -293,37 +299,142 @@ def train(
     return record
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(CHECKPOINTS), help="folder for vl/ and omni/ (default: the shipped checkpoints)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--base-steps", type=int, default=None)
-    parser.add_argument("--av-steps", type=int, default=None)
-    parser.add_argument("--av-mixture", default=None, help='JSON, e.g. {"congruent:hear": 0.5, "audio_only:hear": 0.5}')
-    parser.add_argument("--av-lr", type=float, default=None)
-    parser.add_argument("--av-new-lr", type=float, default=None, help="learning rate of the audio tower and projector")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--no-eval", action="store_true")
-    parser.add_argument("--base-from", default=None, help="start stage 2 from this saved base (skips stage 1)")
-    args = parser.parse_args(argv)
+# ------------------------------------------------------------------------------------ command line
+
+MIXTURE_KINDS = ("congruent", "audio_only", "video_only")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``hooked-avllm train-toy`` (and ``python -m hooked_avllm.toy.train``); see :func:`checked_arguments`."""
+    where = parser.add_argument_group("where the checkpoints go")
+    where.add_argument("--out", type=Path, default=None, metavar="FOLDER",
+                       help=f"folder for vl/, omni/ and training_record.json, new or empty (default: ./{DEFAULT_OUT})")
+    where.add_argument("--force", action="store_true", help="write into --out even if it holds files (they may be replaced)")
+    where.add_argument("--replace-shipped", action="store_true",
+                       help=f"write over the checkpoints shipped with the library ({CHECKPOINTS}) instead of --out")
+    how = parser.add_argument_group("training")
+    how.add_argument("--seed", type=int, default=0, help="seed of the clip pools, the weights and the batches (default: %(default)s)")
+    how.add_argument("--base-steps", type=int, default=None, metavar="N",
+                     help=f"optimiser steps of stage 1, the vision-language base (default: {TrainConfig().base.steps})")
+    how.add_argument("--av-steps", type=int, default=None, metavar="N",
+                     help=f"optimiser steps of stage 2, the audio-visual model (default: {TrainConfig().av.steps})")
+    how.add_argument("--av-mixture", default=None, metavar="JSON",
+                     help='stage 2 clip mixture as JSON weights of "kind:question", kind one of '
+                          f'{", ".join(MIXTURE_KINDS)} and question one of {", ".join(QUESTIONS)}, e.g. '
+                          '\'{"congruent:hear": 0.5, "audio_only:hear": 0.5}\' (default: the shipped mixture)')
+    how.add_argument("--av-lr", type=float, default=None, metavar="LR",
+                     help=f"stage 2 learning rate (default: {TrainConfig().av.lr})")
+    how.add_argument("--av-new-lr", type=float, default=None, metavar="LR",
+                     help="stage 2 learning rate of the audio tower and projector (default: --av-lr)")
+    how.add_argument("--base-from", type=Path, default=None, metavar="FOLDER",
+                     help="start stage 2 from this saved base (a vl/ folder beside a training_record.json); skips stage 1")
+    how.add_argument("--threads", type=int, default=2, help="CPU threads (default: %(default)s)")
+    how.add_argument("--no-eval", action="store_true", help="skip the evaluation and the model cards")
+
+
+def _at_least(args: argparse.Namespace, name: str, low: int) -> None:
+    value = getattr(args, name.lstrip("-").replace("-", "_"))
+    if value is not None and value < low:
+        raise ValueError(f"argument {name}: must be at least {low}, got {value}")
+
+
+def _positive(args: argparse.Namespace, name: str) -> None:
+    value = getattr(args, name.lstrip("-").replace("-", "_"))
+    if value is not None and not 0 < value < math.inf:
+        raise ValueError(f"argument {name}: must be a finite number above 0, got {value}")
+
+
+def parse_mixture(text: str) -> dict[str, float]:
+    """``--av-mixture``'s JSON as ``{"kind:question": weight}``; a ValueError naming what is wrong.
+
+    Example:
+        >>> parse_mixture('{"congruent:hear": 1}')
+        {'congruent:hear': 1.0}
+    """
+    try:
+        mixture = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"argument --av-mixture: not valid JSON ({error.msg} at character {error.pos}): {text!r}") from None
+    if not isinstance(mixture, dict) or not mixture:
+        raise ValueError(f'argument --av-mixture: expected a JSON object of weights such as {{"congruent:hear": 1}}, got {text!r}')
+    for key, weight in mixture.items():
+        kind, _, question = key.partition(":")
+        if kind not in MIXTURE_KINDS or question not in QUESTIONS:
+            raise ValueError(f"argument --av-mixture: {key!r} is not kind:question with kind one of {MIXTURE_KINDS} "
+                             f"and question one of {tuple(QUESTIONS)}")
+        if kind == "audio_only" and question == "see":
+            raise ValueError("argument --av-mixture: 'audio_only:see' asks what a clip without a picture shows; "
+                             "audio-only clips take hear or describe")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < math.inf:
+            raise ValueError(f"argument --av-mixture: the weight of {key!r} must be a number above 0, got {weight!r}")
+    return {key: float(weight) for key, weight in mixture.items()}
+
+
+def checked_arguments(args: argparse.Namespace) -> argparse.Namespace:
+    """The parsed options checked before anything trains: ``ValueError`` for a bad value or
+    combination, ``FileExistsError``/``FileNotFoundError`` for a folder in the way or missing.
+    Fills ``args.out`` (the shipped folder with ``--replace-shipped``) and ``args.mixture``."""
+    for name, low in (("--seed", 0), ("--base-steps", 1), ("--av-steps", 1), ("--threads", 1)):
+        _at_least(args, name, low)
+    for name in ("--av-lr", "--av-new-lr"):
+        _positive(args, name)
+    args.mixture = None if args.av_mixture is None else parse_mixture(args.av_mixture)
+    if args.base_from is not None and args.base_steps is not None:
+        raise ValueError("argument --base-steps: stage 1 is skipped with --base-from; drop one of them")
+    if args.replace_shipped and args.out is not None:
+        raise ValueError("argument --out: not allowed with --replace-shipped, which writes to the shipped checkpoints")
+    shipped = CHECKPOINTS.resolve()
+    out = CHECKPOINTS if args.replace_shipped else Path(args.out or DEFAULT_OUT).expanduser()
+    if not args.replace_shipped and (out.resolve() == shipped or shipped in out.resolve().parents):
+        raise ValueError(f"argument --out: {str(out)!r} is the shipped checkpoints' folder; pass --replace-shipped "
+                         "to retrain them in place, or a new folder")
+    if out.is_dir() and any(out.iterdir()) and not (args.force or args.replace_shipped):
+        raise FileExistsError(f"argument --out: {str(out)!r} exists and holds files; pass a new folder, or --force to "
+                              "write into it")
+    if args.base_from is not None:
+        base = args.base_from.expanduser()
+        if not (base / "config.json").is_file():
+            raise FileNotFoundError(f"argument --base-from: {str(base)!r} is not a saved base (no config.json there); "
+                                    "pass the vl/ folder of an earlier run")
+        if not (base.parent / "training_record.json").is_file():
+            raise FileNotFoundError(f"argument --base-from: no training_record.json beside {str(base)!r}; pass the vl/ "
+                                    "folder of an earlier run's output")
+    args.out = out
+    return args
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train with checked options (:func:`checked_arguments`) and print the summary."""
     torch.set_num_threads(args.threads)
     config = TrainConfig(seed=args.seed)
     if args.base_steps is not None:
         config.base.steps = args.base_steps
     if args.av_steps is not None:
         config.av.steps = args.av_steps
-    if args.av_mixture is not None:
-        config.av.mixture = json.loads(args.av_mixture)
+    if args.mixture is not None:
+        config.av.mixture = args.mixture
     if args.av_lr is not None:
         config.av.lr = args.av_lr
     if args.av_new_lr is not None:
         config.av.new_module_lr = args.av_new_lr
     start = time.time()
     record = train(args.out, config, evaluate_after=not args.no_eval, base_from=args.base_from)
-    print(f"done in {time.time() - start:.0f}s")
+    print(f"done in {time.time() - start:.0f}s; checkpoints in {args.out}")
     if "results" in record:
         print(json.dumps(record["results"]["summary"], indent=2))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hooked_avllm.toy.train``: the same options as ``hooked-avllm train-toy``."""
+    parser = argparse.ArgumentParser(prog="python -m hooked_avllm.toy.train", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        args = checked_arguments(args)
+    except (ValueError, OSError) as error:
+        parser.error(str(error))
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from hooked_avllm.architectures.minicpm_o.constants import (
     SAMPLING_RATE,
     AudioArray,
 )
-from hooked_avllm.inputs.audio import Audio
+from hooked_avllm.inputs.audio import Audio, check_float_audio
 from hooked_avllm.inputs.errors import InputError
 from hooked_avllm.inputs.mel import log_mel_spectrogram
 
@@ -58,6 +58,9 @@ def _samples(array: AudioArray, name: str = "audio") -> Float[Tensor, "samples"]
         )
     if not tensor.is_floating_point():
         raise InputError(f"{name} has dtype {tensor.dtype}; pass float samples in [-1, 1] (load_audio converts integer PCM)")
+    if tensor.numel() == 0:
+        raise InputError(f"{name} is empty (0 samples); pass a clip of at least 0.02 s")
+    check_float_audio(tensor, name)
     return tensor.to(torch.float32)
 
 

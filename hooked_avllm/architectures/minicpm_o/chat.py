@@ -38,7 +38,7 @@ from hooked_avllm.architectures.minicpm_o.image import (
     preprocess_image,
 )
 from hooked_avllm.inputs.audio import Audio
-from hooked_avllm.inputs.errors import InputError
+from hooked_avllm.inputs.errors import InputError, describe
 from hooked_avllm.inputs.vision import Image as ImageInput
 
 # ---------------------------------------------------------------- chat text
@@ -64,6 +64,9 @@ def content_text(content: str | Sequence[Any], omni_input: bool = False) -> tupl
         >>> content_text(["<unit>", PILImage.new("RGB", (4, 4)), np.zeros(16000)], omni_input=True)[0]
         '<unit>(<image>./</image>)(<audio>./</audio>)'
     """
+    if not isinstance(content, (str, list, tuple)):
+        raise InputError(f"a message's content is {describe(content)}; MiniCPM-o's content is a string or a list of "
+                         "strings, images (PIL images) and 16-kHz audio arrays")
     items = [content] if isinstance(content, str) else list(content)
     parts, images, audios = [], [], []
     for item in items:
@@ -139,8 +142,12 @@ def render_chat(
         raise InputError("render_chat got no messages; pass [{'role': 'user', 'content': ...}]")
     rendered, images, audios, groups = [], [], [], []
     for i, message in enumerate(messages):
-        if not isinstance(message, Mapping) or "role" not in message or "content" not in message:
-            raise InputError(f"message {i} must be a dict with 'role' and 'content'; got {message!r:.80}")
+        if not isinstance(message, Mapping):
+            raise InputError(f"chat message {i} is {describe(message)}; each message is a dict with 'role' and 'content'")
+        missing = [key for key in ("role", "content") if key not in message]
+        if missing:
+            raise InputError(f"chat message {i} {dict(message)!r:.80} has no {' or '.join(repr(k) for k in missing)}; each "
+                             "message needs both, e.g. {'role': 'user', 'content': 'Hi'}")
         role = message["role"]
         if role not in ("system", "user", "assistant"):
             raise InputError(f"message {i} has role {role!r}; MiniCPM-o's chat takes 'system', 'user' and 'assistant'")

@@ -28,7 +28,7 @@ from hooked_avllm.architectures.minicpm_o.constants import ImageLike
 from hooked_avllm.inputs.decode import existing_path
 from hooked_avllm.inputs.errors import InputError
 from hooked_avllm.inputs.vision import Image as ImageInput
-from hooked_avllm.inputs.vision import to_pil
+from hooked_avllm.inputs.vision import check_image, eight_bit, to_pil
 
 # ---------------------------------------------------------------- config
 
@@ -228,27 +228,38 @@ def as_rgb_image(source: ImageLike) -> PILImage.Image:
     """An image as an RGB PIL image.
 
     A PIL image or an image file is converted with ``convert("RGB")`` as the released processor
-    does (an alpha channel is dropped, not composited); an array or tensor (``[H, W, 3]`` or
-    ``[3, H, W]``, uint8, or float in [0, 1]) or an :class:`~hooked_avllm.inputs.Image` goes
-    through :func:`hooked_avllm.inputs.vision.to_pil`.
+    does (an alpha channel is dropped, not composited), after a 16-bit image is scaled to 8 bits
+    (:func:`~hooked_avllm.inputs.vision.eight_bit`; ``convert`` alone would clip it to white); an
+    array or tensor (``[H, W, 3]`` or ``[3, H, W]``, uint8, uint16, or float in [0, 1]) or an
+    :class:`~hooked_avllm.inputs.Image` goes through :func:`hooked_avllm.inputs.vision.to_pil`.
 
     Example:
         >>> as_rgb_image(np.zeros((2, 3, 3), np.uint8)).size
         (3, 2)
+        >>> as_rgb_image(PILImage.new("I;16", (1, 1), 257 * 200)).getpixel((0, 0))
+        (200, 200, 200)
     """
     if isinstance(source, PILImage.Image):
-        return source.convert("RGB")
+        return _nonempty(eight_bit(source).convert("RGB"))
     if isinstance(source, (str, Path)):
         path = existing_path(source, "Image")
         try:
             with PILImage.open(path) as opened:
-                return opened.convert("RGB")
+                opened.load()
+                picture = opened.copy()
         except Exception as err:
             raise InputError(f"cannot read the image {path}: {err}; pass a png/jpeg/webp/bmp file or a PIL image") from err
+        return _nonempty(eight_bit(picture).convert("RGB"))
     if isinstance(source, ImageInput):
-        pixels = source.pixels.detach().cpu().round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+        pixels = check_image(source).pixels.detach().cpu().round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
         return PILImage.fromarray(np.ascontiguousarray(pixels))
     return to_pil(source)
+
+
+def _nonempty(picture: PILImage.Image) -> PILImage.Image:
+    if picture.width < 1 or picture.height < 1:
+        raise InputError(f"the image has size {picture.size} (width, height): it has no pixels; pass a non-empty one")
+    return picture
 
 
 def slice_image(image: PILImage.Image, config: MiniCPMPreprocessorConfig, max_slice_nums: int | None = None) -> SlicedImage:

@@ -109,6 +109,7 @@ from hooked_avllm.architectures.minicpm_o.video import (  # noqa: F401 (re-expor
     omni_unit_placeholder,
     omni_unit_token_count,
     omni_units,
+    omni_video_from,
     pcm16,
     video_frame_indices,
 )

@@ -281,4 +281,25 @@ def load_omni_video(
     return OmniVideo(frames, audios, units, duration, probe.fps)
 
 
-__all__ = ["OmniUnit", "OmniVideo", "SampledVideo", "load_omni_video", "load_video_frames", "omni_content", "omni_system_message", "omni_unit_placeholder", "omni_unit_token_count", "omni_units", "pcm16", "video_frame_indices"]
+def omni_video_from(video: Any, past_end: Literal["repeat_previous", "last_frame"] = "repeat_previous") -> OmniVideo:
+    """A loaded :class:`~hooked_avllm.inputs.Video` with its sound track (frames at ``sample_fps``)
+    cut into omni units as :func:`load_omni_video` cuts a file: unit i takes the frame shown at
+    ``t = i + 1`` s and that second of the track (mixed to mono, 16 kHz, rounded to 16 bits).
+
+    Example:
+        >>> from hooked_avllm.inputs import Audio, Video
+        >>> clip = Video(torch.zeros(5, 3, 28, 28), fps=2.0, sample_fps=2.0, audio=Audio(torch.zeros(40000), 16000))
+        >>> [(u.frame_index, u.n_audio_samples) for u in omni_video_from(clip).units]
+        [(2, 16000), (4, 16000), (4, 8000)]
+    """
+    if video.audio is None:
+        raise InputError("the Video has no sound track, so the omni (audio-visual) recipe cannot use it; "
+                         "pass use_audio_in_video=False to take its frames only")
+    track = pcm16(load_audio(video.audio, sampling_rate=SAMPLING_RATE).waveform)
+    frames = video.frames.detach().cpu().round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    units = omni_units(video.duration, video.sample_fps, len(frames), track.shape[0], SAMPLING_RATE, past_end)
+    return OmniVideo([frames[u.frame_index] for u in units], [track[u.audio_start : u.audio_end] for u in units],
+                     units, video.duration, video.sample_fps)
+
+
+__all__ = ["OmniUnit", "OmniVideo", "SampledVideo", "load_omni_video", "load_video_frames", "omni_content", "omni_system_message", "omni_unit_placeholder", "omni_unit_token_count", "omni_units", "omni_video_from", "pcm16", "video_frame_indices"]

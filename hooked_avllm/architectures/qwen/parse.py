@@ -36,8 +36,58 @@ def audio_counts(spec: ModelInputSpec, media: Mapping[str, Any]) -> Int[Tensor, 
     features, mask = media.get("input_features"), media.get("feature_attention_mask")
     if features is None:
         return None
+    if mask is not None:
+        check_feature_mask(mask, features)
     lengths = mask.sum(-1) if mask is not None else torch.full((features.shape[0],), features.shape[-1])
     return spec.rules.audio_token_counts(lengths.long().cpu())
+
+
+def check_feature_mask(mask: Any, features: Tensor) -> None:
+    """``feature_attention_mask`` must be ``[n_audio, n_frames]`` like ``input_features`` ``[n_audio,
+    mel, n_frames]``, 1 at real frames and 0 at padding, with a real frame in every clip.
+
+    Example:
+        >>> check_feature_mask(torch.ones(2, 300), torch.zeros(1, 128, 300))
+        Traceback (most recent call last):
+        ...
+        hooked_avllm.inputs.errors.InputError: feature_attention_mask has shape (2, 300) but input_features are (1, 128, 300): give one row of n_frames 0/1 per audio clip ([n_audio, n_frames] = [1, 300])
+    """
+    if not isinstance(mask, Tensor):
+        raise InputError(f"feature_attention_mask must be a tensor [n_audio, n_frames]; got {type(mask).__name__}")
+    expected = (features.shape[0], features.shape[-1])
+    if mask.ndim != 2 or tuple(mask.shape) != expected:
+        raise InputError(
+            f"feature_attention_mask has shape {tuple(mask.shape)} but input_features are {tuple(features.shape)}: give "
+            f"one row of n_frames 0/1 per audio clip ([n_audio, n_frames] = {list(expected)})"
+        )
+    binary = (mask == 0) | (mask == 1)
+    if not bool(binary.all()):
+        values = sorted({float(v) for v in mask[~binary].tolist()})[:5]
+        raise InputError(f"feature_attention_mask must hold 1 (real frame) and 0 (padding) only; got the values {values}")
+    empty = ~mask.bool().any(-1)
+    if bool(empty.any()):
+        raise InputError(
+            f"feature_attention_mask row {int(torch.nonzero(empty)[0])} has no real frame (all 0): drop that audio clip"
+        )
+
+
+def check_seconds_per_grid(seconds: Tensor) -> None:
+    """Seconds per frame group (``video_second_per_grid``) must be finite and positive: they set
+    the videos' time positions.
+
+    Example:
+        >>> check_seconds_per_grid(torch.tensor([1.0, -0.5]))
+        Traceback (most recent call last):
+        ...
+        hooked_avllm.inputs.errors.InputError: video_second_per_grid must be positive seconds per frame group (temporal_patch_size / fps, e.g. 1.0 for 2 frames a group at 2 fps); got -0.5 for video 1
+    """
+    bad = ~(torch.isfinite(seconds) & (seconds > 0))
+    if bool(bad.any()):
+        index = int(torch.nonzero(bad)[0])
+        raise InputError(
+            "video_second_per_grid must be positive seconds per frame group (temporal_patch_size / fps, e.g. 1.0 for 2 "
+            f"frames a group at 2 fps); got {float(seconds[index]):g} for video {index}"
+        )
 
 
 def layout_from_ids(
@@ -75,7 +125,8 @@ def layout_from_ids(
     )
     if video_second_per_grid is None:
         video_second_per_grid = torch.ones(len(grids["video"]), dtype=torch.float32)
-    seconds_per_grid = video_second_per_grid.float().cpu()
+    seconds_per_grid = torch.as_tensor(video_second_per_grid).float().reshape(-1).cpu()
+    check_seconds_per_grid(seconds_per_grid)
     if len(seconds_per_grid) != len(grids["video"]):
         raise InputError(
             f"video_second_per_grid has {len(seconds_per_grid)} entries for {len(grids['video'])} videos; give one per video."
@@ -90,7 +141,8 @@ def layout_from_ids(
         available = len(n_audio_items) if kind == "audio" else len(grids[kind])
         if index >= available:
             raise InputError(
-                f"input_ids hold more {kind} items than the {available} given; give one {kind} per placeholder."
+                f"input_ids hold more {kind} items than the {available} given; give one {kind} per placeholder (pass "
+                f"the {kind} with the ids, or build the inputs with model.prepare)."
             )
         counters[kind] += 1
         return index
@@ -210,4 +262,4 @@ def layout_from_ids(
     return layout
 
 
-__all__ = ["audio_counts", "layout_from_ids"]
+__all__ = ["audio_counts", "check_feature_mask", "check_seconds_per_grid", "layout_from_ids"]

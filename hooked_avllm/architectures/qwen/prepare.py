@@ -31,11 +31,24 @@ from hooked_avllm.architectures.qwen.prompt import bracket_strings, placeholder_
 from hooked_avllm.architectures.qwen.spec import ModelInputSpec
 from hooked_avllm.architectures.qwen.vision import check_video_size, image_patches, load_image, load_video, video_patches
 from hooked_avllm.inputs.audio import Audio, audio_features, load_audio
-from hooked_avllm.inputs.chat import MEDIA_KINDS, conversation, messages_media, place_media, render, split_placeholders, tokenize
-from hooked_avllm.inputs.errors import InputError
+from hooked_avllm.inputs.chat import (
+    MEDIA_ARGUMENT,
+    MEDIA_KINDS,
+    check_options,
+    conversation,
+    messages_media,
+    place_media,
+    render,
+    split_placeholders,
+    tokenize,
+)
+from hooked_avllm.inputs.errors import InputError, about, describe, refuse_unknown
 from hooked_avllm.inputs.layout import TokenLayout
 from hooked_avllm.inputs.model_inputs import ModelInputs
-from hooked_avllm.inputs.vision import Image, Video
+from hooked_avllm.inputs.vision import Image, Video, check_video
+
+PREPARE_ARGUMENTS = ("prompt", "video", "audio", "images", "use_audio_in_video", "system_prompt", "padding_side",
+                     "audio_padding", "chat_template", "add_generation_prompt", "video_fps")
 
 
 def prepare_inputs(
@@ -47,13 +60,14 @@ def prepare_inputs(
     video: Any = None,
     audio: Any = None,
     images: Any = None,
-    use_audio_in_video: bool = True,
+    use_audio_in_video: bool | None = None,
     system_prompt: str | None | bool = None,
     padding_side: Literal["left", "right"] = "left",
     audio_padding: Literal["max_length", "longest", "processor_longest"] = "max_length",
     chat_template: bool = True,
     add_generation_prompt: bool = True,
     video_fps: float | None = None,
+    **unknown: Any,
 ) -> ModelInputs:
     """Turn prompts and media into :class:`ModelInputs` (token ids, media tensors, layout).
 
@@ -65,7 +79,10 @@ def prepare_inputs(
     :class:`Audio`; images are paths, PIL images, arrays or tensors.
 
     ``use_audio_in_video`` loads each video's sound track and interleaves it with the frames in
-    2-second chunks (ignored for models without audio). ``system_prompt=None`` uses the model's
+    2-second chunks: ``None`` (default) does so where the model has audio, ``True`` on a model
+    without audio raises. An empty prompt ``""`` is valid (the media alone, or an empty user turn).
+    Bad inputs raise :class:`~hooked_avllm.inputs.errors.InputError` naming the argument and its
+    value (unknown keyword arguments too, with the closest known ones). ``system_prompt=None`` uses the model's
     default, ``False`` none. ``audio_padding="max_length"`` pads features to 300 s like the
     reference; ``"longest"`` only to the longest clip (same model outputs, less memory);
     ``"processor_longest"`` as ``WhisperFeatureExtractor(padding="longest")`` (Qwen3-Omni's processor).
@@ -76,14 +93,22 @@ def prepare_inputs(
         ...                         audio="speech.wav")
         >>> inputs.input_ids.shape, int(inputs.layout.audio.sum())                 # doctest: +SKIP
     """
+    refuse_unknown("prepare", unknown, PREPARE_ARGUMENTS)
     config = _preprocessor(preprocessor_config)
     spec = ModelInputSpec.from_config(model_config_like)
-    if padding_side not in ("left", "right"):
-        raise InputError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
-    audio_in_video = bool(use_audio_in_video) and spec.supports_audio
+    check_options(padding_side=padding_side, system_prompt=system_prompt, chat_template=chat_template,
+                  add_generation_prompt=add_generation_prompt, video_fps=video_fps,
+                  use_audio_in_video=use_audio_in_video)
+    if audio_padding not in ("max_length", "longest", "processor_longest"):
+        raise InputError(f"audio_padding={audio_padding!r}: pick 'max_length', 'longest' or 'processor_longest'")
+    if use_audio_in_video and not spec.supports_audio:
+        raise InputError(f"use_audio_in_video=True, but this model ({spec.family}) has no audio input; leave it out or "
+                         "pass use_audio_in_video=False (the video's frames are used without their sound)")
+    audio_in_video = spec.supports_audio if use_audio_in_video is None else bool(use_audio_in_video)
 
     if isinstance(prompt, (list, tuple)) and len(prompt) == 0:
-        raise InputError("prompt is empty; pass a string, a list of chat messages, or a list of those.")
+        raise InputError(f"prompt={prompt!r} is empty; pass a string (\"\" for none), a list of chat messages, or a "
+                         "list of those for a batch.")
     batched = isinstance(prompt, (list, tuple)) and not isinstance(prompt[0], dict)
     prompts = list(prompt) if batched else [prompt]
     media_args = {
@@ -92,11 +117,12 @@ def prepare_inputs(
         "audio": _rows(audio, len(prompts), batched, "audio"),
     }
     if not spec.supports_audio and any(media_args["audio"]):
-        raise InputError(f"This model ({spec.family}) takes no audio input; remove audio= or use an Omni model.")
+        raise InputError(f"audio= was given, but this model ({spec.family}) takes no audio input; remove audio= or use "
+                         "an Omni model.")
 
     placeholders = placeholder_strings(tokenizer, spec)
     brackets = bracket_strings(tokenizer, spec)
-    rows: list[tuple[list[int], list[tuple[str, Any]]]] = []  # rendered ids, ordered media
+    rows: list[tuple[list[int], list[tuple[str, Any, str]]]] = []  # rendered ids, ordered media and their names
     for r, row_prompt in enumerate(prompts):
         where = f"prompt {r}" if batched else "the prompt"
         ids, order = _render_row(
@@ -110,6 +136,7 @@ def prepare_inputs(
             chat_template,
             add_generation_prompt,
             where,
+            batched,
         )
         rows.append((ids, order))
 
@@ -153,9 +180,10 @@ def prepare_inputs(
 
 
 def _load_media(
-    orders: list[list[tuple[str, Any]]], config: PreprocessorConfig, video_fps: float | None, audio_in_video: bool
+    orders: list[list[tuple[str, Any, str]]], config: PreprocessorConfig, video_fps: float | None, audio_in_video: bool
 ) -> tuple[list[Image], list[Video], list[Audio], list[list[tuple[str, int, int | None]]]]:
     """Load every row's media in sequence order (row-major); a video's sound track joins the audio list in place.
+    A loader's error names the input it is about (its argument and value, ``label``).
 
     Returns the images, videos and audio clips, and per row its steps ``(kind, index, audio index of a video)``.
     """
@@ -165,26 +193,28 @@ def _load_media(
     plans = []
     for order in orders:
         plan: list[tuple[str, int, int | None]] = []
-        for kind, item in order:
-            if kind == "image":
-                images.append(load_image(item, config))
-                plan.append(("image", len(images) - 1, None))
-            elif kind == "video":
-                if isinstance(item, Video):
-                    check_video_size(item, config)
-                video = load_video(item, config, fps=video_fps, with_audio=audio_in_video)
-                videos.append(video)
-                if audio_in_video and video.audio is None:
-                    raise InputError(
-                        f"Video {video.source or len(videos) - 1} has no audio track but use_audio_in_video=True. "
-                        "Pass use_audio_in_video=False, or attach a sound track with load_video(frames, audio=...)."
-                    )
-                if audio_in_video:
-                    clips.append(load_audio(video.audio, sampling_rate=config.sampling_rate))
-                plan.append(("video", len(videos) - 1, len(clips) - 1 if audio_in_video else None))
-            else:
-                clips.append(load_audio(item, sampling_rate=config.sampling_rate))
-                plan.append(("audio", len(clips) - 1, None))
+        for kind, item, label in order:
+            with about(label, item):
+                if kind == "image":
+                    images.append(load_image(item, config))
+                    plan.append(("image", len(images) - 1, None))
+                elif kind == "video":
+                    if isinstance(item, Video):
+                        check_video_size(check_video(item), config)
+                    video = load_video(item, config, fps=video_fps, with_audio=audio_in_video)
+                    videos.append(video)
+                    if audio_in_video and video.audio is None:
+                        raise InputError(
+                            f"the video has no audio track but use_audio_in_video=True (the default for a model with "
+                            "audio). Pass use_audio_in_video=False, or attach a sound track with "
+                            "load_video(frames, audio=...)."
+                        )
+                    if audio_in_video:
+                        clips.append(load_audio(video.audio, sampling_rate=config.sampling_rate))
+                    plan.append(("video", len(videos) - 1, len(clips) - 1 if audio_in_video else None))
+                else:
+                    clips.append(load_audio(item, sampling_rate=config.sampling_rate))
+                    plan.append(("audio", len(clips) - 1, None))
         plans.append(plan)
     return images, videos, clips, plans
 
@@ -249,10 +279,20 @@ def _rows(value: Any, n_rows: int, batched: bool, name: str) -> list[list]:
     if value is None:
         return [[] for _ in range(n_rows)]
     if not isinstance(value, (list, tuple)) or len(value) != n_rows:
+        got = f"a list of {len(value)}" if isinstance(value, (list, tuple)) else describe(value)
         raise InputError(
-            f"With {n_rows} prompts, {name}= must be a list of {n_rows} entries (None, one {kind} or a list of them per prompt)."
+            f"With {n_rows} prompts, {name}= must be a list of {n_rows} entries (None, one {kind} or a list of them per "
+            f"prompt); got {got}."
         )
     return [_items(kind, entry) for entry in value]
+
+
+def _labels(kind: str, n: int, where: str, batched: bool) -> list[str]:
+    """How an error names each of ``n`` media inputs of ``kind`` given as arguments: ``images=``,
+    ``images= item 1``, ``images= (prompt 2)``."""
+    argument = MEDIA_ARGUMENT[kind]
+    row = f" ({where})" if batched else ""
+    return [f"{argument}{row}" if n == 1 else f"{argument} item {k}{row}" for k in range(n)]
 
 
 def _render_row(
@@ -266,31 +306,40 @@ def _render_row(
     chat_template: bool,
     add_generation_prompt: bool,
     where: str,
-) -> tuple[list[int], list[tuple[str, Any]]]:
-    """Rendered token ids (one placeholder token per media item) and the media in their order."""
+    batched: bool = False,
+) -> tuple[list[int], list[tuple[str, Any, str]]]:
+    """Rendered token ids (one placeholder token per media item) and the media in their order, each
+    with the name an error gives it (:func:`_labels`, or the chat message it came from)."""
     counts = {kind: len(items) for kind, items in media.items()}
+    queues = {kind: list(zip(items, _labels(kind, len(items), where, batched))) for kind, items in media.items()}
     if isinstance(prompt, list):
         messages, found = messages_media(prompt, system_prompt, spec.default_system_prompt)
-        queues = {kind: list(items) for kind, items in media.items()}
         order = []
-        for kind, value in found:
+        for k, (kind, value) in enumerate(found):
             if value is None:
                 if not queues[kind]:
                     raise InputError(
                         f"{where} has more {kind} items without a value than {kind} inputs given; pass the {kind} "
-                        f"inside the message ({{'type': '{kind}', '{kind}': ...}}) or as {kind}=."
+                        f"inside the message ({{'type': '{kind}', '{kind}': ...}}) or as {MEDIA_ARGUMENT[kind]}."
                     )
-                value = queues[kind].pop(0)
-            order.append((kind, value))
+                order.append((kind, *queues[kind].pop(0)))
+            else:
+                order.append((kind, value, f"the {kind} in {where}'s chat messages"))
         leftover = [kind for kind, items in queues.items() if items]
         if leftover:
+            kind = leftover[0]
             raise InputError(
-                f"{where} has no place for the {leftover[0]} input(s) given; add {{'type': '{leftover[0]}'}} items."
+                f"{MEDIA_ARGUMENT[kind]} gave {counts[kind]} {kind} input(s), but {where}'s chat messages have no place for "
+                f"the {kind} input(s) given ({len(queues[kind])} left over: each {{'type': '{kind}'}} item without a value "
+                f"takes one); add such items, or leave {MEDIA_ARGUMENT[kind]} out where the messages hold the media."
             )
         ids = tokenize(tokenizer, _render(tokenizer, messages, spec, add_generation_prompt))
         return ids, order
     if not isinstance(prompt, str):
-        raise InputError(f"{where} must be a string or a list of chat messages, got {type(prompt).__name__}.")
+        raise InputError(
+            f"{where} must be a string or a list of chat messages, got {describe(prompt)}; e.g. prompt=\"What do you "
+            "hear?\" or prompt=[{'role': 'user', 'content': 'What do you hear?'}]."
+        )
     if not chat_template:
         ids = tokenize(tokenizer, prompt)
         kind_of = {token: kind for kind, token in spec.tokens.placeholders.items()}
@@ -301,11 +350,9 @@ def _render_row(
                     f"{where} (raw text) has {kinds.count(kind)} {kind} placeholder(s) but {counts.get(kind, 0)} {kind} "
                     "input(s) were given; write one bracketed placeholder per item."
                 )
-        queues = {kind: list(items) for kind, items in media.items()}
-        return ids, [(kind, queues[kind].pop(0)) for kind in kinds]
+        return ids, [(kind, *queues[kind].pop(0)) for kind in kinds]
     parts = place_media(split_placeholders(prompt, placeholders, brackets), counts, where)
-    queues = {kind: list(items) for kind, items in media.items()}
-    order = [(p.kind, queues[p.kind].pop(0)) for p in parts if p.kind != "text"]
+    order = [(p.kind, *queues[p.kind].pop(0)) for p in parts if p.kind != "text"]
     ids = tokenize(tokenizer, _render(tokenizer, conversation(parts, system_prompt, spec.default_system_prompt), spec,
                                       add_generation_prompt))
     return ids, order

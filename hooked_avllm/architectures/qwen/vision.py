@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import Literal, Sequence
@@ -33,7 +34,7 @@ from hooked_avllm.architectures.qwen.sizing import frame_indices, smart_nframes,
 from hooked_avllm.inputs.audio import AudioLike, load_audio
 from hooked_avllm.inputs.decode import decode_video_frames, existing_path, probe_video
 from hooked_avllm.inputs.errors import InputError
-from hooked_avllm.inputs.vision import Image, ImageLike, Video, VideoLike, frames_from_arrays, to_pil
+from hooked_avllm.inputs.vision import Image, ImageLike, Video, VideoLike, check_image, check_video, frames_from_arrays, to_pil
 
 
 def load_image(source: ImageLike, config: PreprocessorConfig | None = None) -> Image:
@@ -48,7 +49,7 @@ def load_image(source: ImageLike, config: PreprocessorConfig | None = None) -> I
         torch.Size([3, 56, 56])
     """
     if isinstance(source, Image):
-        return source
+        return check_image(source)
     config = config or PreprocessorConfig()
     name = str(source) if isinstance(source, (str, Path)) else None
     picture = to_pil(source)
@@ -96,11 +97,10 @@ def load_video(
         (torch.Size([8, 3, 336, 588]), 2.0, 16000)
     """
     if isinstance(source, Video):
-        return source
+        return check_video(source)
     config = config or PreprocessorConfig()
-    fps = float(fps or config.video_fps)
-    if fps <= 0:
-        raise InputError(f"fps must be positive, got {fps}.")
+    _check_times(fps, source_fps, start, end)
+    fps = float(config.video_fps if fps is None else fps)
     factor = config.temporal_patch_size
     track: Audio | None = None
     name: str | None = None
@@ -140,6 +140,19 @@ def load_video(
         track = load_audio(track, sampling_rate=config.sampling_rate)
     position_fps = fps if timing == "nominal" else sample_fps
     return Video(frames, position_fps, sample_fps, track, name)
+
+
+def _check_times(fps: float | None, source_fps: float | None, start: float | None, end: float | None) -> None:
+    """Frame rates must be positive and the time range non-empty (a rate of 0 would divide by zero,
+    a negative one give negative seconds per frame group)."""
+    for name, value in (("fps", fps), ("source_fps", source_fps)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf):
+            raise InputError(f"{name}={value!r}: a frame rate must be a positive number of frames per second (e.g. 2.0)")
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf):
+            raise InputError(f"{name}={value!r}: a time in the video must be a number of seconds >= 0")
+    if start is not None and end is not None and end <= start:
+        raise InputError(f"start={start}, end={end}: the range is empty; pick start < end (seconds)")
 
 
 def check_video_size(video: "Video", config: PreprocessorConfig) -> None:

@@ -144,7 +144,11 @@ class VideoLLaMA2(Architecture):
                     last_video = False
                 else:
                     if left[kind] == 0:
-                        raise InputError(f"row {b} holds more {kind} placeholder runs than {kind} inputs were given")
+                        raise InputError(
+                            f"row {b} holds more {kind} placeholder runs than {kind} inputs were given "
+                            f"({int(items[kind].shape[0]) if items[kind] is not None else 0}); pass the {kind} with the "
+                            "ids, or build the inputs with model.prepare"
+                        )
                     left[kind] -= 1
                     if kind == "audio":
                         frames = int(items["audio"].shape[1])

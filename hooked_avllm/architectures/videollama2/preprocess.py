@@ -37,11 +37,11 @@ from jaxtyping import Float
 from PIL import Image as PILImage
 from torch import Tensor
 
-from hooked_avllm.inputs.audio import Audio, load_audio
+from hooked_avllm.inputs.audio import Audio, load_audio, warn_unstated_rate
 from hooked_avllm.inputs.decode import decode_audio_file, decode_video_frames, existing_path, probe_video
-from hooked_avllm.inputs.errors import InputError
+from hooked_avllm.inputs.errors import InputError, describe
 from hooked_avllm.inputs.fbank import beats_fbank
-from hooked_avllm.inputs.vision import Image, Video, frames_from_arrays, to_pil
+from hooked_avllm.inputs.vision import Image, Video, check_image, check_video, eight_bit, frames_from_arrays, to_pil
 
 PCM16_SCALE = 32768.0  # ffmpeg's s16 output: round(x * 2**15), clipped to int16
 
@@ -107,6 +107,7 @@ def load_frames(source, num_frames: int, size: int, mean, std, fps: float | None
             track = load_audio(path)
     else:
         if isinstance(source, Video):
+            check_video(source)
             track, rate = (source.audio if with_audio else None), source.sample_fps
             all_frames = list(_pixels_to_uint8(source.frames))
         else:
@@ -136,11 +137,11 @@ def load_image_pixels(source, size: int, mean, std) -> Float[Tensor, "3 size siz
         path = existing_path(source, "Image")
         try:
             with PILImage.open(path) as opened:
-                array = np.asarray(opened.convert("RGB"))
+                array = np.asarray(eight_bit(opened).convert("RGB"))  # 16-bit scaled, not clipped to white
         except Exception as err:
             raise InputError(f"cannot read the image {path}: {err}. Pass a png/jpeg/webp/bmp file or an array") from err
     elif isinstance(source, Image):
-        array = _pixels_to_uint8(source.pixels)
+        array = _pixels_to_uint8(check_image(source).pixels)
     else:
         array = np.asarray(to_pil(source))
     return resize_frames([array], size, mean, std)[0]
@@ -165,13 +166,18 @@ def load_audio_input(source, sample_rate: int, start: float | None = None,
     elif isinstance(source, tuple) and len(source) == 2 and isinstance(source[1], (int, float)):
         samples, rate = source
     elif isinstance(source, (np.ndarray, Tensor)):
+        warn_unstated_rate(source, sample_rate, stacklevel=4)
         samples, rate = source, sample_rate
     else:
         raise InputError(
-            f"audio= got a {type(source).__name__}; pass a file path, a 16-kHz array or tensor, "
+            f"audio= got {describe(source)}; pass a file path, a 16-kHz array or tensor, "
             "an (array, sampling_rate) pair or an Audio"
         )
+    if isinstance(samples, (np.ndarray, Tensor)) and samples.ndim not in (1, 2):
+        raise InputError(f"audio= got an array of shape {tuple(samples.shape)}; expected [samples] or [channels, samples]")
     samples = samples.detach().cpu() if isinstance(samples, Tensor) else torch.from_numpy(np.asarray(samples))
+    if samples.numel() == 0:  # before picking a channel: [1, 0] has no first sample to index
+        raise InputError(f"the audio is empty (0 samples, shape {tuple(samples.shape)}); pass a clip of at least 0.02 s")
     if samples.ndim == 2:  # the first channel; the channel axis is the shorter one, as load_audio reads arrays
         if min(samples.shape) > 8:
             raise InputError(

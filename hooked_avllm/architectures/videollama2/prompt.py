@@ -28,7 +28,8 @@ from hooked_avllm.architectures.videollama2.preprocess import (
 )
 from hooked_avllm.config import AVLLMConfig
 from hooked_avllm.inputs.audio import load_audio
-from hooked_avllm.inputs.errors import InputError
+from hooked_avllm.inputs.chat import check_message, check_options
+from hooked_avllm.inputs.errors import InputError, InputWarning, about, describe, refuse_unknown
 from hooked_avllm.inputs.layout import Segment, TokenLayout
 from hooked_avllm.inputs.model_inputs import ModelInputs
 from hooked_avllm.inputs.spec import InputSpec
@@ -38,6 +39,8 @@ MODAL_TAGS = ("<video>", "<audio>", "<image>")
 
 
 MEDIA_NAMES = ("pixel_values", "pixel_values_videos", "input_features")
+PREPARE_ARGUMENTS = ("prompt", "video", "audio", "images", "use_audio_in_video", "system_prompt", "padding_side",
+                     "chat_template", "add_generation_prompt", "video_fps", "audio_start")
 
 
 def input_spec(cfg: AVLLMConfig) -> InputSpec:
@@ -54,11 +57,12 @@ def input_spec(cfg: AVLLMConfig) -> InputSpec:
 def render_chat(messages: list[dict], system_prompt: str | None, add_generation_prompt: bool = True) -> str:
     """The Qwen2 chat template's text for ``messages`` (``{"role", "content": str}``): the system
     turn ``system_prompt`` first unless the messages open with their own system message."""
-    for message in messages:
-        if not isinstance(message, dict) or "role" not in message or not isinstance(message.get("content"), str):
+    for index, message in enumerate(messages):
+        check_message(message, index, media_items=False)
+        if not isinstance(message.get("content"), str):
             raise InputError(
-                f"chat messages must be dicts {{'role': ..., 'content': str}} (VideoLLaMA2 takes its media as "
-                f"video=/audio=/images=, not inside the messages); got {message!r}"
+                f"chat message {index}'s content is {describe(message['content'])}; VideoLLaMA2's chat messages hold "
+                "text {'role': ..., 'content': str} (it takes its media as video=/audio=/images=, not inside the messages)"
             )
     opens_with_system = bool(messages) and messages[0]["role"] == "system"
     text = f"<|im_start|>system\n{system_prompt}<|im_end|>\n" if system_prompt and not opens_with_system else ""
@@ -150,13 +154,14 @@ def prepare_videollama2(
     video: Any = None,
     audio: Any = None,
     images: Any = None,
-    use_audio_in_video: bool = True,
+    use_audio_in_video: bool | None = None,
     system_prompt: str | None | bool = None,
     padding_side: Literal["left", "right"] = "left",
     chat_template: bool = True,
     add_generation_prompt: bool = True,
     video_fps: float | None = None,
     audio_start: float | None = None,
+    **unknown: Any,
 ) -> ModelInputs:
     """Prompts and media -> :class:`~hooked_avllm.inputs.ModelInputs` with a layout built from segments.
 
@@ -174,8 +179,21 @@ def prepare_videollama2(
     ``False`` none, or a string; messages that open with a system message keep theirs.
     ``chat_template=False`` tokenizes the prompt string as given (it must hold the tag).
     A text-only prompt is rendered without the leading newline the released ``mm_infer`` puts
-    there for ``modal="text"``.
+    there for ``modal="text"``. ``use_audio_in_video=None`` (default) takes a video's sound where
+    the model has an audio tower; ``True`` on a model without one raises. Bad inputs raise an
+    :class:`~hooked_avllm.inputs.errors.InputError` naming the argument and its value; unknown
+    keyword arguments are named with the closest known ones.
     """
+    refuse_unknown("prepare", unknown, PREPARE_ARGUMENTS)
+    check_options(padding_side=padding_side, system_prompt=system_prompt, chat_template=chat_template,
+                  add_generation_prompt=add_generation_prompt, video_fps=video_fps, use_audio_in_video=use_audio_in_video)
+    if audio_start is not None and (isinstance(audio_start, bool) or not isinstance(audio_start, (int, float))
+                                    or not 0 <= audio_start < float("inf")):
+        raise InputError(f"audio_start={audio_start!r}: pick a number of seconds >= 0 (where the 30-s audio window starts)")
+    if use_audio_in_video and cfg.audio is None:
+        raise InputError("use_audio_in_video=True, but this VideoLLaMA2 model has no audio tower; leave it out or pass "
+                         "use_audio_in_video=False (the video's frames are used without their sound)")
+    use_audio_in_video = cfg.audio is not None and use_audio_in_video is not False
     if isinstance(prompt, str):
         batched = False
     elif isinstance(prompt, (list, tuple)) and prompt and all(isinstance(p, (str, list, tuple)) for p in prompt):
@@ -184,7 +202,7 @@ def prepare_videollama2(
         batched = False  # one chat
     else:
         raise InputError(
-            f"prompt must be a string, a list of chat messages, or a list of those for a batch; got {prompt!r:.80}"
+            f"prompt must be a string, a list of chat messages, or a list of those for a batch; got {describe(prompt)}"
         )
     prompts = list(prompt) if batched else [prompt]
 
@@ -194,7 +212,7 @@ def prepare_videollama2(
         if value is None:
             return [None] * len(prompts)
         if not isinstance(value, (list, tuple)) or len(value) != len(prompts):
-            got = f"a list of {len(value)}" if isinstance(value, (list, tuple)) else f"one {type(value).__name__}"
+            got = f"a list of {len(value)}" if isinstance(value, (list, tuple)) else describe(value)
             raise InputError(
                 f"{name}= got {got} for a batch of {len(prompts)} prompts; give a list with one entry (or None) per prompt"
             )
@@ -202,17 +220,11 @@ def prepare_videollama2(
 
     videos, audios, image_rows = per_row(video, "video"), per_row(audio, "audio"), per_row(images, "images")
     if cfg.audio is None and any(a is not None for a in audios):
-        raise InputError("this VideoLLaMA2 model has no audio tower, so it cannot take audio=; remove audio= (or load an -AV checkpoint)")
+        raise InputError("audio= was given, but this VideoLLaMA2 model has no audio tower, so it cannot take audio=; remove "
+                         "audio= (or load an -AV checkpoint)")
     if cfg.vision is None and any(v is not None for v in videos + image_rows):
-        raise InputError("this VideoLLaMA2 model has no vision tower, so it cannot take video=/images=; remove them")
-    if system_prompt is None or system_prompt is True:
-        system = SYSTEM_PROMPT
-    elif system_prompt is False or system_prompt == "":
-        system = None
-    elif isinstance(system_prompt, str):
-        system = system_prompt
-    else:
-        raise InputError(f"system_prompt must be a string, None (the default) or False (none); got {system_prompt!r}")
+        raise InputError("video=/images= were given, but this VideoLLaMA2 model has no vision tower; remove them")
+    system = SYSTEM_PROMPT if system_prompt is None else None if system_prompt in (False, "") else system_prompt
     spec = input_spec(cfg)
     tokens = cfg.tokens
     rows, pixel_images, pixel_videos, fbanks = [], [], [], []
@@ -229,19 +241,21 @@ def prepare_videollama2(
         _tag_for(r, row_video is not None, row_audio is not None, row_image is not None)  # refuse before decoding
         media: list[Segment] = []
         sampled = None
+        row = f" (prompt {r})" if batched else ""
         if row_video is not None:
             v = cfg.vision
-            sampled = load_frames(row_video, v.num_frames, v.siglip.image_size, v.image_mean, v.image_std, fps=video_fps,
-                                  with_audio=use_audio_in_video and cfg.audio is not None and row_audio is None)
+            with about(f"video={row}", row_video):
+                sampled = load_frames(row_video, v.num_frames, v.siglip.image_size, v.image_mean, v.image_std,
+                                      fps=video_fps, with_audio=use_audio_in_video and row_audio is None)
             pixel_videos.append(sampled.pixels)
             media.append(visual_segment("video", cfg, sampled.frame_times, tokens.video))
-        wants_track = sampled is not None and row_audio is None and use_audio_in_video and cfg.audio is not None
+        wants_track = sampled is not None and row_audio is None and use_audio_in_video
         track_from_video = wants_track
         if wants_track and sampled.audio is None:
             warnings.warn(
-                f"prompt {r}: the video has no sound track; as the released processor does, 30 s of silence stand in "
-                "for it (pass use_audio_in_video=False for video tokens only)",
-                stacklevel=4,  # the caller of model.prepare
+                f"video= (prompt {r}): the video has no sound track; as the released processor does, 30 s of silence "
+                "stand in for it (pass use_audio_in_video=False for video tokens only)",
+                InputWarning, stacklevel=4,  # the caller of model.prepare
             )
         if row_audio is not None or track_from_video:
             a = cfg.audio
@@ -252,7 +266,8 @@ def prepare_videollama2(
                 track = load_audio(sampled.audio, sampling_rate=a.sample_rate)
                 wave, times = video_audio_clips(track, a.clips_per_video, a.clip_duration)
             else:
-                clip, offset = load_audio_input(row_audio, a.sample_rate, start=audio_start, seconds=a.clip_seconds)
+                with about(f"audio={row}", row_audio):
+                    clip, offset = load_audio_input(row_audio, a.sample_rate, start=audio_start, seconds=a.clip_seconds)
                 wave = clip.waveform
                 times = torch.arange(wave.shape[0], dtype=torch.float64) / a.sample_rate + offset
             stream = audio_stream(wave, a.sample_rate, a.clip_seconds, times)
@@ -261,7 +276,8 @@ def prepare_videollama2(
             media.append(audio_segment(cfg, stream.frame_source_time, stream.fbank.shape[0], in_video))
         if row_image is not None:
             v = cfg.vision
-            pixel_images.append(load_image_pixels(row_image, v.siglip.image_size, v.image_mean, v.image_std))
+            with about(f"images={row}", row_image):
+                pixel_images.append(load_image_pixels(row_image, v.siglip.image_size, v.image_mean, v.image_std))
             media.append(visual_segment("image", cfg, None, tokens.image))
         tag = _tag_for(r, row_video is not None, row_audio is not None or track_from_video, row_image is not None)
         tagged = _with_tag(row_prompt, tag, chat_template)
