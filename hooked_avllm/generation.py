@@ -25,11 +25,9 @@ from jaxtyping import Int
 from torch import Tensor
 
 from hooked_avllm.cache import AVActivationCache
-from hooked_avllm.components.attention import LayerKVCache
 from hooked_avllm.components.hook_checks import check_names_filter
 from hooked_avllm.decoder_inputs import decoder_inputs
-from hooked_avllm.inputs.layout import rope_deltas
-from hooked_avllm.vocabulary import GENERATED
+from hooked_avllm.decoding import greedy_decode
 
 NamesFilter = Callable[[str], bool] | str | list[str] | None
 
@@ -173,6 +171,7 @@ class Generation:
         *,
         layout: Any = None,
         forward_last: bool = False,
+        cuda_graph: bool | None = None,
         **inputs: Any,
     ) -> Int[Tensor, "batch pos_plus_new"]:
         """Greedy decoding with a KV cache; hooks and attention edits apply at the prefill and at
@@ -184,7 +183,10 @@ class Generation:
         ``cfg.tokens.eos`` by default) or after ``max_new_tokens`` (an int of at least 1: 0 raises,
         as generating nothing is a plain forward); rows that finished early are filled with the end
         token. ``forward_last`` also runs the last generated token through the model (so caches
-        cover every token).
+        cover every token). Keys and values go to a static (preallocated) cache; on a GPU each
+        decoding step is replayed from a captured CUDA graph unless a hook watches a decoding-time
+        hook point (then every step runs eagerly, so the hook fires), ``cuda_graph=False`` asks for
+        eager steps, ``True`` insists on the graph (see :mod:`hooked_avllm.decoding`).
 
         Example:
             >>> from hooked_avllm import AVLLMConfig, HookedAVLLM
@@ -194,37 +196,12 @@ class Generation:
         """
         max_new_tokens = check_max_new_tokens(max_new_tokens)
         eos = self.end_tokens(eos_token_id)  # checked before the towers run
+        if cuda_graph is not None and not isinstance(cuda_graph, bool):
+            raise TypeError(f"cuda_graph must be None (capture where possible), True or False; got {cuda_graph!r}")
         llm = decoder_inputs(self, input_ids, layout=layout, **inputs)
-        input_ids, attention_mask, kinds = llm.input_ids, llm.attention_mask, llm.kinds
-        if bool((attention_mask[:, -1] == 0).any()):
+        if bool((llm.attention_mask[:, -1] == 0).any()):
             raise ValueError("generate needs left padding (the last column must be real tokens for every row)")
-        # a new token at real index n gets position n + delta in every row (t = h = w for M-RoPE)
-        deltas = rope_deltas(llm.position_ids, attention_mask)
-        caches = [LayerKVCache() for _ in self.blocks]
-        logits = self.run_decoder(**llm.decoder_kwargs(), return_type="logits", kv_caches=caches, last_logits_only=True)
-        eos = eos.to(input_ids.device)
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        tokens = input_ids
-        generated = torch.full_like(kinds[:, :1], GENERATED)
-        rows = llm.position_ids.shape[0]
-        for step in range(1, max_new_tokens + 1):
-            next_token = logits[:, -1].argmax(-1).to(input_ids.device)  # the unembedding may sit on another device
-            if eos.numel():
-                next_token = torch.where(done, eos[0], next_token)
-            tokens = torch.cat((tokens, next_token[:, None]), dim=1)
-            attention_mask = torch.cat((attention_mask, torch.ones_like(attention_mask[:, :1])), dim=1)
-            kinds = torch.cat((kinds, generated), dim=1)
-            if eos.numel():
-                done = done | torch.isin(next_token, eos)
-            last = step == max_new_tokens or (eos.numel() and bool(done.all()))
-            if last and not forward_last:
-                break  # the last token needs no forward of its own
-            step_pos = (attention_mask.sum(-1, keepdim=True) - 1 + deltas.to(attention_mask.device)).expand(-1, 1)
-            logits = self.run_decoder(self.embed(next_token[:, None]), step_pos[None].expand(rows, -1, -1), attention_mask,
-                                      "logits", caches, kinds, step, llm.n_prompt, last_logits_only=True)
-            if last:
-                break
-        return tokens
+        return greedy_decode(self, llm, max_new_tokens, eos, forward_last, cuda_graph)
 
     def generate_with_cache(
         self,

@@ -69,6 +69,14 @@ def edited(ctx, *edits):
         return ctx.model(ctx.inputs)
 
 
+def shares_of_a_dict(ctx):
+    """The tensors a processor returns, as a dict, are inputs like the prepared ones."""
+    given = {"input_ids": ctx.inputs.input_ids, "attention_mask": ctx.inputs.attention_mask, **ctx.inputs.media}
+    as_dict = attention_share(ctx.model, given, max_new_tokens=2, eos_token_id=[])
+    prepared = attention_share(ctx.model, ctx.inputs, max_new_tokens=2, eos_token_id=[])
+    assert torch.equal(as_dict.values, prepared.values) and torch.equal(as_dict.step, prepared.step)
+
+
 def bare_rule_is_a_knockout(ctx):
     """``edit_attention(rule)`` wraps the rule in a checked ``Knockout``: the same logits as
     ``knockout(model, rule)``, and not the plain run's."""
@@ -274,6 +282,7 @@ MODEL_CASES = [
     Case("logit_lens layers=[-1]", "analysis", lens_layers_from_the_end, None),
     Case("knockout_sweep window (-1, n)", "analysis", sweep_window_from_the_end, None),
     Case("model.edit_attention(a bare KnockoutRule) equals Knockout([rule])", "analysis", bare_rule_is_a_knockout, None),
+    Case("attention_share of a dict of processor tensors equals the prepared inputs'", "analysis", shares_of_a_dict, None),
 ]
 
 PLAIN_CASES = [  # no model needed: the argument's type is wrong whatever the model

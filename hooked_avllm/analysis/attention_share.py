@@ -355,14 +355,21 @@ def _attention_share(model: Any, inputs: Any, queries: Any, max_new_tokens: int 
             tokens = None
     valid_until = None
     if tokens is not None:
-        valid_until = _last_step(model, tokens, getattr(inputs, "input_ids", inputs).shape[1], eos_token_id)
+        valid_until = _last_step(model, tokens, _prompt_ids(inputs).shape[1], eos_token_id)
     return recorder.result(valid_until)
+
+
+def _prompt_ids(inputs: Any) -> Any:
+    """The token ids of prepared inputs, of a dict of a processor's tensors, or the ids themselves."""
+    if isinstance(inputs, dict):
+        return inputs.get("input_ids")
+    return getattr(inputs, "input_ids", inputs)
 
 
 def _checked_query_mask(inputs: Any, queries: Tensor) -> Bool[Tensor, "batch pos"]:
     """A query mask ``[batch, pos]`` of the inputs' shape that selects no padding position (a
     padding query has no key to attend to: its shares would be NaN)."""
-    ids = getattr(inputs, "input_ids", inputs)
+    ids = _prompt_ids(inputs)
     shape = tuple(ids.shape) if isinstance(ids, Tensor) else None
     if queries.dtype != torch.bool:
         if queries.is_floating_point() or not bool(((queries == 0) | (queries == 1)).all()):
@@ -370,7 +377,7 @@ def _checked_query_mask(inputs: Any, queries: Tensor) -> Bool[Tensor, "batch pos
         queries = queries.bool()
     if shape is not None and tuple(queries.shape) != shape:
         raise ValueError(f"queries: the mask has shape {tuple(queries.shape)} but the inputs are {shape} [batch, pos]")
-    mask = getattr(inputs, "attention_mask", None)
+    mask = inputs.get("attention_mask") if isinstance(inputs, dict) else getattr(inputs, "attention_mask", None)
     if isinstance(mask, Tensor):
         padded = queries.cpu() & (mask.cpu() == 0)
         if bool(padded.any()):

@@ -180,6 +180,9 @@ class Knockout:
         1
     """
 
+    # a generated query's blocked keys depend only on the key kinds: captured decoding computes them once
+    decode_invariant = True
+
     def __init__(self, rules: KnockoutRule | Sequence[KnockoutRule] = (), last_prompt_as_generated: bool = False,
                  check_inputs: bool = True):
         self.rules = [rules] if isinstance(rules, KnockoutRule) else list(rules)

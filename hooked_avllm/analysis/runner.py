@@ -94,7 +94,7 @@ def batch_rows(inputs: Any) -> int:
         >>> batch_rows(torch.zeros(3, 7, dtype=torch.long))
         3
     """
-    ids = getattr(inputs, "input_ids", inputs)
+    ids = inputs.get("input_ids") if isinstance(inputs, dict) else getattr(inputs, "input_ids", inputs)
     shape = getattr(ids, "shape", None)
     if not shape:
         raise TypeError(f"expected prepared inputs (model.prepare) or token ids [batch, pos], got {type(inputs).__name__}")

@@ -46,6 +46,8 @@ class DropTokens:
         11
     """
 
+    decode_invariant = True  # the dropped keys depend only on their kinds: captured decoding computes them once
+
     def __init__(self, kinds: str | Sequence[str], after_layer: int, check_inputs: bool = True):
         self.codes = _codes(kinds)
         self.kinds = kinds

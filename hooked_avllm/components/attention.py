@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from hooked_avllm.components.hook_state import watched
+from hooked_avllm.components.kv_cache import LayerKVCache, StaticKVCache
 from hooked_avllm.components.norms import RMSNorm
 from hooked_avllm.components.rotary import Rotary
 
@@ -84,26 +85,6 @@ class AttentionSegments:
         result = flat.new_empty(n_pos, *flat.shape[1:])
         result[self.members] = flat
         return result[None]
-
-
-class LayerKVCache:
-    """Keys (after rotary) and values of one layer, grown by each decoding step."""
-
-    def __init__(self):
-        self.k: Tensor | None = None  # [batch, kv_head, pos, d_head]
-        self.v: Tensor | None = None
-
-    @property
-    def length(self) -> int:
-        return 0 if self.k is None else self.k.shape[2]
-
-    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        if self.k is None:
-            self.k, self.v = k, v
-        else:
-            self.k = torch.cat((self.k, k), dim=2)
-            self.v = torch.cat((self.v, v), dim=2)
-        return self.k, self.v
 
 
 class Attention(nn.Module):
@@ -244,7 +225,7 @@ class Attention(nn.Module):
         key_valid: Bool[Tensor, "batch key_pos"] | None = None,
         segments: AttentionSegments | None = None,
         additive_mask: Float[Tensor, "batch head query_pos key_pos"] | None = None,
-        kv_cache: LayerKVCache | None = None,
+        kv_cache: LayerKVCache | StaticKVCache | None = None,
     ) -> Float[Tensor, "batch pos d_model"]:
         """Attend.
 
@@ -275,10 +256,14 @@ class Attention(nn.Module):
             if kv_cache is not None:
                 past = kv_cache.length
                 kh, vh = kv_cache.append(kh, vh)
-            mask = self._bool_mask(batch, n_pos, kh.shape[2], past, causal, key_valid, x.device)
-            # SDPA's is_causal aligns top-left, so it only fits when queries and keys coincide
-            use_is_causal = causal and mask is None and past == 0 and n_pos > 1
-            z = self._attend(qh, kh, vh, mask, additive_mask, use_is_causal).transpose(1, 2)
+            if kv_cache is not None and kv_cache.static_mask is not None:  # captured decoding: the whole buffer
+                mask = kv_cache.static_mask if additive_mask is None else kv_cache.static_mask + additive_mask
+                z = self._attend(qh, kh, vh, None, mask, False).transpose(1, 2)
+            else:
+                mask = self._bool_mask(batch, n_pos, kh.shape[2], past, causal, key_valid, x.device)
+                # SDPA's is_causal aligns top-left, so it only fits when queries and keys coincide
+                use_is_causal = causal and mask is None and past == 0 and n_pos > 1
+                z = self._attend(qh, kh, vh, mask, additive_mask, use_is_causal).transpose(1, 2)
         z = self.hook_z(z)  # [batch, pos, head, d_head]
 
         if self.use_attn_result:

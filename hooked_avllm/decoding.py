@@ -1,0 +1,303 @@
+"""Greedy decoding over a static KV cache, eager or captured as one CUDA graph per step.
+
+Every generation prefills the prompt into preallocated key/value buffers
+(:class:`~hooked_avllm.components.kv_cache.StaticKVCache`), so memory does not grow token by
+token. The decoding steps then run one of two ways:
+
+* **captured** (on a GPU, by default): one step (embedding, every block, the final norm, the
+  unembedding, the argmax and the end-token bookkeeping) is recorded once as a CUDA graph and
+  replayed per token; its inputs live in static buffers (the token, the position, the rotary angles
+  of every step, the key mask). Replaying skips Python, hook points and kernel launches, which is
+  what a decoding step costs at batch 1. Captured graphs are kept per (batch, buffer length, steps,
+  edited layers) and reused by later calls, so only the first call of a shape pays the capture.
+  Attention edits that declare ``decode_invariant`` (knockout rules, token dropping: their
+  blocked edges for a generated query depend only on the key kinds) are captured too: their masks
+  are computed once per call into static buffers, and each step unblocks its own position.
+* **eager** (on the CPU; and whenever a Python hook watches a decoding-time hook point, an edit is
+  not decode-invariant, the model is split over devices, or ``cuda_graph=False``): the step runs
+  through ``run_decoder`` as a plain forward, so hooks fire at every step with
+  ``model.forward_context.step`` telling which. A hook is Python and may do anything (append to a
+  list, read ``forward_context``), so it cannot be recorded once and replayed: such a run is eager
+  for the whole generation, and still gets the static cache.
+
+Both paths produce the same tokens (checked on a GPU: identical tokens, logits within bf16 noise;
+the CPU tests run the eager path).
+
+Example:
+    >>> from hooked_avllm import AVLLMConfig, HookedAVLLM
+    >>> model = HookedAVLLM.from_config(AVLLMConfig.tiny())
+    >>> model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=4, cuda_graph=False).shape
+    torch.Size([1, 7])
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+from hooked_avllm.components.hook_state import watched
+from hooked_avllm.components.kv_cache import StaticKVCache
+from hooked_avllm.components.rotary import Rotary
+from hooked_avllm.forward_context import ForwardContext
+from hooked_avllm.inputs.layout import rope_deltas
+from hooked_avllm.vocabulary import GENERATED
+
+BUCKET = 256  # captured buffers are this many positions longer at most, so nearby lengths share a graph
+KEPT_GRAPHS = 4  # captured decoders kept per model (each holds its KV buffers)
+CHECK_EVERY = 8  # replays between host checks of "every row has ended"
+
+
+def greedy_decode(model: Any, llm: Any, max_new_tokens: int, eos: Int[Tensor, " n_end"], forward_last: bool,
+                  cuda_graph: bool | None) -> Int[Tensor, "batch pos_plus_new"]:
+    """Prefill ``llm`` (the decoder inputs) into a static KV cache and decode greedily (see the module
+    docstring); ``cuda_graph``: ``None`` captures where it can, ``True`` insists (raises where it
+    cannot), ``False`` runs eagerly."""
+    eos = eos.to(llm.input_ids.device)
+    reason = _why_not_captured(model, llm, forward_last)
+    if cuda_graph and reason:
+        raise ValueError(f"cuda_graph=True, but this generation cannot be captured: {reason}; pass cuda_graph=None "
+                         "(capture where possible) or False")
+    if cuda_graph is False or reason or getattr(model, "_capture_failed", False):
+        return _eager_decode(model, llm, max_new_tokens, eos, forward_last)
+    try:
+        return _captured_decode(model, llm, max_new_tokens, eos)
+    except _CaptureError as error:
+        if cuda_graph:
+            raise
+        model._capture_failed = True
+        warnings.warn(f"generation runs eagerly from now on: capturing the decoding step failed ({error.__cause__!r})",
+                      RuntimeWarning, stacklevel=3)
+        return _eager_decode(model, llm, max_new_tokens, eos, forward_last)
+
+
+# ----------------------------------------------------------------------------------- eager
+
+
+def _eager_decode(model: Any, llm: Any, max_new_tokens: int, eos: Tensor, forward_last: bool) -> Tensor:
+    """The step loop through ``run_decoder`` (hooks fire every step), over a static KV cache."""
+    input_ids, attention_mask, kinds = llm.input_ids, llm.attention_mask, llm.kinds
+    deltas = rope_deltas(llm.position_ids, attention_mask)  # a new token at real index n gets position n + delta
+    caches = _allocate_caches(model, input_ids.shape[0], input_ids.shape[1] + max_new_tokens + int(forward_last))
+    logits = model.run_decoder(**llm.decoder_kwargs(), return_type="logits", kv_caches=caches, last_logits_only=True)
+    eos = eos.to(input_ids.device)
+    done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+    tokens = input_ids
+    generated = torch.full_like(kinds[:, :1], GENERATED)
+    rows = llm.position_ids.shape[0]
+    for step in range(1, max_new_tokens + 1):
+        next_token = logits[:, -1].argmax(-1).to(input_ids.device)  # the unembedding may sit on another device
+        if eos.numel():
+            next_token = torch.where(done, eos[0], next_token)
+        tokens = torch.cat((tokens, next_token[:, None]), dim=1)
+        attention_mask = torch.cat((attention_mask, torch.ones_like(attention_mask[:, :1])), dim=1)
+        kinds = torch.cat((kinds, generated), dim=1)
+        if eos.numel():
+            done = done | torch.isin(next_token, eos)
+        last = step == max_new_tokens or (eos.numel() and bool(done.all()))
+        if last and not forward_last:
+            break  # the last token needs no forward of its own
+        step_pos = (attention_mask.sum(-1, keepdim=True) - 1 + deltas.to(attention_mask.device)).expand(-1, 1)
+        logits = model.run_decoder(model.embed(next_token[:, None]), step_pos[None].expand(rows, -1, -1), attention_mask,
+                                   "logits", caches, kinds, step, llm.n_prompt, last_logits_only=True)
+        if last:
+            break
+    return tokens
+
+
+def _allocate_caches(model: Any, batch: int, capacity: int) -> list[StaticKVCache]:
+    dtype, device = model.embed.weight.dtype, model.embed.weight.device
+    return [StaticKVCache.allocate(batch, block.attn.n_kv_heads, capacity, block.attn.d_head, dtype,
+                                   block.attn.qkv.weight.device if block.attn.qkv.weight.device.type != "meta" else device)
+            for block in model.blocks]
+
+
+# ----------------------------------------------------------------------------------- captured
+
+
+class _CaptureError(RuntimeError):
+    """Recording the decoding step failed (an operation that synchronises with the host...)."""
+
+
+def _why_not_captured(model: Any, llm: Any, forward_last: bool) -> str | None:
+    """Why this generation must run eagerly (``None``: it can be captured)."""
+    device = llm.input_ids.device
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return f"the model runs on {device.type}, and CUDA graphs need a GPU"
+    if getattr(model, "hf_device_map", None):
+        return "the model is split over devices (device_map)"
+    if forward_last:
+        return "forward_last runs the last token too (caching activations while generating uses hooks)"
+    points = [model.hook_embed, *model.blocks.modules(), *model.ln_final.modules(), *model.unembed.modules()]
+    hooked = [p for p in points if hasattr(p, "fwd_hooks") and watched(p)] + [
+        m for m in model.blocks.modules() if getattr(m, "always_watched", False)]
+    if hooked:
+        name = next((n for n, p in model.hook_dict.items() if p is hooked[0]), type(hooked[0]).__name__)
+        return f"a hook watches {name} (hooks are Python: they run at every step of an eager generation)"
+    if any(getattr(b.attn, "force_explicit", False) or getattr(b.attn, "use_attn_result", False) for b in model.blocks):
+        return "an attention layer computes explicit patterns or per-head results"
+    odd = [e for e in model._attention_edits if not getattr(e, "decode_invariant", False)]
+    if odd:
+        return f"the attention edit {odd[0]!r} does not declare decode_invariant"
+    return None
+
+
+def _captured_decode(model: Any, llm: Any, max_new_tokens: int, eos: Tensor) -> Tensor:
+    batch, n_prompt = llm.input_ids.shape
+    capacity = -(-(n_prompt + max_new_tokens) // BUCKET) * BUCKET
+    edits = _decode_edit_masks(model, llm.kinds, n_prompt, capacity)
+    key = (batch, llm.position_ids.shape[0], capacity, max_new_tokens, eos.numel(), tuple(sorted(edits)),
+           model.embed.weight.dtype, llm.input_ids.device)
+    decoders = model.__dict__.setdefault("_captured_decoders", {})
+    decoder = decoders.pop(key, None) or CapturedDecoder(model, batch, capacity, max_new_tokens, eos.numel(), sorted(edits))
+    decoders[key] = decoder  # most recently used last
+    while len(decoders) > KEPT_GRAPHS:
+        decoders.pop(next(iter(decoders)))
+    return decoder.run(llm, eos, edits)
+
+
+def _decode_edit_masks(model: Any, kinds: Int[Tensor, "batch pos"], n_prompt: int, capacity: int
+                       ) -> dict[int, Bool[Tensor, "batch capacity"]]:
+    """Per layer, the keys a generated query may not see under the active edits (layers without
+    any left out), from the prompt's kinds and generated kinds after it: the same for every step."""
+    if not model._attention_edits:
+        return {}
+    full = torch.full((kinds.shape[0], capacity), GENERATED, dtype=kinds.dtype, device=kinds.device)
+    full[:, :n_prompt] = kinds
+    context = ForwardContext(full, past=n_prompt, n_new=1, step=1, n_prompt=n_prompt)
+    masks = {}
+    for layer in range(len(model.blocks)):
+        edges = [e.blocked(layer, context) for e in model._attention_edits]
+        edges = [e for e in edges if e is not None]
+        if edges:
+            masks[layer] = torch.stack([e[:, 0] for e in edges]).any(0)
+    return masks
+
+
+class CapturedDecoder:
+    """Static buffers and one captured decoding step for a (batch, buffer length, steps) shape.
+
+    :meth:`run` prefills eagerly into the buffers, then replays the step; the first run records it
+    (after two warm-up steps on a side stream, as CUDA graphs need).
+    """
+
+    def __init__(self, model: Any, batch: int, capacity: int, max_new_tokens: int, n_eos: int, edit_layers: list[int]):
+        device, dtype = model.embed.weight.device, model.embed.weight.dtype
+        self.model, self.capacity, self.max_new_tokens = model, capacity, max_new_tokens
+        self.caches = _allocate_caches(model, batch, capacity)
+        self.token = torch.zeros(batch, 1, dtype=torch.long, device=device)  # the token this step reads
+        self.step = torch.zeros(1, dtype=torch.long, device=device)  # 0 for the step after the prefill
+        self.position = torch.zeros(1, dtype=torch.long, device=device)  # its key position
+        self.done = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.out = torch.zeros(batch, max_new_tokens, dtype=torch.long, device=device)  # token s + 1 at column s
+        self.eos = torch.full((max(n_eos, 1),), -1, dtype=torch.long, device=device)  # -1: never produced
+        self.key_mask = torch.full((batch, 1, 1, capacity), float("-inf"), dtype=dtype, device=device)
+        self.edit_masks = {layer: torch.zeros(batch, 1, 1, capacity, dtype=dtype, device=device) for layer in edit_layers}
+        self.cos = self.sin = None  # [batch, max_new_tokens, d]: allocated at the first run (the scheme's width)
+        self.upcast = False
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+    def run(self, llm: Any, eos: Tensor, edits: dict[int, Tensor]) -> Tensor:
+        model, n_prompt = self.model, llm.input_ids.shape[1]
+        for cache in self.caches:
+            cache.reset()
+        logits = model.run_decoder(**llm.decoder_kwargs(), return_type="logits", kv_caches=self.caches,
+                                   last_logits_only=True)
+        first = logits[:, -1].argmax(-1).to(llm.input_ids.device)
+        self._load(llm, first, eos, edits)
+        for cache in self.caches:
+            cache.capture_at(self.position, self.key_mask)
+        if self.graph is None:
+            self._record(llm, first, eos, edits)
+        tokens = [first[:, None]]
+        replays = 0
+        while replays < self.max_new_tokens - 1:
+            if replays % CHECK_EVERY == 0 and eos.numel() and bool(self.done.all()):
+                break
+            self.graph.replay()
+            replays += 1
+        tokens.append(self.out[:, :replays])
+        new = torch.cat(tokens, dim=1)
+        return torch.cat((llm.input_ids, new[:, : _kept(new, eos)]), dim=1)
+
+    def _load(self, llm: Any, first: Tensor, eos: Tensor, edits: dict[int, Tensor]) -> None:
+        """The per-call inputs into the static buffers (prefill written, first token chosen)."""
+        n_prompt = llm.input_ids.shape[1]
+        self.token.copy_(first[:, None])
+        self.step.zero_()
+        self.position.fill_(n_prompt)
+        self.eos.fill_(-1)
+        self.eos[: eos.numel()] = eos
+        self.done.copy_(torch.isin(first, eos) if eos.numel() else torch.zeros_like(self.done))
+        self.out.zero_()
+        self.key_mask.fill_(float("-inf"))
+        self.key_mask[:, 0, 0, :n_prompt].masked_fill_(llm.attention_mask.bool(), 0.0)
+        for layer, blocked in edits.items():
+            self.edit_masks[layer].zero_().masked_fill_(blocked[:, None, None, :], float("-inf"))
+        rotary = self._rotary(llm)
+        if self.cos is None:
+            self.cos, self.sin, self.upcast = torch.empty_like(rotary.cos), torch.empty_like(rotary.sin), rotary.upcast
+        self.cos.copy_(rotary.cos)
+        self.sin.copy_(rotary.sin)
+
+    def _rotary(self, llm: Any) -> Rotary:
+        """The rotary angles of every decoding step: step s (0-based) reads the token at real
+        index n_real + s, whose position is n_real + s + delta (each row's rope delta)."""
+        mask = llm.attention_mask
+        deltas = rope_deltas(llm.position_ids, mask).to(mask.device)  # [batch, 1]
+        steps = torch.arange(self.max_new_tokens, device=mask.device)[None, :]
+        positions = mask.sum(-1, keepdim=True) + deltas + steps  # [batch, steps]
+        rows = llm.position_ids.shape[0]
+        return self.model.architecture.rotary(self.model.cfg, positions[None].expand(rows, -1, -1))
+
+    def _step(self) -> None:
+        """One decoding step on the static buffers (what the graph records)."""
+        model = self.model
+        rotary = Rotary(self.cos.index_select(1, self.step), self.sin.index_select(1, self.step), self.upcast)
+        self.key_mask.index_fill_(-1, self.position, 0.0)
+        resid = model.hook_embed(model.embed(self.token))
+        for i, block in enumerate(model.blocks):
+            edit = self.edit_masks.get(i)
+            if edit is not None:  # a query always keeps its own key
+                edit = edit.index_fill(-1, self.position, 0.0)
+            resid = block(resid, rotary=rotary, causal=True, key_valid=None, kv_cache=self.caches[i], additive_mask=edit)
+        logits = model.unembed(model.ln_final(resid))[:, -1]
+        token = torch.where(self.done, self.eos[0], logits.argmax(-1))
+        self.done |= torch.isin(token, self.eos)
+        self.out.index_copy_(1, self.step, token[:, None])
+        self.token.copy_(token[:, None])
+        self.step += 1
+        self.position += 1
+
+    def _record(self, llm: Any, first: Tensor, eos: Tensor, edits: dict[int, Tensor]) -> None:
+        """Warm up on a side stream, restore the inputs, record one step."""
+        try:
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream), torch.no_grad():
+                for _ in range(2):
+                    self._step()
+            torch.cuda.current_stream().wait_stream(stream)
+            self._load(llm, first, eos, edits)  # the warm-up advanced them; its KV writes are masked and overwritten
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph), torch.no_grad():
+                self._step()
+            self.graph = graph
+        except Exception as error:  # noqa: BLE001 - any failure to record means: decode eagerly
+            raise _CaptureError("capture failed") from error
+
+
+def _kept(new: Int[Tensor, "batch new"], eos: Tensor) -> int:
+    """How many new tokens the eager loop keeps: up to the step where every row has produced an end
+    token (all of them when some row never does)."""
+    if not eos.numel():
+        return new.shape[1]
+    ended = torch.isin(new, eos.to(new.device)).int().cummax(dim=1).values.bool().all(0)  # [new]: every row ended by then
+    hits = ended.nonzero()
+    return int(hits[0]) + 1 if len(hits) else new.shape[1]
+
+
+__all__ = ["CapturedDecoder", "greedy_decode"]

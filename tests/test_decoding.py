@@ -1,0 +1,118 @@
+"""Decoding over a static KV cache, eager and captured (``hooked_avllm.decoding``).
+
+On the CPU the eager path runs (every generation test of the suite goes through the static cache);
+here: the cache itself, the eager path equal to a step-by-step recomputation without any cache,
+and the choice of path. On a GPU (the device machine) the captured path is compared with the eager
+one on every family: identical tokens for padded batches, under knockout and token dropping, and a
+graph reused by the next call of the same shape.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hooked_avllm.analysis import KnockoutRule, drop_tokens, generate_with_knockout
+from hooked_avllm.components.kv_cache import StaticKVCache
+from hooked_avllm.decoding import _kept
+
+GPU = torch.cuda.is_available()
+
+
+def test_the_static_cache_returns_what_a_growing_cache_would():
+    cache = StaticKVCache.allocate(2, 1, 6, 4, torch.float32, "cpu")
+    k1, v1 = torch.randn(2, 1, 3, 4), torch.randn(2, 1, 3, 4)
+    assert cache.append(k1, v1)[0] is k1  # the prefill attends within its own keys
+    k2, v2 = torch.randn(2, 1, 1, 4), torch.randn(2, 1, 1, 4)
+    k, v = cache.append(k2, v2)
+    assert torch.equal(k, torch.cat((k1, k2), 2)) and torch.equal(v, torch.cat((v1, v2), 2))
+    with pytest.raises(RuntimeError, match="holds 6 positions; 4 written \\+ 3 new"):
+        cache.append(torch.randn(2, 1, 3, 4), torch.randn(2, 1, 3, 4))
+
+
+def test_captured_use_writes_at_the_position_tensor():
+    cache = StaticKVCache.allocate(1, 1, 5, 2, torch.float32, "cpu")
+    mask = torch.full((1, 1, 1, 5), float("-inf"))
+    cache.capture_at(torch.tensor([3]), mask)
+    k, _ = cache.append(torch.ones(1, 1, 1, 2), torch.ones(1, 1, 1, 2))
+    assert k.shape[2] == 5 and k[0, 0, :, 0].tolist() == [0, 0, 0, 1, 0]
+    assert cache.static_mask is mask
+
+
+def test_generation_kept_tokens_stop_where_every_row_has_ended():
+    new = torch.tensor([[5, 9, 9, 9], [5, 6, 9, 9]])
+    assert _kept(new, torch.tensor([9])) == 3
+    assert _kept(new, torch.tensor([7])) == 4
+    assert _kept(new, torch.tensor([], dtype=torch.long)) == 4
+
+
+def test_eager_static_decoding_equals_recomputing_every_step(family, model):
+    """Greedy tokens through the static cache equal argmax of full forwards over the growing sequence."""
+    ids = family.text(model, torch.tensor([[5, 17, 42, 99, 7, 3]]))
+    tokens = model.generate(ids, max_new_tokens=4, eos_token_id=[], cuda_graph=False)
+    seq = ids.input_ids if hasattr(ids, "input_ids") else ids
+    with torch.no_grad():
+        for _ in range(4):
+            seq = torch.cat((seq, model(seq)[:, -1].argmax(-1, keepdim=True)), dim=1)
+    assert torch.equal(tokens, seq)
+
+
+@pytest.mark.skipif(GPU, reason="the CPU refusal")
+def test_cuda_graph_true_on_the_cpu_says_why_not(model):
+    with pytest.raises(ValueError, match="cuda_graph=True, but .* cannot be captured: the model runs on cpu"):
+        model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=2, cuda_graph=True)
+    with pytest.raises(TypeError, match="cuda_graph must be None"):
+        model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=2, cuda_graph="yes")
+
+
+# ----------------------------------------------------------------------------------- GPU
+
+
+@pytest.fixture
+def on_gpu(family):
+    if not GPU:
+        pytest.skip("CUDA graphs need a GPU (run on the device machine)")
+    model = family.model(seed=0).cuda()
+    batch = family.batch(model, [family.clip(model, seconds=2, seed=1), family.clip(model, video=False, seconds=2, seed=2)])
+    return model, batch.to("cuda")
+
+
+def test_captured_decoding_equals_eager_on_a_padded_batch(on_gpu):
+    model, batch = on_gpu
+    eager = model.generate(batch, max_new_tokens=12, eos_token_id=[], cuda_graph=False)
+    captured = model.generate(batch, max_new_tokens=12, eos_token_id=[], cuda_graph=True)
+    assert torch.equal(captured, eager)
+    decoders = model._captured_decoders
+    graph = next(iter(decoders.values())).graph
+    again = model.generate(batch, max_new_tokens=12, eos_token_id=[], cuda_graph=True)
+    assert torch.equal(again, eager) and len(decoders) == 1 and next(iter(decoders.values())).graph is graph
+
+
+def test_captured_decoding_stops_where_eager_does(on_gpu):
+    model, batch = on_gpu
+    free = model.generate(batch, max_new_tokens=6, eos_token_id=[], cuda_graph=False)
+    end = int(free[0, -4])  # a token row 0 produces: generation stops there for row 0
+    eager = model.generate(batch, max_new_tokens=10, eos_token_id=[end], cuda_graph=False)
+    assert torch.equal(model.generate(batch, max_new_tokens=10, eos_token_id=[end], cuda_graph=True), eager)
+
+
+def test_captured_knockout_and_token_dropping_equal_eager(on_gpu):
+    model, batch = on_gpu
+    n = model.cfg.n_layers
+    for rule in (KnockoutRule("generated", "audio", (0, n)), KnockoutRule("generated", ("text", "generated"), [-1])):
+        eager = generate_with_knockout(model, batch, rule, 8, eos_token_id=[], cuda_graph=False)
+        assert torch.equal(generate_with_knockout(model, batch, rule, 8, eos_token_id=[], cuda_graph=True), eager)
+    with drop_tokens(model, "audio", after_layer=0):
+        eager = model.generate(batch, max_new_tokens=8, eos_token_id=[], cuda_graph=False)
+        assert torch.equal(model.generate(batch, max_new_tokens=8, eos_token_id=[], cuda_graph=True), eager)
+
+
+def test_a_hook_makes_generation_eager_and_fires_every_step(on_gpu):
+    model, batch = on_gpu
+    steps = []
+    hook = ("blocks.0.hook_resid_post", lambda act, hook: steps.append(model.forward_context.step))
+    with model.hooks(fwd_hooks=[hook]):
+        with pytest.raises(ValueError, match="a hook watches blocks.0.hook_resid_post"):
+            model.generate(batch, max_new_tokens=3, eos_token_id=[], cuda_graph=True)
+        model.generate(batch, max_new_tokens=3, eos_token_id=[])
+    assert steps == [0, 1, 2]
