@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--sweep-clips", type=int, default=20)
     parser.add_argument("--out", default=os.path.join(os.environ.get("OUT", "/tmp"), "bench_generate.json"))
     args = parser.parse_args()
     from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
@@ -89,7 +90,7 @@ def main() -> None:
         return ours.generate(**inputs, max_new_tokens=n, eos_token_id=[], cuda_graph=graph)
 
     with torch.no_grad():
-        for b in (int(x) for x in args.batches.split(",")):
+        for b in (int(x) for x in args.batches.split(",") if x):
             inputs = batched(one, b) if b > 1 else one
             row = {}
             for name, fn in (("reference", lambda: hf(inputs)), ("ours_graph", lambda: mine(inputs, None)),
@@ -114,7 +115,7 @@ def main() -> None:
         rule = KnockoutRule("generated", "video", (layers.start, layers.stop))
         plain, _, _ = timed(lambda: mine(one, None), args.repeats)
         knocked, _, _ = timed(lambda: generate_with_knockout(ours, one, rule, n, eos_token_id=[]), args.repeats)
-        shares, peak, _ = timed(lambda: attention_share(ours, one, max_new_tokens=n, eos_token_id=[]), 1)
+        shares, peak, _ = timed(lambda: attention_share(ours, one, max_new_tokens=n, eos_token_id=[]), args.repeats)
         results["analysis"] = {"plain_s": plain, "knockout_s": knocked, "knockout_ratio": knocked / plain,
                                "attention_share_s": shares, "attention_share_ratio": shares / plain,
                                "attention_share_peak_gib": peak,
@@ -123,8 +124,70 @@ def main() -> None:
         graph_ko = generate_with_knockout(ours, one, rule, n, eos_token_id=[])
         results["analysis"]["knockout_graph_equals_eager"] = bool(torch.equal(eager_ko, graph_ko))
         results["analysis"]["knockout_changes_tokens"] = not bool(torch.equal(graph_ko, mine(one, None)))
+        results["sweep"] = sweep_timing(ours, one, n, cfg.n_layers, args.sweep_clips)
+        results["run_with_cache_every_hook"] = cache_timing(ours, one, args.repeats)
     print(json.dumps(results, indent=1))
     Path(args.out).write_text(json.dumps(results, indent=1))
+
+
+def cache_timing(model, clip: dict, repeats: int) -> dict:
+    """``run_with_cache`` of every hook of the clip: on the GPU, and streamed to pinned host memory."""
+    out = {}
+    for name, kwargs in (("gpu", {}), ("cpu", {"device": "cpu"}), ("cpu_bf16", {"device": "cpu", "cache_dtype": torch.bfloat16})):
+        try:
+            seconds, peak, result = timed(lambda: model.run_with_cache(**clip, **kwargs), 1)  # one cache alive at a time
+            gib = sum(t.numel() * t.element_size() for t in result[1].cache_dict.values()) / 2**30
+            out[name] = {"s": seconds, "gpu_peak_above_weights_gib": peak, "cache_gib": gib}
+            del result
+        except torch.OutOfMemoryError as error:
+            out[name] = {"error": str(error)[:200]}
+        torch.cuda.empty_cache()
+    return out
+
+
+def sweep_timing(model, clip: dict, n: int, n_layers: int, n_clips: int) -> dict:
+    """The study's knockout sweep on ``n_clips`` copies of the clip: 14 windows x 2 rules + the
+    baseline = 29 conditions, 50 tokens each; ours (one shared prefill, conditions batched, captured)
+    and one generation per condition (the reference's way, with our captured decode), extrapolated
+    to 500 clips."""
+    import time
+
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+
+    from hooked_avllm.analysis import KnockoutRule, knockout_sweep
+    from hooked_avllm.inputs.model_inputs import ModelInputs
+
+    rules = {"gen->video": lambda layers: KnockoutRule("generated", "video", layers),
+             "gen->audio": lambda layers: KnockoutRule("generated", "audio", layers)}
+    step = -(-n_layers // 14)
+    windows = [(first, min(first + step, n_layers)) for first in range(0, n_layers, step)][:14]
+    inputs = model.to_inputs(**clip) if hasattr(model, "to_inputs") else clip
+    clips = [inputs] * n_clips
+    out = {"windows": len(windows), "conditions": 1 + 2 * len(windows), "clips": n_clips, "new_tokens": n}
+    score = lambda new, c: float(new[0])  # noqa: E731
+    knockout_sweep(model, clips[:1], rules, windows, score, max_new_tokens=n, eos_token_id=[], progress=False)  # warm-up
+    sync()
+    start = time.perf_counter()
+    shared = knockout_sweep(model, clips, rules, windows, score, max_new_tokens=n, eos_token_id=[], progress=False)
+    sync()
+    out["shared_s_per_clip"] = (time.perf_counter() - start) / n_clips
+    out["shared_prefill_clips"] = shared.shared_prefill
+    import importlib
+
+    module = importlib.import_module("hooked_avllm.analysis.knockout")
+    real = module.decode_conditions
+    module.decode_conditions = lambda *a: None  # one generation per condition
+    try:
+        start = time.perf_counter()
+        alone = knockout_sweep(model, clips[:2], rules, windows, score, max_new_tokens=n, eos_token_id=[], progress=False)
+        sync()
+        out["per_condition_s_per_clip"] = (time.perf_counter() - start) / 2
+    finally:
+        module.decode_conditions = real
+    out["agreement_with_per_condition"] = float((shared.scores[..., :2] == alone.scores).mean())
+    out["shared_500_clips_min"] = out["shared_s_per_clip"] * 500 / 60
+    out["per_condition_500_clips_min"] = out["per_condition_s_per_clip"] * 500 / 60
+    return out
 
 
 if __name__ == "__main__":

@@ -75,6 +75,24 @@ class DecoderInputs:
             kwargs["injections"] = self.injections
         return kwargs
 
+    def repeat(self, n: int) -> "DecoderInputs":
+        """The batch repeated ``n`` times along its rows (row ``i * batch + b`` is row ``b``); the
+        layout stays the one batch's."""
+        return DecoderInputs(self.embeds.repeat(n, 1, 1), self.position_ids.repeat(1, n, 1), self.attention_mask.repeat(n, 1),
+                             self.kinds.repeat(n, 1), self.n_prompt, self.input_ids.repeat(n, 1), self.layout,
+                             [i.repeat(n) for i in self.injections])
+
+    def head(self, n: int) -> "DecoderInputs":
+        """The first ``n`` positions (a prefix to prefill; ``n_prompt`` stays the whole prompt's).
+        An injection must lie within them."""
+        for injection in self.injections:
+            if bool(injection.where[:, n:].any()):
+                raise ValueError(f"an injection after decoder layer {injection.layer} reaches past position {n - 1}; "
+                                 "prefill a prefix that holds every injected position")
+        return DecoderInputs(self.embeds[:, :n], self.position_ids[..., :n], self.attention_mask[:, :n], self.kinds[:, :n],
+                             self.n_prompt, self.input_ids[:, :n], self.layout,
+                             [Injection(i.layer, i.where[:, :n], i.rows) for i in self.injections])
+
 
 @dataclass
 class Arguments:

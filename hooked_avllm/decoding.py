@@ -33,15 +33,19 @@ Example:
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
+from hooked_avllm.components.hook_checks import graph_safe_hooks_only
 from hooked_avllm.components.hook_state import watched
 from hooked_avllm.components.kv_cache import StaticKVCache
 from hooked_avllm.components.rotary import Rotary
+from hooked_avllm.edits import RowEdits
 from hooked_avllm.forward_context import ForwardContext
 from hooked_avllm.inputs.layout import rope_deltas
 from hooked_avllm.vocabulary import GENERATED
@@ -51,38 +55,133 @@ KEPT_GRAPHS = 4  # captured decoders kept per model (each holds its KV buffers)
 CHECK_EVERY = 8  # replays between host checks of "every row has ended"
 
 
+Prefill = Callable[[list[StaticKVCache]], Tensor]  # writes the prompt into the caches -> last position's logits
+
+
 def greedy_decode(model: Any, llm: Any, max_new_tokens: int, eos: Int[Tensor, " n_end"], forward_last: bool,
-                  cuda_graph: bool | None) -> Int[Tensor, "batch pos_plus_new"]:
+                  cuda_graph: bool | None, prefill: Prefill | None = None) -> Int[Tensor, "batch pos_plus_new"]:
     """Prefill ``llm`` (the decoder inputs) into a static KV cache and decode greedily (see the module
     docstring); ``cuda_graph``: ``None`` captures where it can, ``True`` insists (raises where it
-    cannot), ``False`` runs eagerly."""
+    cannot), ``False`` runs eagerly. ``prefill`` replaces the plain prefill of the whole prompt
+    (:func:`decode_conditions` shares one prefix among conditions)."""
     eos = eos.to(llm.input_ids.device)
+    prefill = prefill or _plain_prefill(model, llm)
     reason = _why_not_captured(model, llm, forward_last)
     if cuda_graph and reason:
         raise ValueError(f"cuda_graph=True, but this generation cannot be captured: {reason}; pass cuda_graph=None "
                          "(capture where possible) or False")
     if cuda_graph is False or reason or getattr(model, "_capture_failed", False):
-        return _eager_decode(model, llm, max_new_tokens, eos, forward_last)
+        return _eager_decode(model, llm, max_new_tokens, eos, forward_last, prefill)
     try:
-        return _captured_decode(model, llm, max_new_tokens, eos)
+        return _captured_decode(model, llm, max_new_tokens, eos, prefill)
     except _CaptureError as error:
         if cuda_graph:
             raise
-        model._capture_failed = True
-        warnings.warn(f"generation runs eagerly from now on: capturing the decoding step failed ({error.__cause__!r})",
+        hooked = _has_step_hooks(model)  # a graph-safe hook that is not: only generations with it run eagerly
+        if not hooked:
+            model._capture_failed = True
+        when = "with these hooks" if hooked else "from now on"
+        warnings.warn(f"generation runs eagerly {when}: capturing the decoding step failed ({error.__cause__!r})",
                       RuntimeWarning, stacklevel=3)
-        return _eager_decode(model, llm, max_new_tokens, eos, forward_last)
+        return _eager_decode(model, llm, max_new_tokens, eos, forward_last, prefill)
+
+
+def _plain_prefill(model: Any, llm: Any) -> Prefill:
+    return lambda caches: model.run_decoder(**llm.decoder_kwargs(), return_type="logits", kv_caches=caches,
+                                            last_logits_only=True)
+
+
+# ----------------------------------------------------------------------------------- conditions
+
+MAX_CONDITION_ROWS = 64  # rows decoded together when conditions run as one batch
+
+
+def decode_conditions(model: Any, llm: Any, edits: list[Any], max_new_tokens: int, eos: Tensor,
+                      cuda_graph: bool | None) -> list[Tensor] | None:
+    """Greedy generation of the same inputs under several attention edits (``None``: none), sharing
+    the work that does not change: the towers ran once (``llm``), the prompt up to its last
+    position is prefilled once without edits, and the conditions decode side by side as blocks
+    of rows of one batch (at most :data:`MAX_CONDITION_ROWS` rows at a time), each block under its
+    own edit (:class:`~hooked_avllm.edits.RowEdits`). The last prompt position runs per block, so
+    edits of it (``last_prompt_as_generated``) are exact.
+
+    Returns one ``[batch, pos + new]`` tensor per condition, as ``generate`` under that edit alone
+    gives it (each block stops where its own rows have ended), or ``None`` when the prompt itself
+    is edited before its last position (or an edit is already active): the caller then generates
+    per condition.
+    """
+    batch, n_prompt = llm.input_ids.shape
+    if model._attention_edits or not all(_prefix_untouched(model, llm, e) for e in edits if e is not None):
+        return None
+    with _edits_paused(model):
+        prefix = _allocate_caches(model, batch, max(n_prompt - 1, 1))
+        if n_prompt > 1:
+            model.run_decoder(**llm.head(n_prompt - 1).decoder_kwargs(), return_type=None, kv_caches=prefix)
+    per_group = max(1, MAX_CONDITION_ROWS // batch)
+    out: list[Tensor] = []
+    for start in range(0, len(edits), per_group):
+        group = edits[start : start + per_group]
+        rows = llm.repeat(len(group))
+        with model.edit_attention(RowEdits(group, batch)):
+            tokens = greedy_decode(model, rows, max_new_tokens, eos, False, cuda_graph,
+                                   prefill=_shared_prefill(model, rows, prefix, len(group), n_prompt))
+        for block in tokens.split(batch):
+            new = block[:, n_prompt:]
+            out.append(block[:, : n_prompt + _kept(new, eos.to(new.device))])
+    return out
+
+
+def _prefix_untouched(model: Any, llm: Any, edit: Any) -> bool:
+    """Whether ``edit`` leaves every query before the prompt's last position alone (checked on the
+    prompt's kinds, as its first forward would: an edit that checks its inputs does it here)."""
+    n_prompt = llm.input_ids.shape[1]
+    if hasattr(edit, "bind"):
+        edit.bind(model)
+    context = ForwardContext(llm.kinds, past=0, n_new=n_prompt, step=0, n_prompt=n_prompt)
+    for layer in range(len(model.blocks)):
+        blocked = edit.blocked(layer, context)
+        if blocked is not None and bool(blocked[:, : n_prompt - 1].any()):
+            return False
+    return True
+
+
+@contextmanager
+def _edits_paused(model: Any) -> Iterator[None]:
+    saved = list(model._attention_edits)
+    model._attention_edits.clear()
+    try:
+        yield
+    finally:
+        model._attention_edits.extend(saved)
+
+
+def _shared_prefill(model: Any, rows: Any, prefix: list[StaticKVCache], n_blocks: int, n_prompt: int) -> Prefill:
+    """Copy the shared prefix into every block's rows, then run the last prompt position of all rows
+    under their edits (the decoding steps' first forward)."""
+
+    def prefill(caches: list[StaticKVCache]) -> Tensor:
+        known = n_prompt - 1
+        for cache, shared in zip(caches, prefix):
+            if known:
+                cache.k[:, :, :known] = shared.k[:, :, :known].repeat(n_blocks, 1, 1, 1)
+                cache.v[:, :, :known] = shared.v[:, :, :known].repeat(n_blocks, 1, 1, 1)
+            cache.length = known
+        last = slice(known, n_prompt)
+        return model.run_decoder(rows.embeds[:, last], rows.position_ids[..., last], rows.attention_mask, "logits", caches,
+                                 rows.kinds, 0, n_prompt, last_logits_only=True)
+
+    return prefill
 
 
 # ----------------------------------------------------------------------------------- eager
 
 
-def _eager_decode(model: Any, llm: Any, max_new_tokens: int, eos: Tensor, forward_last: bool) -> Tensor:
+def _eager_decode(model: Any, llm: Any, max_new_tokens: int, eos: Tensor, forward_last: bool, prefill: Prefill) -> Tensor:
     """The step loop through ``run_decoder`` (hooks fire every step), over a static KV cache."""
     input_ids, attention_mask, kinds = llm.input_ids, llm.attention_mask, llm.kinds
     deltas = rope_deltas(llm.position_ids, attention_mask)  # a new token at real index n gets position n + delta
     caches = _allocate_caches(model, input_ids.shape[0], input_ids.shape[1] + max_new_tokens + int(forward_last))
-    logits = model.run_decoder(**llm.decoder_kwargs(), return_type="logits", kv_caches=caches, last_logits_only=True)
+    logits = prefill(caches)
     eos = eos.to(input_ids.device)
     done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     tokens = input_ids
@@ -132,7 +231,7 @@ def _why_not_captured(model: Any, llm: Any, forward_last: bool) -> str | None:
     if forward_last:
         return "forward_last runs the last token too (caching activations while generating uses hooks)"
     points = [model.hook_embed, *model.blocks.modules(), *model.ln_final.modules(), *model.unembed.modules()]
-    hooked = [p for p in points if hasattr(p, "fwd_hooks") and watched(p)] + [
+    hooked = [p for p in points if hasattr(p, "fwd_hooks") and watched(p) and not graph_safe_hooks_only(p)] + [
         m for m in model.blocks.modules() if getattr(m, "always_watched", False)]
     if hooked:
         name = next((n for n, p in model.hook_dict.items() if p is hooked[0]), type(hooked[0]).__name__)
@@ -145,18 +244,28 @@ def _why_not_captured(model: Any, llm: Any, forward_last: bool) -> str | None:
     return None
 
 
-def _captured_decode(model: Any, llm: Any, max_new_tokens: int, eos: Tensor) -> Tensor:
+def _captured_decode(model: Any, llm: Any, max_new_tokens: int, eos: Tensor, prefill: Prefill,
+                     record: bool = True) -> Tensor:
+    """Decode through a :class:`CapturedDecoder` (``record=False``: its step runs as plain Python on
+    the static buffers, the captured path's arithmetic without a graph; the CPU tests use it)."""
     batch, n_prompt = llm.input_ids.shape
     capacity = -(-(n_prompt + max_new_tokens) // BUCKET) * BUCKET
     edits = _decode_edit_masks(model, llm.kinds, n_prompt, capacity)
+    make = lambda: CapturedDecoder(model, batch, capacity, max_new_tokens, eos.numel(), sorted(edits), record)  # noqa: E731
+    if not record or _has_step_hooks(model):  # graph-safe hooks are recorded with the step: a graph of their own
+        return make().run(llm, eos, edits, prefill)
     key = (batch, llm.position_ids.shape[0], capacity, max_new_tokens, eos.numel(), tuple(sorted(edits)),
            model.embed.weight.dtype, llm.input_ids.device)
     decoders = model.__dict__.setdefault("_captured_decoders", {})
-    decoder = decoders.pop(key, None) or CapturedDecoder(model, batch, capacity, max_new_tokens, eos.numel(), sorted(edits))
+    decoder = decoders.pop(key, None) or make()
     decoders[key] = decoder  # most recently used last
     while len(decoders) > KEPT_GRAPHS:
         decoders.pop(next(iter(decoders)))
-    return decoder.run(llm, eos, edits)
+    return decoder.run(llm, eos, edits, prefill)
+
+
+def _has_step_hooks(model: Any) -> bool:
+    return any(watched(p) for p in model.blocks.modules() if hasattr(p, "fwd_hooks")) or watched(model.hook_embed)
 
 
 def _decode_edit_masks(model: Any, kinds: Int[Tensor, "batch pos"], n_prompt: int, capacity: int
@@ -184,9 +293,12 @@ class CapturedDecoder:
     (after two warm-up steps on a side stream, as CUDA graphs need).
     """
 
-    def __init__(self, model: Any, batch: int, capacity: int, max_new_tokens: int, n_eos: int, edit_layers: list[int]):
+    def __init__(self, model: Any, batch: int, capacity: int, max_new_tokens: int, n_eos: int, edit_layers: list[int],
+                 record: bool = True):
         device, dtype = model.embed.weight.device, model.embed.weight.dtype
-        self.model, self.capacity, self.max_new_tokens = model, capacity, max_new_tokens
+        self.model, self.capacity, self.max_new_tokens, self.record = model, capacity, max_new_tokens, record
+        self.kinds = torch.full((batch, capacity), GENERATED, dtype=torch.long, device=device)  # every key's kind
+        self.n_prompt = 0
         self.caches = _allocate_caches(model, batch, capacity)
         self.token = torch.zeros(batch, 1, dtype=torch.long, device=device)  # the token this step reads
         self.step = torch.zeros(1, dtype=torch.long, device=device)  # 0 for the step after the prefill
@@ -200,32 +312,33 @@ class CapturedDecoder:
         self.upcast = False
         self.graph: torch.cuda.CUDAGraph | None = None
 
-    def run(self, llm: Any, eos: Tensor, edits: dict[int, Tensor]) -> Tensor:
-        model, n_prompt = self.model, llm.input_ids.shape[1]
+    def run(self, llm: Any, eos: Tensor, edits: dict[int, Tensor], prefill: Prefill) -> Tensor:
         for cache in self.caches:
             cache.reset()
-        logits = model.run_decoder(**llm.decoder_kwargs(), return_type="logits", kv_caches=self.caches,
-                                   last_logits_only=True)
+        logits = prefill(self.caches)
         first = logits[:, -1].argmax(-1).to(llm.input_ids.device)
         self._load(llm, first, eos, edits)
         for cache in self.caches:
             cache.capture_at(self.position, self.key_mask)
-        if self.graph is None:
+        if self.graph is None and self.record:
             self._record(llm, first, eos, edits)
         tokens = [first[:, None]]
         replays = 0
         while replays < self.max_new_tokens - 1:
             if replays % CHECK_EVERY == 0 and eos.numel() and bool(self.done.all()):
                 break
-            self.graph.replay()
+            self.graph.replay() if self.record else self._step_in_context()
             replays += 1
+        self.replays = replays
         tokens.append(self.out[:, :replays])
         new = torch.cat(tokens, dim=1)
         return torch.cat((llm.input_ids, new[:, : _kept(new, eos)]), dim=1)
 
     def _load(self, llm: Any, first: Tensor, eos: Tensor, edits: dict[int, Tensor]) -> None:
         """The per-call inputs into the static buffers (prefill written, first token chosen)."""
-        n_prompt = llm.input_ids.shape[1]
+        n_prompt = self.n_prompt = llm.input_ids.shape[1]
+        self.kinds.fill_(GENERATED)
+        self.kinds[:, :n_prompt] = llm.kinds
         self.token.copy_(first[:, None])
         self.step.zero_()
         self.position.fill_(n_prompt)
@@ -253,6 +366,16 @@ class CapturedDecoder:
         rows = llm.position_ids.shape[0]
         return self.model.architecture.rotary(self.model.cfg, positions[None].expand(rows, -1, -1))
 
+    def _step_in_context(self) -> None:
+        """:meth:`_step` with ``model.forward_context`` naming this decoder (for graph-safe hooks)."""
+        model = self.model
+        model._forward_context = ForwardContext(self.kinds, past=self.n_prompt, n_new=1, step=1, n_prompt=self.n_prompt,
+                                                decoder=self)
+        try:
+            self._step()
+        finally:
+            model._forward_context = None
+
     def _step(self) -> None:
         """One decoding step on the static buffers (what the graph records)."""
         model = self.model
@@ -279,12 +402,12 @@ class CapturedDecoder:
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream), torch.no_grad():
                 for _ in range(2):
-                    self._step()
+                    self._step_in_context()
             torch.cuda.current_stream().wait_stream(stream)
             self._load(llm, first, eos, edits)  # the warm-up advanced them; its KV writes are masked and overwritten
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph), torch.no_grad():
-                self._step()
+                self._step_in_context()
             self.graph = graph
         except Exception as error:  # noqa: BLE001 - any failure to record means: decode eagerly
             raise _CaptureError("capture failed") from error
@@ -300,4 +423,4 @@ def _kept(new: Int[Tensor, "batch new"], eos: Tensor) -> int:
     return int(hits[0]) + 1 if len(hits) else new.shape[1]
 
 
-__all__ = ["CapturedDecoder", "greedy_decode"]
+__all__ = ["CapturedDecoder", "decode_conditions", "greedy_decode"]

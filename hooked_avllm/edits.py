@@ -92,4 +92,47 @@ class AttentionEdits:
         return mask
 
 
-__all__ = ["AttentionEdits"]
+class RowEdits:
+    """Several attention edits side by side in one batch: rows ``i * rows_each ...
+    (i + 1) * rows_each - 1`` get ``edits[i]`` (``None``: no edit), so the conditions of a sweep
+    can run as one batch (each block of rows is one condition over the same clip rows).
+
+    Example:
+        >>> edit = RowEdits([None, None], rows_each=1)
+        >>> edit.decode_invariant
+        True
+    """
+
+    def __init__(self, edits: list[Any], rows_each: int):
+        self.edits, self.rows_each = list(edits), rows_each
+        self.decode_invariant = all(getattr(e, "decode_invariant", False) for e in self.edits if e is not None)
+        self._parts: tuple[ForwardContext, list[ForwardContext]] | None = None  # one forward's sub-contexts
+
+    def bind(self, model: Any) -> "RowEdits":
+        for edit in self.edits:
+            if edit is not None and callable(getattr(edit, "bind", None)):
+                edit.bind(model)
+        return self
+
+    def _contexts(self, context: ForwardContext) -> list[ForwardContext]:
+        """Each block's view of ``context`` (the same objects for every layer of one forward, so the
+        edits' own per-forward memos hold)."""
+        if self._parts is None or self._parts[0] is not context:
+            n = self.rows_each
+            self._parts = (context, [ForwardContext(context.kinds[i * n : (i + 1) * n], context.past, context.n_new,
+                                                    context.step, context.n_prompt) for i in range(len(self.edits))])
+        return self._parts[1]
+
+    def blocked(self, layer: int, context: ForwardContext) -> Tensor | None:
+        parts = [e.blocked(layer, c) if e is not None else None for e, c in zip(self.edits, self._contexts(context))]
+        if all(p is None for p in parts):
+            return None
+        empty = torch.zeros(self.rows_each, context.n_new, context.kinds.shape[1], dtype=torch.bool,
+                            device=context.kinds.device)
+        return torch.cat([p if p is not None else empty for p in parts])
+
+    def __repr__(self) -> str:
+        return f"RowEdits({self.edits!r}, rows_each={self.rows_each})"
+
+
+__all__ = ["AttentionEdits", "RowEdits"]

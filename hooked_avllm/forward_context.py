@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from jaxtyping import Int
 from torch import Tensor
@@ -22,13 +23,17 @@ class ForwardContext:
     :mod:`hooked_avllm.vocabulary`); the queries of this forward are the last ``n_new`` of them,
     i.e. key positions ``past ... past + n_new - 1``. ``step`` is 0 for a plain forward or a
     generation's prefill, k for the k-th decoding step; ``n_prompt`` is the number of positions
-    before the first generated one (the last prompt position is ``n_prompt - 1``)."""
+    before the first generated one (the last prompt position is ``n_prompt - 1``). While a captured
+    decoding step is recorded, ``decoder`` holds its static buffers (the step index and position
+    as device tensors, the KV buffers, the key and edit masks): a hook marked ``graph_safe`` reads
+    them instead of ``step`` and ``past``, which are then nominal."""
 
     kinds: Int[Tensor, "batch key_pos"]
     past: int
     n_new: int
     step: int = 0
     n_prompt: int = 0
+    decoder: Any = None  # a captured decoding step's static buffers (hooked_avllm.decoding.CapturedDecoder)
 
     @property
     def query_kinds(self) -> Int[Tensor, "batch query_pos"]:

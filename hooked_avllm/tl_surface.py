@@ -18,12 +18,14 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
+import torch
 from torch import Tensor
 
 from hooked_avllm.cache import AVActivationCache
 from hooked_avllm.components.attention import Attention
 from hooked_avllm.components.hook_checks import check_hook_names, check_hook_results, check_names_filter
 from hooked_avllm.decoder_inputs import arguments, layout_for
+from hooked_avllm.streamed_cache import StreamedCache
 
 # run_with_cache's own arguments (TransformerLens's), as opposed to the model's inputs
 CACHE_ARGUMENTS = ("names_filter", "device", "remove_batch_dim", "incl_bwd", "reset_hooks_end", "clear_contexts",
@@ -77,7 +79,8 @@ class TransformerLensSurface:
         super().add_hook(name, hook, dir=dir, is_permanent=is_permanent, level=level, prepend=prepend)
 
     def run_with_cache(
-        self, *model_args: Any, return_cache_object: bool = True, remove_batch_dim: bool = False, **kwargs: Any
+        self, *model_args: Any, return_cache_object: bool = True, remove_batch_dim: bool = False,
+        cache_dtype: torch.dtype | None = None, **kwargs: Any
     ) -> tuple[Any, AVActivationCache | dict[str, Tensor]]:
         """Run and cache activations; the cache is an :class:`AVActivationCache` (a TransformerLens
         ``ActivationCache``) that also knows which positions hold which modality (its ``.layout``:
@@ -86,7 +89,12 @@ class TransformerLensSurface:
 
         Takes TransformerLens's arguments: ``names_filter``, ``device``, ``remove_batch_dim`` (batch
         1; the layout stays usable), ``incl_bwd`` (caches ``{name}_grad`` too; needs a scalar output,
-        e.g. ``return_type="loss"``), ``return_cache_object=False`` for a plain dict.
+        e.g. ``return_type="loss"``), ``return_cache_object=False`` for a plain dict. Forward
+        activations are copied where they go as each hook point produces them
+        (:mod:`hooked_avllm.streamed_cache`): ``device="cpu"`` keeps the GPU at what the forward
+        needs (pinned host memory, non-blocking copies), ``cache_dtype`` stores floats in that dtype,
+        and a :class:`~hooked_avllm.streamed_cache.CacheSizeWarning` comes as soon as the cache is on
+        its way to more memory than its device has free.
 
         Example:
             >>> logits, cache = model.run_with_cache(inputs)  # doctest: +SKIP
@@ -104,10 +112,31 @@ class TransformerLensSurface:
         inputs = {k: v for k, v in kwargs.items() if k not in CACHE_ARGUMENTS + FORWARD_OPTIONS}
         layout = layout_for(self, arguments(self, *model_args, **inputs))
         kwargs["layout"] = layout  # the forward uses the layout the cache gets
-        out, cache_dict = super().run_with_cache(*model_args, remove_batch_dim=remove_batch_dim, **kwargs)
+        if kwargs.get("incl_bwd") or kwargs.get("pos_slice") is not None:
+            if cache_dtype is not None:
+                raise ValueError("cache_dtype works for forward caches; with incl_bwd= or pos_slice= leave it out")
+            out, cache_dict = super().run_with_cache(*model_args, remove_batch_dim=remove_batch_dim, **kwargs)
+        else:
+            out, cache_dict = self._streamed_run(model_args, kwargs, cache_dtype)
+            if remove_batch_dim:
+                cache_dict = {name: t[0] for name, t in cache_dict.items()}
         if not return_cache_object:
             return out, cache_dict
         return out, AVActivationCache(cache_dict, self, layout=layout, has_batch_dim=not remove_batch_dim)
+
+    def _streamed_run(self, model_args: tuple, kwargs: dict, cache_dtype: torch.dtype | None) -> tuple[Any, dict]:
+        """The forward with :class:`~hooked_avllm.streamed_cache.StreamedCache` hooks on the chosen names."""
+        names_filter, device = kwargs.get("names_filter"), kwargs.get("device")
+        keep = names_filter if callable(names_filter) else (
+            (lambda n: True) if names_filter is None else
+            (lambda n, chosen=frozenset([names_filter] if isinstance(names_filter, str) else names_filter): n in chosen))
+        target = torch.device(device) if device is not None else self.embed.weight.device
+        stream = StreamedCache([n for n in self.hook_dict if keep(n)], target, cache_dtype)
+        forward = {k: v for k, v in kwargs.items() if k not in CACHE_ARGUMENTS}
+        with self.hooks(fwd_hooks=stream.hooks(), reset_hooks_end=kwargs.get("reset_hooks_end", True),
+                        clear_contexts=kwargs.get("clear_contexts", False)):
+            out = self(*model_args, **forward)
+        return out, stream.finish()
 
     def set_use_attn_result(self, enabled: bool) -> None:
         """Fire ``hook_result`` (per-head attention outputs, [batch, pos, head, d_model]) in every layer."""

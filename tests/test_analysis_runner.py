@@ -185,11 +185,29 @@ def test_knockout_sweep_goes_through_the_driver(model, clips, bars):
     by_clip = knockout_sweep(model, clips, **KNOCK)
     batched = knockout_sweep(model, clips, batch_size=2, **KNOCK)
     for bar in bars:  # the baseline and 1 rule x 1 window, for each clip
-        assert bar.desc == "knockout sweep: 2 clips x 2 conditions" and bar.total == bar.n == 4 and bar.closed
+        assert bar.desc == "knockout sweep: 2 clips x 2 conditions (batched over one prefill per clip)"
+        assert bar.total == bar.n == 4 and bar.closed
+    assert by_clip.shared_prefill == 2 and batched.shared_prefill == 1  # the clips, the one batch of both
     assert (by_clip.baseline >= 1000).tolist() == [False, True]  # the score saw each clip's index
     assert (by_clip.scores == batched.scores).all() and (by_clip.baseline == batched.baseline).all()
     with pytest.raises(ValueError, match="batch_size must be an int >= 1 .* got 0"):
         knockout_sweep(model, clips, batch_size=0, **KNOCK)
+
+
+def test_knockout_sweep_over_one_prefill_equals_one_generation_per_condition(model, clips, monkeypatch):
+    import importlib
+
+    knockout_module = importlib.import_module("hooked_avllm.analysis.knockout")  # the package exports a function of that name
+
+    rules = {"gen->video": lambda layers: KnockoutRule("generated", "video", layers),
+             "gen->text": lambda layers: KnockoutRule("generated", "text", layers)}
+    options = dict(rules=rules, windows=[(0, 1), (1, 2), (0, 2)], score=lambda new, clip: float(new.sum()),
+                   max_new_tokens=4, eos_token_id=[], last_prompt_as_generated=True, progress=False)
+    shared = knockout_sweep(model, clips, batch_size=2, **options)
+    monkeypatch.setattr(knockout_module, "decode_conditions", lambda *args: None)
+    alone = knockout_sweep(model, clips, batch_size=2, **options)
+    assert shared.shared_prefill == 1 and alone.shared_prefill == 0
+    assert (shared.scores == alone.scores).all() and (shared.baseline == alone.baseline).all()
     with pytest.raises(ValueError, match="knockout sweep got an empty list of clips"):
         knockout_sweep(model, [], **KNOCK)
 

@@ -65,6 +65,64 @@ def test_cuda_graph_true_on_the_cpu_says_why_not(model):
         model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=2, cuda_graph="yes")
 
 
+# ------------------------------------------------------------- the captured step's arithmetic, on the CPU
+
+
+def static_steps(monkeypatch):
+    """Generation through the captured path's static buffers with its step run as plain Python (no
+    graph): what a GPU records, checkable on the CPU."""
+    import hooked_avllm.decoding as decoding
+
+    real = decoding._captured_decode
+    monkeypatch.setattr(decoding, "_why_not_captured", lambda *args: None)
+    monkeypatch.setattr(decoding, "_captured_decode", lambda *args: real(*args, record=False))
+
+
+def padded_batch(family, model):
+    return family.batch(model, [family.clip(model, seconds=2, seed=1), family.clip(model, video=False, seconds=2, seed=2)])
+
+
+def test_the_static_step_equals_eager_decoding(family, model, monkeypatch):
+    batch = padded_batch(family, model)
+    n = model.cfg.n_layers
+    runs = {}
+    for mode in ("eager", "static"):
+        if mode == "static":
+            static_steps(monkeypatch)
+        out = [model.generate(batch, max_new_tokens=7, eos_token_id=[], cuda_graph=False if mode == "eager" else None)]
+        free = out[0]
+        out.append(model.generate(batch, max_new_tokens=9, eos_token_id=[int(free[0, -3])],
+                                  cuda_graph=False if mode == "eager" else None))
+        out.append(generate_with_knockout(model, batch, KnockoutRule("generated", ("text", "generated"), [0, -1]), 6,
+                                          eos_token_id=[], cuda_graph=False if mode == "eager" else None))
+        with drop_tokens(model, "text", after_layer=0):
+            out.append(model.generate(batch, max_new_tokens=6, eos_token_id=[], cuda_graph=False if mode == "eager" else None))
+        runs[mode] = out
+    for eager, static in zip(runs["eager"], runs["static"]):
+        assert torch.equal(static, eager)
+
+
+def test_attention_share_in_the_static_step_equals_eager(family, model, monkeypatch):
+    from hooked_avllm.analysis import attention_share
+
+    batch = padded_batch(family, model)
+    rule = KnockoutRule("generated", "text", [-1])
+    with generate_edit(model, rule):
+        eager = attention_share(model, batch, max_new_tokens=5, eos_token_id=[])
+        static_steps(monkeypatch)
+        static = attention_share(model, batch, max_new_tokens=5, eos_token_id=[])
+    assert static.values.shape == eager.values.shape
+    assert torch.equal(static.batch, eager.batch) and torch.equal(static.step, eager.step)
+    assert torch.equal(static.position, eager.position)
+    assert float((static.values - eager.values).abs().max()) < 1e-5
+
+
+def generate_edit(model, rule):
+    from hooked_avllm.analysis import knockout
+
+    return knockout(model, rule)
+
+
 # ----------------------------------------------------------------------------------- GPU
 
 
@@ -116,3 +174,51 @@ def test_a_hook_makes_generation_eager_and_fires_every_step(on_gpu):
             model.generate(batch, max_new_tokens=3, eos_token_id=[], cuda_graph=True)
         model.generate(batch, max_new_tokens=3, eos_token_id=[])
     assert steps == [0, 1, 2]
+
+
+def test_captured_attention_share_equals_eager(on_gpu):
+    from hooked_avllm.analysis import attention_share
+
+    model, batch = on_gpu
+    with model.hooks(fwd_hooks=[("blocks.0.hook_resid_post", lambda act, hook: None)]):  # not graph-safe: eager
+        eager = attention_share(model, batch, max_new_tokens=6, eos_token_id=[])
+    assert not model.__dict__.get("_capture_failed")
+    captured = attention_share(model, batch, max_new_tokens=6, eos_token_id=[])
+    assert torch.equal(captured.step, eager.step) and torch.equal(captured.position, eager.position)
+    assert float((captured.values - eager.values).abs().max()) < 1e-4
+
+
+def test_conditions_over_one_shared_prefill_equal_one_generation_each(family, model):
+    """``decode_conditions``: one prefix prefill, the conditions as blocks of one batch (the last
+    prompt position per block, so ``last_prompt_as_generated`` is exact) - the same tokens as
+    generating under each edit alone, end tokens included."""
+    from hooked_avllm.analysis.knockout import Knockout
+    from hooked_avllm.decoder_inputs import decoder_inputs
+    from hooked_avllm.decoding import decode_conditions
+
+    batch = padded_batch(family, model)
+    n = model.cfg.n_layers
+    edits = [None, Knockout(KnockoutRule("generated", "text", (0, n))).bind(model),
+             Knockout(KnockoutRule("generated", ("text", "generated"), [-1]), last_prompt_as_generated=True).bind(model),
+             Knockout(KnockoutRule("generated", "audio", (0, 1))).bind(model)]
+    free = model.generate(batch, max_new_tokens=6, eos_token_id=[])
+    for eos in ([], [int(free[1, -2])]):
+        together = decode_conditions(model, decoder_inputs(model, batch), edits, 6, torch.tensor(eos, dtype=torch.long), None)
+        assert together is not None and len(together) == len(edits)
+        for edit, tokens in zip(edits, together):
+            if edit is None:
+                alone = model.generate(batch, max_new_tokens=6, eos_token_id=eos)
+            else:
+                with model.edit_attention(edit):
+                    alone = model.generate(batch, max_new_tokens=6, eos_token_id=eos)
+            assert torch.equal(tokens, alone), edit
+
+
+def test_conditions_that_edit_the_prompt_are_left_to_one_generation_each(family, model):
+    from hooked_avllm.analysis.knockout import Knockout
+    from hooked_avllm.decoder_inputs import decoder_inputs
+    from hooked_avllm.decoding import decode_conditions
+
+    batch = padded_batch(family, model)
+    prompt_edit = Knockout(KnockoutRule("text", "audio")).bind(model)  # prompt queries: the prefill changes
+    assert decode_conditions(model, decoder_inputs(model, batch), [None, prompt_edit], 3, torch.tensor([]), None) is None

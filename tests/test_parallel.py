@@ -148,15 +148,17 @@ def run_sweeps(distributed: bool | None = None) -> dict:
     sources = [family.clip(model, video=False, seed=10 + i, audio_seed=20 + i) for i in range(3)]
     targets = [family.clip(model, video=True, seed=30 + i, audio_seed=20 + i) for i in range(3)]
     metrics = [logit_diff(3, 7), logit_diff(11, 12), logit_diff(5, 9)]
+    knocked, knocked_batched = knockout_sweep(model, clips, **knock), knockout_sweep(model, clips, batch_size=2, **knock)
     return {
-        "knockout": knockout_sweep(model, clips, **knock),
-        "knockout_batched": knockout_sweep(model, clips, batch_size=2, **knock),
+        "knockout": knocked,
+        "knockout_batched": knocked_batched,
         "share": attention_share(model, clips, max_new_tokens=3, eos_token_id=[], progress=False, distributed=distributed),
         "patching": patching_sweep(model, sources, targets, metrics, components=("resid_pre", "attn_out"),
                                    progress=False, distributed=distributed),
         "attribution": attribution_patching(model, sources, targets, metrics, components=("resid_pre", "mlp_out"),
                                             progress=False, distributed=distributed),
-        "generations": len(calls),
+        # a knockout sweep generates all conditions of a batch at once (one shared prefill each)
+        "generations": len(calls) + knocked.shared_prefill + knocked_batched.shared_prefill,
     }
 
 
@@ -219,11 +221,12 @@ def test_two_processes_gather_the_single_process_results(tmp_path):
         assert "different numbers of items (rank 0: 5, rank 1: 4)" in got["mismatch"]
         assert got["failure"].startswith("ZeroDivisionError" if rank == 1 else "RuntimeError: rank 1 failed")
         assert_same_results(got["results"], want)
-    # this rank's generations only: 5 per batch for each knockout sweep (3 clips, then batches
-    # [0, 1] and [2, 3] on rank 0; 2 clips, then batch [4] on rank 1), 1 per clip for the shares
-    assert want["generations"] == 5 * 5 + 5 * 3 + 5
+    # this rank's generations only: 1 per batch for each knockout sweep, its 5 conditions over one
+    # prefill (3 clips, then batches [0, 1] and [2, 3] on rank 0; 2 clips, then batch [4] on
+    # rank 1), 1 per clip for the shares
+    assert want["generations"] == 5 + 3 + 5
     assert [torch.load(tmp_path / f"rank{r}.pt", weights_only=False)["results"]["generations"] for r in range(2)] == [
-        5 * 3 + 5 * 2 + 3, 5 * 2 + 5 * 1 + 2]
+        3 + 2 + 3, 2 + 1 + 2]
     assert time.perf_counter() - start < 120
 
 

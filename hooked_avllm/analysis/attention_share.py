@@ -151,6 +151,8 @@ class _ShareRecorder:
         self.index: tuple[Tensor, Tensor] | None = None  # (rows, query positions within this forward)
         self.keys: dict[int, Tensor] = {}  # slot -> rotated keys so far [batch, kv_head, key, d_head]
         self.q: Tensor | None = None
+        self.decoded: Tensor | None = None  # captured steps' shares [slot, step, batch, head, kind]
+        self.decoder: Any = None  # the captured decoder that wrote them
 
     def hooks(self) -> list[tuple[str, Any]]:
         out = []
@@ -161,16 +163,21 @@ class _ShareRecorder:
 
     def _save_q(self, slot: int):
         def fn(q: Tensor, hook: Any) -> None:  # q [batch, pos, head, d_head]
-            if slot == 0:
-                self._start(self.model.forward_context, q)
+            context = self.model.forward_context
+            if slot == 0 and context.decoder is None:
+                self._start(context, q)
             self.q = q
             return None
 
+        fn.graph_safe = True  # in a captured step it only keeps q (see _reduce)
         return fn
 
     def _reduce(self, slot: int, layer: int):
         def fn(k: Tensor, hook: Any) -> None:  # k [batch, pos, kv_head, d_head]
             context = self.model.forward_context
+            if context.decoder is not None:
+                self._captured_shares(slot, layer, k, context)
+                return None
             keys = self._store_keys(slot, k, context)
             if self.index is not None:
                 self.current[:, slot] = self._shares(layer, context, keys)
@@ -178,7 +185,35 @@ class _ShareRecorder:
                     self._finish(context)
             return None
 
+        fn.graph_safe = True  # in a captured step it writes into static buffers, indexed by the step tensor
         return fn
+
+    def _captured_shares(self, slot: int, layer: int, k: Tensor, context: Any) -> None:
+        """A captured decoding step (``context.decoder``'s static buffers): every row's generated
+        query against the layer's whole KV buffer (its new key written where the attention writes
+        it next), through the step's key and edit masks; the shares go to ``[slot, step]`` of a
+        static output. Pure tensor work on device tensors, so the graph replays it every step."""
+        decoder = context.decoder
+        if self.decoded is None or self.decoded.shape[1] != decoder.max_new_tokens:
+            batch, n_heads = self.q.shape[0], self.q.shape[2]
+            self.decoded = torch.zeros(len(self.layers), decoder.max_new_tokens, batch, n_heads, len(SHARE_KINDS),
+                                       device=self.q.device)
+            self.decoder = decoder
+        cache = decoder.caches[layer]
+        cache.k.index_copy_(2, decoder.position, k.transpose(1, 2))  # the same write the attention makes next
+        keys, q, attn = cache.k, self.q[:, 0], self.model.blocks[layer].attn  # [batch, kv, key, d], [batch, head, d]
+        batch, n_kv, n_keys, d_head = keys.shape
+        group = q.shape[1] // n_kv
+        mask = decoder.key_mask  # [batch, 1, 1, key]: this step's own position already open
+        edit = decoder.edit_masks.get(layer)
+        if edit is not None:
+            mask = mask + edit.index_fill(-1, decoder.position, 0.0)
+        mask = mask.expand(batch, n_kv, group, n_keys).reshape(batch * n_kv, group, n_keys)
+        scores = torch.baddbmm(mask.to(q.dtype), q.reshape(batch * n_kv, group, d_head),
+                               keys.reshape(batch * n_kv, n_keys, d_head).transpose(1, 2), alpha=attn.scale)
+        onehot = torch.nn.functional.one_hot(decoder.kinds, len(KINDS))[..., : len(SHARE_KINDS)].float()
+        shares = torch.bmm(torch.softmax(scores.view(batch, -1, n_keys), dim=-1, dtype=torch.float32), onehot)
+        self.decoded[slot].index_copy_(0, decoder.step, shares[None])
 
     def _store_keys(self, slot: int, k: Tensor, context: Any) -> Tensor:
         """All rotated keys of this layer so far, ``[batch, kv_head, key, d_head]`` (a view: the store
@@ -257,7 +292,19 @@ class _ShareRecorder:
         self.chunks.append((self.current, rows, queries + context.past, step))
         self.index = None
 
+    def _captured_chunks(self) -> None:
+        """The captured steps' shares as chunks, as the eager steps would have appended them."""
+        if self.decoder is None:
+            return
+        n_prompt, batch = self.decoder.n_prompt, self.decoded.shape[2]
+        rows = torch.arange(batch, device=self.decoded.device)
+        for s in range(self.decoder.replays):  # replay s reads generated token s + 1: decoding step s + 1
+            values = self.decoded[:, s].permute(1, 0, 2, 3)  # [batch, slot, head, kind]
+            self.chunks.append((values, rows, torch.full_like(rows, n_prompt + s), torch.full_like(rows, s + 1)))
+        self.decoder = None
+
     def result(self, valid_until: Tensor | None = None) -> AttentionShare:
+        self._captured_chunks()
         if not self.chunks:
             raise ValueError("no query position was selected; pass queries= (a mask, 'last', 'audio'...) or max_new_tokens")
         values = torch.cat([c[0] for c in self.chunks]).cpu()

@@ -47,6 +47,8 @@ from hooked_avllm.analysis.arguments import (
     held_kinds,
 )
 from hooked_avllm.analysis.plotting import pyplot, save
+from hooked_avllm.decoder_inputs import decoder_inputs
+from hooked_avllm.decoding import decode_conditions
 from hooked_avllm.analysis.runner import SweepUnit, batch_rows, left_padded_batches, run_sweep
 from hooked_avllm.forward_context import ForwardContext
 from hooked_avllm.inputs.layout import carried_layout
@@ -320,12 +322,15 @@ def generate_with_knockout(
 
 @dataclass
 class KnockoutSweep:
-    """Scores of a knockout sweep: ``scores[rule, window, clip]`` (``baseline[clip]`` without rules)."""
+    """Scores of a knockout sweep: ``scores[rule, window, clip]`` (``baseline[clip]`` without rules).
+    ``shared_prefill`` counts the clips (batches) of this process whose conditions ran as one batch
+    over one shared prefill; the others generated once per condition."""
 
     scores: np.ndarray
     baseline: np.ndarray
     rule_names: list[str]
     windows: list[tuple[int, int]]
+    shared_prefill: int = 0
 
     def table(self) -> Any:
         """Tidy DataFrame: rule, first_layer, end_layer, clip, score (plus the baseline rows)."""
@@ -436,22 +441,42 @@ def knockout_sweep(
                       for make in rules.values() for layers in ranges]
     _check_sweep_modalities(edits[1:], batches)
 
+    shared = []
+
     def run_conditions(unit: SweepUnit) -> np.ndarray:
-        """Every condition on one clip or batch: ``[condition, row]`` scores. One generation per
-        condition today; the seam for one prefill per clip shared by the conditions (DESIGN
-        "Sweeps share work")."""
+        """Every condition on one clip or batch: ``[condition, row]`` scores, from one shared prefill
+        and the conditions as one batch where the rules leave the prompt alone, else one generation
+        per condition."""
         out = np.zeros((len(edits), unit.rows))
+        together = _generate_conditions(model, unit.item, edits, max_new_tokens, generate_kwargs)
+        shared.append(together is not None)
         for e, edit in enumerate(edits):
-            out[e] = _scores_under(model, unit.item, edit, score, unit.first, max_new_tokens, generate_kwargs)
+            if together is not None:
+                n_prompt = unit.item.input_ids.shape[1]
+                out[e] = [float(score(row, unit.first + r)) for r, row in enumerate(together[e][:, n_prompt:])]
+            else:
+                out[e] = _scores_under(model, unit.item, edit, score, unit.first, max_new_tokens, generate_kwargs)
             unit.advance(unit.rows)
         return out
 
     parts = run_sweep(run_conditions, batches, tool="knockout sweep", unit="clips", steps=len(edits),
-                      step_name="conditions", rows=batch_rows, batch_size=batch_size, batch=left_padded_batches(model),
-                      progress=progress, distributed=distributed)
+                      step_name="conditions (batched over one prefill per clip)", rows=batch_rows, batch_size=batch_size,
+                      batch=left_padded_batches(model), progress=progress, distributed=distributed)
     table = np.concatenate(parts, axis=1)  # [no rule + rule x window, clip]
     scores = table[1:].reshape(len(rules), len(windows), table.shape[1])
-    return KnockoutSweep(scores, table[0], list(rules), [(r.start, r.stop) for r in ranges])
+    return KnockoutSweep(scores, table[0], list(rules), [(r.start, r.stop) for r in ranges], sum(shared))
+
+
+def _generate_conditions(model: Any, inputs: Any, edits: list[Knockout | None], max_new_tokens: int,
+                         generate_kwargs: dict) -> list[Tensor] | None:
+    """Every condition's tokens over one shared prefill (:func:`hooked_avllm.decoding.decode_conditions`),
+    or ``None`` when it cannot share (the caller generates per condition)."""
+    options = dict(generate_kwargs)
+    eos, cuda_graph = options.pop("eos_token_id", None), options.pop("cuda_graph", None)
+    if options:  # other generate arguments (media, layout...) take the per-condition path
+        return None
+    llm = decoder_inputs(model, inputs)
+    return decode_conditions(model, llm, list(edits), max_new_tokens, model.end_tokens(eos), cuda_graph)
 
 
 def _check_sweep_modalities(edits: list[Knockout], batches: Any) -> None:

@@ -150,9 +150,24 @@ class CheckedHookPoint(HookPoint):
     so an unwatched point costs nothing more than TransformerLens's own."""
 
     def add_hook(self, hook: Any, dir: str = "fwd", *args: Any, **kwargs: Any) -> Any:  # noqa: A002 - TL's name
+        graph_safe = bool(getattr(hook, "graph_safe", False))
         if dir == "fwd":
             hook = _checked_hook(hook, self)
-        return super().add_hook(hook, dir, *args, **kwargs)
+        before = {id(h) for h in self.fwd_hooks}
+        handle = super().add_hook(hook, dir, *args, **kwargs)
+        for added in self.fwd_hooks:  # TransformerLens 3.x returns no handle: find the new one
+            if id(added) not in before:
+                added.graph_safe = graph_safe
+        return handle
+
+
+def graph_safe_hooks_only(point: Any) -> bool:
+    """Whether every hook on ``point`` is a forward hook marked ``graph_safe`` (pure tensor work
+    on the step's static buffers, which a captured decoding step may record and replay)."""
+    forward, backward = getattr(point, "fwd_hooks", None), getattr(point, "bwd_hooks", None)
+    if forward is None or backward:
+        return False
+    return all(getattr(h, "graph_safe", False) for h in forward)
 
 
 def _checked_hook(hook: Any, point: HookPoint) -> Any:
@@ -186,5 +201,5 @@ def check_hook_results(hook_dict: dict[str, HookPoint]) -> None:
             checked_point(point)
 
 
-__all__ = ["CheckedHookPoint", "HookResultError", "UnknownHookName", "check_hook_names", "check_hook_result",
+__all__ = ["CheckedHookPoint", "graph_safe_hooks_only", "HookResultError", "UnknownHookName", "check_hook_names", "check_hook_result",
            "check_hook_results", "check_names_filter", "checked_point", "close_names", "suggestion", "unknown_hook_name"]
