@@ -90,6 +90,12 @@ def main() -> None:
         return ours.generate(**inputs, max_new_tokens=n, eos_token_id=[], cuda_graph=graph)
 
     with torch.no_grad():
+        text = torch.randint(0, 150000, one["input_ids"].shape, device=device, generator=torch.Generator(device).manual_seed(1))
+        results["text_prefill_s"] = {"reference": timed(lambda: reference(input_ids=text, use_cache=False), args.repeats)[0],
+                                     "ours": timed(lambda: ours(text), args.repeats)[0]}
+        results["clip_forward_s"] = {"reference": timed(lambda: reference(**one, use_cache=False), args.repeats)[0],
+                                     "ours": timed(lambda: ours(**one), args.repeats)[0]}
+        print(json.dumps({k: results[k] for k in ("text_prefill_s", "clip_forward_s")}), flush=True)
         for b in (int(x) for x in args.batches.split(",") if x):
             inputs = batched(one, b) if b > 1 else one
             row = {}
