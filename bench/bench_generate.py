@@ -131,12 +131,12 @@ def main() -> None:
         results["analysis"]["knockout_graph_equals_eager"] = bool(torch.equal(eager_ko, graph_ko))
         results["analysis"]["knockout_changes_tokens"] = not bool(torch.equal(graph_ko, mine(one, None)))
         results["sweep"] = sweep_timing(ours, one, n, cfg.n_layers, args.sweep_clips)
-        results["run_with_cache_every_hook"] = cache_timing(ours, one, args.repeats)
+        results["run_with_cache_every_hook"] = cache_timing(ours, one)
     print(json.dumps(results, indent=1))
     Path(args.out).write_text(json.dumps(results, indent=1))
 
 
-def cache_timing(model, clip: dict, repeats: int) -> dict:
+def cache_timing(model, clip: dict) -> dict:
     """``run_with_cache`` of every hook of the clip: on the GPU, and streamed to pinned host memory."""
     out = {}
     for name, kwargs in (("gpu", {}), ("cpu", {"device": "cpu"}), ("cpu_bf16", {"device": "cpu", "cache_dtype": torch.bfloat16})):
@@ -161,7 +161,6 @@ def sweep_timing(model, clip: dict, n: int, n_layers: int, n_clips: int) -> dict
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
 
     from hooked_avllm.analysis import KnockoutRule, knockout_sweep
-    from hooked_avllm.inputs.model_inputs import ModelInputs
 
     rules = {"gen->video": lambda layers: KnockoutRule("generated", "video", layers),
              "gen->audio": lambda layers: KnockoutRule("generated", "audio", layers)}

@@ -230,8 +230,7 @@ def _why_not_captured(model: Any, llm: Any, forward_last: bool) -> str | None:
         return "the model is split over devices (device_map)"
     if forward_last:
         return "forward_last runs the last token too (caching activations while generating uses hooks)"
-    points = [model.hook_embed, *model.blocks.modules(), *model.ln_final.modules(), *model.unembed.modules()]
-    hooked = [p for p in points if hasattr(p, "fwd_hooks") and watched(p) and not graph_safe_hooks_only(p)] + [
+    hooked = [p for p in _decode_points(model) if watched(p) and not graph_safe_hooks_only(p)] + [
         m for m in model.blocks.modules() if getattr(m, "always_watched", False)]
     if hooked:
         name = next((n for n, p in model.hook_dict.items() if p is hooked[0]), type(hooked[0]).__name__)
@@ -264,8 +263,14 @@ def _captured_decode(model: Any, llm: Any, max_new_tokens: int, eos: Tensor, pre
     return decoder.run(llm, eos, edits, prefill)
 
 
+def _decode_points(model: Any) -> list[Any]:
+    """The hook points a decoding step runs through."""
+    modules = [model.hook_embed, *model.blocks.modules(), *model.ln_final.modules(), *model.unembed.modules()]
+    return [m for m in modules if hasattr(m, "fwd_hooks")]
+
+
 def _has_step_hooks(model: Any) -> bool:
-    return any(watched(p) for p in model.blocks.modules() if hasattr(p, "fwd_hooks")) or watched(model.hook_embed)
+    return any(watched(p) for p in _decode_points(model))
 
 
 def _decode_edit_masks(model: Any, kinds: Int[Tensor, "batch pos"], n_prompt: int, capacity: int

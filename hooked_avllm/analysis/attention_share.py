@@ -24,7 +24,7 @@ from torch import Tensor
 
 from hooked_avllm.analysis.arguments import check_layers, check_modality_present, held_kinds
 from hooked_avllm.analysis.plotting import pyplot, save
-from hooked_avllm.analysis.runner import SweepUnit, batch_rows, run_sweep
+from hooked_avllm.analysis.runner import SweepUnit, batch_rows, input_ids_of, run_sweep
 from hooked_avllm.inputs.layout import carried_layout
 from hooked_avllm.inputs.select import position_mask
 from hooked_avllm.vocabulary import GENERATED, KINDS, PADDING
@@ -402,21 +402,14 @@ def _attention_share(model: Any, inputs: Any, queries: Any, max_new_tokens: int 
             tokens = None
     valid_until = None
     if tokens is not None:
-        valid_until = _last_step(model, tokens, _prompt_ids(inputs).shape[1], eos_token_id)
+        valid_until = _last_step(model, tokens, input_ids_of(inputs).shape[1], eos_token_id)
     return recorder.result(valid_until)
-
-
-def _prompt_ids(inputs: Any) -> Any:
-    """The token ids of prepared inputs, of a dict of a processor's tensors, or the ids themselves."""
-    if isinstance(inputs, dict):
-        return inputs.get("input_ids")
-    return getattr(inputs, "input_ids", inputs)
 
 
 def _checked_query_mask(inputs: Any, queries: Tensor) -> Bool[Tensor, "batch pos"]:
     """A query mask ``[batch, pos]`` of the inputs' shape that selects no padding position (a
     padding query has no key to attend to: its shares would be NaN)."""
-    ids = _prompt_ids(inputs)
+    ids = input_ids_of(inputs)
     shape = tuple(ids.shape) if isinstance(ids, Tensor) else None
     if queries.dtype != torch.bool:
         if queries.is_floating_point() or not bool(((queries == 0) | (queries == 1)).all()):

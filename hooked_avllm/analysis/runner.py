@@ -86,6 +86,17 @@ class SweepUnit(Generic[T]):
         self.advance(self._steps - self._advanced)
 
 
+def input_ids_of(inputs: Any) -> Any:
+    """The token ids of prepared inputs, of a dict of a processor's tensors, or the ids themselves.
+
+    Example:
+        >>> import torch
+        >>> input_ids_of({"input_ids": torch.zeros(1, 3)}).shape
+        torch.Size([1, 3])
+    """
+    return inputs.get("input_ids") if isinstance(inputs, dict) else getattr(inputs, "input_ids", inputs)
+
+
 def batch_rows(inputs: Any) -> int:
     """Clips (batch rows) in prepared inputs, or in a tensor of token ids ``[batch, pos]``.
 
@@ -94,8 +105,7 @@ def batch_rows(inputs: Any) -> int:
         >>> batch_rows(torch.zeros(3, 7, dtype=torch.long))
         3
     """
-    ids = inputs.get("input_ids") if isinstance(inputs, dict) else getattr(inputs, "input_ids", inputs)
-    shape = getattr(ids, "shape", None)
+    shape = getattr(input_ids_of(inputs), "shape", None)
     if not shape:
         raise TypeError(f"expected prepared inputs (model.prepare) or token ids [batch, pos], got {type(inputs).__name__}")
     return int(shape[0])
