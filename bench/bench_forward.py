@@ -26,8 +26,31 @@ CONFIG = Path(__file__).with_name("qwen2_5_omni_3b_thinker_config.json")
 AUDIO, AUDIO_BOS, AUDIO_EOS, VISION_BOS, VISION_EOS = 151646, 151647, 151648, 151652, 151653
 
 
-def clip_inputs(device, generator):
-    grid, frames = (10, 32, 32), 1000  # 20 frames of 448x448 at 2 fps; 10 s of audio
+def reference_thinker(thinker_json: dict, device):
+    """Hugging Face's thinker (SDPA) with random weights (seed 0), float32."""
+    from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
+
+    hf_cfg = Qwen2_5OmniThinkerConfig(**thinker_json)
+    hf_cfg._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    with torch.device(device):
+        return Qwen2_5OmniThinkerForConditionalGeneration(hf_cfg).eval()
+
+
+def ours_from(reference, thinker_json: dict, device, dtype=torch.bfloat16):
+    """Our model with the reference's weights, in ``dtype``."""
+    cfg = config_from_hf({**thinker_json, "model_type": "qwen2_5_omni_thinker"})
+    with torch.device("meta"):
+        ours = HookedAVLLM(cfg)
+    ours.to_empty(device=device)
+    ours.to(dtype)
+    ours.tie_weights()
+    fill_from_named_tensors(ours, ours.architecture.converter, reference.named_parameters(), "reference")
+    return ours.eval()
+
+
+def clip_inputs(device, generator, seconds: int = 10):
+    grid, frames = (seconds, 32, 32), 100 * seconds  # 2 * seconds frames of 448x448 at 2 fps; the clip's audio
     n_audio = ((frames - 1) // 2 + 1 - 2) // 2 + 1
     head = torch.randint(0, 150000, (20,), generator=generator).tolist()
     tail = torch.randint(0, 150000, (7,), generator=generator).tolist()
@@ -37,7 +60,7 @@ def clip_inputs(device, generator):
     return dict(
         input_ids=torch.tensor([ids], device=device),
         attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=device),
-        pixel_values_videos=torch.randn(10 * 32 * 32, 1176, generator=generator).to(device),
+        pixel_values_videos=torch.randn(seconds * 32 * 32, 1176, generator=generator).to(device),
         video_grid_thw=torch.tensor([grid], device=device),
         video_second_per_grid=torch.tensor([1.0], device=device),
         input_features=torch.randn(1, 128, frames, generator=generator).clamp(-1, 1).to(device),
@@ -69,19 +92,13 @@ def peak_extra_gib(fn):
 
 
 def main():
-    from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
-
     device = "cuda"
     results = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
     import transformers
 
     results["transformers"] = transformers.__version__
     thinker_json = json.loads(CONFIG.read_text())
-    hf_cfg = Qwen2_5OmniThinkerConfig(**thinker_json)
-    hf_cfg._attn_implementation = "sdpa"
-    torch.manual_seed(0)
-    with torch.device(device):
-        reference = Qwen2_5OmniThinkerForConditionalGeneration(hf_cfg).eval()
+    reference = reference_thinker(thinker_json, device)
     inputs = clip_inputs(device, torch.Generator().manual_seed(0))
     results["seq_len"] = inputs["input_ids"].shape[1]
 
@@ -89,13 +106,7 @@ def main():
         ref32 = reference(**inputs, use_cache=False).logits.float()
         reference.to(torch.bfloat16)
         ref16 = reference(**inputs, use_cache=False).logits.float()
-        cfg = config_from_hf({**thinker_json, "model_type": "qwen2_5_omni_thinker"})
-        with torch.device("meta"):
-            ours = HookedAVLLM(cfg)
-        ours.to_empty(device=device)
-        ours.to(torch.bfloat16)
-        ours.tie_weights()
-        fill_from_named_tensors(ours, ours.architecture.converter, reference.named_parameters(), "reference")
+        ours = ours_from(reference, thinker_json, device)
         ours16 = ours(**inputs).float()
 
         ref_err = (ref16 - ref32).abs()

@@ -19,12 +19,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_forward import CONFIG, clip_inputs  # noqa: E402
+from bench_forward import CONFIG, clip_inputs, ours_from, reference_thinker  # noqa: E402
+from bench_sweep import sweep_timing  # noqa: E402
 from timing import timed  # noqa: E402
 
-from hooked_avllm import HookedAVLLM  # noqa: E402
-from hooked_avllm.architectures.qwen2_5_omni.config import config_from_hf  # noqa: E402
-from hooked_avllm.loading import fill_from_named_tensors  # noqa: E402
 
 
 def batched(inputs: dict, n: int) -> dict:
@@ -35,6 +33,13 @@ def batched(inputs: dict, n: int) -> dict:
         out[key] = torch.cat([inputs[key]] * n)
     out["pixel_values_videos"] = torch.cat([inputs["pixel_values_videos"]] * n)
     return out
+
+
+def build_pair(thinker_json: dict, device: str):
+    """Hugging Face's thinker (SDPA, random weights, bf16), ours with the same weights, our config."""
+    reference = reference_thinker(thinker_json, device).to(torch.bfloat16)
+    ours = ours_from(reference, thinker_json, device)
+    return reference, ours, ours.cfg
 
 
 def forced_margin(model, inputs: dict, new: torch.Tensor) -> dict:
@@ -56,28 +61,13 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", default="1,8")
-    parser.add_argument("--sweep-clips", type=int, default=20)
+    parser.add_argument("--sweep-clips", type=int, default=20, help="0: stop after the analysis timings")
     parser.add_argument("--out", default=os.path.join(os.environ.get("OUT", "/tmp"), "bench_generate.json"))
     args = parser.parse_args()
-    from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
-
     from hooked_avllm.analysis import KnockoutRule, attention_share, generate_with_knockout
 
     device, n = "cuda", args.tokens
-    thinker_json = json.loads(CONFIG.read_text())
-    hf_cfg = Qwen2_5OmniThinkerConfig(**thinker_json)
-    hf_cfg._attn_implementation = "sdpa"
-    torch.manual_seed(0)
-    with torch.device(device):
-        reference = Qwen2_5OmniThinkerForConditionalGeneration(hf_cfg).eval().to(torch.bfloat16)
-    cfg = config_from_hf({**thinker_json, "model_type": "qwen2_5_omni_thinker"})
-    with torch.device("meta"):
-        ours = HookedAVLLM(cfg)
-    ours.to_empty(device=device)
-    ours.to(torch.bfloat16)
-    ours.tie_weights()
-    fill_from_named_tensors(ours, ours.architecture.converter, reference.named_parameters(), "reference")
-    ours.eval()
+    reference, ours, cfg = build_pair(json.loads(CONFIG.read_text()), device)
     one = clip_inputs(device, torch.Generator().manual_seed(0))
     weights_gib = torch.cuda.memory_allocated() / 2 / 2**30  # two copies of the weights are loaded
     results = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "seq_len": one["input_ids"].shape[1],
@@ -96,6 +86,7 @@ def main() -> None:
         results["clip_forward_s"] = {"reference": timed(lambda: reference(**one, use_cache=False), args.repeats)[0],
                                      "ours": timed(lambda: ours(**one), args.repeats)[0]}
         print(json.dumps({k: results[k] for k in ("text_prefill_s", "clip_forward_s")}), flush=True)
+        Path(args.out).write_text(json.dumps(results, indent=1))
         for b in (int(x) for x in args.batches.split(",") if x):
             inputs = batched(one, b) if b > 1 else one
             row = {}
@@ -114,6 +105,7 @@ def main() -> None:
             row["speedup_vs_reference"] = row["ours_graph"]["tok_per_s"] / row["reference"]["tok_per_s"]
             results[f"batch_{b}"] = row
             print(json.dumps({f"batch_{b}": row}, indent=1), flush=True)
+            Path(args.out).write_text(json.dumps(results, indent=1))
             del inputs
             torch.cuda.empty_cache()
 
@@ -130,7 +122,14 @@ def main() -> None:
         graph_ko = generate_with_knockout(ours, one, rule, n, eos_token_id=[])
         results["analysis"]["knockout_graph_equals_eager"] = bool(torch.equal(eager_ko, graph_ko))
         results["analysis"]["knockout_changes_tokens"] = not bool(torch.equal(graph_ko, mine(one, None)))
-        results["sweep"] = sweep_timing(ours, one, n, cfg.n_layers, args.sweep_clips)
+        Path(args.out).write_text(json.dumps(results, indent=1))
+        if not args.sweep_clips:
+            print(json.dumps(results["analysis"], indent=1))
+            return
+        results["sweep"] = sweep_timing(ours, [one] * args.sweep_clips, n, reference_s=results["batch_1"]["reference"]["s"]
+                                        if "batch_1" in results else None)
+        print(json.dumps({"sweep": results["sweep"]}), flush=True)
+        Path(args.out).write_text(json.dumps(results, indent=1))
         results["run_with_cache_every_hook"] = cache_timing(ours, one)
     print(json.dumps(results, indent=1))
     Path(args.out).write_text(json.dumps(results, indent=1))
@@ -148,50 +147,6 @@ def cache_timing(model, clip: dict) -> dict:
         except torch.OutOfMemoryError as error:
             out[name] = {"error": str(error)[:200]}
         torch.cuda.empty_cache()
-    return out
-
-
-def sweep_timing(model, clip: dict, n: int, n_layers: int, n_clips: int) -> dict:
-    """The study's knockout sweep on ``n_clips`` copies of the clip: 14 windows x 2 rules + the
-    baseline = 29 conditions, 50 tokens each; ours (one shared prefill, conditions batched, captured)
-    and one generation per condition (the reference's way, with our captured decode), extrapolated
-    to 500 clips."""
-    import time
-
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-
-    from hooked_avllm.analysis import KnockoutRule, knockout_sweep
-
-    rules = {"gen->video": lambda layers: KnockoutRule("generated", "video", layers),
-             "gen->audio": lambda layers: KnockoutRule("generated", "audio", layers)}
-    step = -(-n_layers // 14)
-    windows = [(first, min(first + step, n_layers)) for first in range(0, n_layers, step)][:14]
-    inputs = model.to_inputs(**clip) if hasattr(model, "to_inputs") else clip
-    clips = [inputs] * n_clips
-    out = {"windows": len(windows), "conditions": 1 + 2 * len(windows), "clips": n_clips, "new_tokens": n}
-    score = lambda new, c: float(new[0])  # noqa: E731
-    knockout_sweep(model, clips[:1], rules, windows, score, max_new_tokens=n, eos_token_id=[], progress=False)  # warm-up
-    sync()
-    start = time.perf_counter()
-    shared = knockout_sweep(model, clips, rules, windows, score, max_new_tokens=n, eos_token_id=[], progress=False)
-    sync()
-    out["shared_s_per_clip"] = (time.perf_counter() - start) / n_clips
-    out["shared_prefill_clips"] = shared.shared_prefill
-    import importlib
-
-    module = importlib.import_module("hooked_avllm.analysis.knockout")
-    real = module.decode_conditions
-    module.decode_conditions = lambda *a: None  # one generation per condition
-    try:
-        start = time.perf_counter()
-        alone = knockout_sweep(model, clips[:2], rules, windows, score, max_new_tokens=n, eos_token_id=[], progress=False)
-        sync()
-        out["per_condition_s_per_clip"] = (time.perf_counter() - start) / 2
-    finally:
-        module.decode_conditions = real
-    out["agreement_with_per_condition"] = float((shared.scores[..., :2] == alone.scores).mean())
-    out["shared_500_clips_min"] = out["shared_s_per_clip"] * 500 / 60
-    out["per_condition_500_clips_min"] = out["per_condition_s_per_clip"] * 500 / 60
     return out
 
 

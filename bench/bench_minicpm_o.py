@@ -131,6 +131,7 @@ def speed(args, device) -> dict:
         result.update(forward_reference_s=t, forward_reference_peak_gib=peak)
         t, peak, ours_tokens = timed(lambda: ours.generate(inputs, max_new_tokens=args.new_tokens, eos_token_id=[]), args.repeats)
         result.update(generate_ours_s=t, generate_ours_peak_gib=peak)
+        result["ours_decoding_captured"] = bool(ours.__dict__.get("_captured_decoders")) and not ours.__dict__.get("_capture_failed", False)
 
         def reference_generate():
             embeds = reference.embeddings(ids, media)  # its towers, then its LLM's prefill and decoding

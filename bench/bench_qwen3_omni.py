@@ -230,6 +230,8 @@ def speed(args, device) -> dict:
     result = {"impl": args.impl, "experts_implementation": impl, "build_s": build, "weights_gib": weights,
               "tokens": inputs["input_ids"].shape[1], "forward_s": t_fwd, "forward_peak_gib": m_fwd,
               "generate_s": t_gen, "generate_peak_gib": m_gen, "new_tokens": out.shape[1] - inputs["input_ids"].shape[1]}
+    if args.impl == "ours":
+        result["decoding_captured"] = bool(model.__dict__.get("_captured_decoders")) and not model.__dict__.get("_capture_failed", False)
     if args.analysis and args.impl == "ours":  # the study's tools during generation, on our model only
         from hooked_avllm.analysis import attention_share
         from hooked_avllm.analysis.knockout import Knockout, KnockoutRule

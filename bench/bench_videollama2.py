@@ -123,6 +123,7 @@ def main() -> None:
         results.update(forward_reference_s=t, forward_reference_peak_gib=peak)
         t, peak, ours_tokens = timed(lambda: model.generate(inputs16, max_new_tokens=args.new_tokens, eos_token_id=[]), 3)
         results.update(generate_ours_s=t, generate_ours_peak_gib=peak)
+        results["ours_decoding_captured"] = bool(model.__dict__.get("_captured_decoders")) and not model.__dict__.get("_capture_failed", False)
         t, peak, ref_tokens = timed(ref_generate, 3)
         results.update(generate_reference_s=t, generate_reference_peak_gib=peak)
         if args.analysis:  # the study's tools during generation, on our model only

@@ -33,12 +33,13 @@ Example:
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any, Iterator
 
 import torch
-from jaxtyping import Bool, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from hooked_avllm.components.hook_checks import graph_safe_hooks_only
@@ -59,21 +60,25 @@ Prefill = Callable[[list[StaticKVCache]], Tensor]  # writes the prompt into the 
 
 
 def greedy_decode(model: Any, llm: Any, max_new_tokens: int, eos: Int[Tensor, " n_end"], forward_last: bool,
-                  cuda_graph: bool | None, prefill: Prefill | None = None) -> Int[Tensor, "batch pos_plus_new"]:
+                  cuda_graph: bool | None, prefill: Prefill | None = None, keep_logits: bool = False
+                  ) -> Int[Tensor, "batch pos_plus_new"] | tuple[Int[Tensor, "batch pos_plus_new"], Float[Tensor, "batch new vocab"]]:
     """Prefill ``llm`` (the decoder inputs) into a static KV cache and decode greedily (see the module
     docstring); ``cuda_graph``: ``None`` captures where it can, ``True`` insists (raises where it
     cannot), ``False`` runs eagerly. ``prefill`` replaces the plain prefill of the whole prompt
-    (:func:`decode_conditions` shares one prefix among conditions)."""
+    (:func:`decode_conditions` shares one prefix among conditions). ``keep_logits`` also returns the
+    float32 logits each new token was chosen from (row ``i`` predicts new token ``i``: the model's
+    teacher-forced prediction of its own caption, with no second forward)."""
     eos = eos.to(llm.input_ids.device)
     prefill = prefill or _plain_prefill(model, llm)
+    model._last_decoder = None  # the captured decoder this generation ran on (graph-safe hooks read their outputs there)
     reason = _why_not_captured(model, llm, forward_last)
     if cuda_graph and reason:
         raise ValueError(f"cuda_graph=True, but this generation cannot be captured: {reason}; pass cuda_graph=None "
                          "(capture where possible) or False")
     if cuda_graph is False or reason or getattr(model, "_capture_failed", False):
-        return _eager_decode(model, llm, max_new_tokens, eos, forward_last, prefill)
+        return _eager_decode(model, llm, max_new_tokens, eos, forward_last, prefill, keep_logits)
     try:
-        return _captured_decode(model, llm, max_new_tokens, eos, prefill)
+        return _captured_decode(model, llm, max_new_tokens, eos, prefill, keep_logits=keep_logits)
     except _CaptureError as error:
         if cuda_graph:
             raise
@@ -83,7 +88,7 @@ def greedy_decode(model: Any, llm: Any, max_new_tokens: int, eos: Int[Tensor, " 
         when = "with these hooks" if hooked else "from now on"
         warnings.warn(f"generation runs eagerly {when}: capturing the decoding step failed ({error.__cause__!r})",
                       RuntimeWarning, stacklevel=3)
-        return _eager_decode(model, llm, max_new_tokens, eos, forward_last, prefill)
+        return _eager_decode(model, llm, max_new_tokens, eos, forward_last, prefill, keep_logits)
 
 
 def _plain_prefill(model: Any, llm: Any) -> Prefill:
@@ -176,7 +181,8 @@ def _shared_prefill(model: Any, rows: Any, prefix: list[StaticKVCache], n_blocks
 # ----------------------------------------------------------------------------------- eager
 
 
-def _eager_decode(model: Any, llm: Any, max_new_tokens: int, eos: Tensor, forward_last: bool, prefill: Prefill) -> Tensor:
+def _eager_decode(model: Any, llm: Any, max_new_tokens: int, eos: Tensor, forward_last: bool, prefill: Prefill,
+                  keep_logits: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """The step loop through ``run_decoder`` (hooks fire every step), over a static KV cache."""
     input_ids, attention_mask, kinds = llm.input_ids, llm.attention_mask, llm.kinds
     deltas = rope_deltas(llm.position_ids, attention_mask)  # a new token at real index n gets position n + delta
@@ -187,7 +193,10 @@ def _eager_decode(model: Any, llm: Any, max_new_tokens: int, eos: Tensor, forwar
     tokens = input_ids
     generated = torch.full_like(kinds[:, :1], GENERATED)
     rows = llm.position_ids.shape[0]
+    chosen_from: list[Tensor] = []  # [batch, vocab] per new token, with keep_logits
     for step in range(1, max_new_tokens + 1):
+        if keep_logits:
+            chosen_from.append(logits[:, -1].float())
         next_token = logits[:, -1].argmax(-1).to(input_ids.device)  # the unembedding may sit on another device
         if eos.numel():
             next_token = torch.where(done, eos[0], next_token)
@@ -204,6 +213,8 @@ def _eager_decode(model: Any, llm: Any, max_new_tokens: int, eos: Tensor, forwar
                                    "logits", caches, kinds, step, llm.n_prompt, last_logits_only=True)
         if last:
             break
+    if keep_logits:
+        return tokens, torch.stack(chosen_from, dim=1).to(tokens.device)
     return tokens
 
 
@@ -244,17 +255,19 @@ def _why_not_captured(model: Any, llm: Any, forward_last: bool) -> str | None:
 
 
 def _captured_decode(model: Any, llm: Any, max_new_tokens: int, eos: Tensor, prefill: Prefill,
-                     record: bool = True) -> Tensor:
+                     record: bool = True, keep_logits: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """Decode through a :class:`CapturedDecoder` (``record=False``: its step runs as plain Python on
     the static buffers, the captured path's arithmetic without a graph; the CPU tests use it)."""
     batch, n_prompt = llm.input_ids.shape
     capacity = -(-(n_prompt + max_new_tokens) // BUCKET) * BUCKET
     edits = _decode_edit_masks(model, llm.kinds, n_prompt, capacity)
-    make = lambda: CapturedDecoder(model, batch, capacity, max_new_tokens, eos.numel(), sorted(edits), record)  # noqa: E731
-    if not record or _has_step_hooks(model):  # graph-safe hooks are recorded with the step: a graph of their own
+    make = lambda: CapturedDecoder(model, batch, capacity, max_new_tokens, eos.numel(), sorted(edits), record,  # noqa: E731
+                                   keep_logits)
+    hooks = _graph_hook_key(model)  # graph-safe hooks are recorded with the step
+    if not record or hooks is None:  # a hook that does not say what it records: a graph of its own, this call only
         return make().run(llm, eos, edits, prefill)
     key = (batch, llm.position_ids.shape[0], capacity, max_new_tokens, eos.numel(), tuple(sorted(edits)),
-           model.embed.weight.dtype, llm.input_ids.device)
+           model.embed.weight.dtype, llm.input_ids.device, keep_logits, hooks)
     decoders = model.__dict__.setdefault("_captured_decoders", {})
     decoder = decoders.pop(key, None) or make()
     decoders[key] = decoder  # most recently used last
@@ -271,6 +284,21 @@ def _decode_points(model: Any) -> list[Any]:
 
 def _has_step_hooks(model: Any) -> bool:
     return any(watched(p) for p in _decode_points(model))
+
+
+def _graph_hook_key(model: Any) -> tuple | None:
+    """What the (graph-safe) hooks on decoding-time points record, as part of a captured graph's
+    cache key: ``()`` without hooks, ``None`` when a hook has no ``graph_key``. A graph-safe hook
+    with a ``graph_key`` keeps its outputs in :attr:`CapturedDecoder.outputs`, so a later call with
+    hooks of equal keys replays the same graph and reads them there."""
+    keys = []
+    for index, point in enumerate(_decode_points(model)):
+        if watched(point):
+            hooks = tuple(getattr(h, "graph_key", None) for h in point.fwd_hooks)
+            if any(k is None for k in hooks):
+                return None
+            keys.append((index, hooks))
+    return tuple(keys)
 
 
 def _decode_edit_masks(model: Any, kinds: Int[Tensor, "batch pos"], n_prompt: int, capacity: int
@@ -299,7 +327,7 @@ class CapturedDecoder:
     """
 
     def __init__(self, model: Any, batch: int, capacity: int, max_new_tokens: int, n_eos: int, edit_layers: list[int],
-                 record: bool = True):
+                 record: bool = True, keep_logits: bool = False):
         device, dtype = model.embed.weight.device, model.embed.weight.dtype
         self.model, self.capacity, self.max_new_tokens, self.record = model, capacity, max_new_tokens, record
         self.kinds = torch.full((batch, capacity), GENERATED, dtype=torch.long, device=device)  # every key's kind
@@ -310,17 +338,24 @@ class CapturedDecoder:
         self.position = torch.zeros(1, dtype=torch.long, device=device)  # its key position
         self.done = torch.zeros(batch, dtype=torch.bool, device=device)
         self.out = torch.zeros(batch, max_new_tokens, dtype=torch.long, device=device)  # token s + 1 at column s
+        # with keep_logits: the float32 logits token s + 1 was chosen from, at column s
+        self.out_logits = (torch.zeros(batch, max(max_new_tokens - 1, 1), model.unembed.weight.shape[0], device=device)
+                           if keep_logits else None)
         self.eos = torch.full((max(n_eos, 1),), -1, dtype=torch.long, device=device)  # -1: never produced
         self.key_mask = torch.full((batch, 1, 1, capacity), float("-inf"), dtype=dtype, device=device)
         self.edit_masks = {layer: torch.zeros(batch, 1, 1, capacity, dtype=dtype, device=device) for layer in edit_layers}
         self.cos = self.sin = None  # [batch, max_new_tokens, d]: allocated at the first run (the scheme's width)
+        self.outputs: dict[Any, Tensor] = {}  # static outputs of graph-safe hooks, by their graph_key
+        self.replays = 0
         self.upcast = False
         self.graph: torch.cuda.CUDAGraph | None = None
 
-    def run(self, llm: Any, eos: Tensor, edits: dict[int, Tensor], prefill: Prefill) -> Tensor:
+    def run(self, llm: Any, eos: Tensor, edits: dict[int, Tensor], prefill: Prefill) -> Tensor | tuple[Tensor, Tensor]:
+        self.model._last_decoder = weakref.ref(self)
         for cache in self.caches:
             cache.reset()
         logits = prefill(self.caches)
+        first_logits = logits[:, -1].float()
         first = logits[:, -1].argmax(-1).to(llm.input_ids.device)
         self._load(llm, first, eos, edits)
         for cache in self.caches:
@@ -337,7 +372,12 @@ class CapturedDecoder:
         self.replays = replays
         tokens.append(self.out[:, :replays])
         new = torch.cat(tokens, dim=1)
-        return torch.cat((llm.input_ids, new[:, : _kept(new, eos)]), dim=1)
+        kept = _kept(new, eos)
+        out = torch.cat((llm.input_ids, new[:, :kept]), dim=1)
+        if self.out_logits is None:
+            return out
+        chosen_from = torch.cat((first_logits[:, None].to(self.out_logits.device), self.out_logits[:, :replays]), dim=1)
+        return out, chosen_from[:, :kept].clone().to(out.device)
 
     def _load(self, llm: Any, first: Tensor, eos: Tensor, edits: dict[int, Tensor]) -> None:
         """The per-call inputs into the static buffers (prefill written, first token chosen)."""
@@ -393,6 +433,8 @@ class CapturedDecoder:
                 edit = edit.index_fill(-1, self.position, 0.0)
             resid = block(resid, rotary=rotary, causal=True, key_valid=None, kv_cache=self.caches[i], additive_mask=edit)
         logits = model.unembed(model.ln_final(resid))[:, -1]
+        if self.out_logits is not None:
+            self.out_logits.index_copy_(1, self.step, logits.float()[:, None])
         token = torch.where(self.done, self.eos[0], logits.argmax(-1))
         self.done |= torch.isin(token, self.eos)
         self.out.index_copy_(1, self.step, token[:, None])

@@ -74,9 +74,10 @@ class AttentionEdits:
         (``None`` when no edit blocks an edge there); what the decoder hands the attention, and
         what analyses that recompute a pattern beside the fused kernel must add."""
         edges = [edit.blocked(layer, context) for edit in self._attention_edits]
-        ids = tuple(id(e) for e in edges)
-        memo = self._edit_memo
-        if memo is not None and memo[0] is context and memo[1] == ids:
+        memo = self._edit_memo  # holds the edge tensors it was made from: an identity check on a freed one could
+        # match a new tensor at its address (a fresh tensor per layer, e.g. RowEdits', then got the last layer's mask)
+        if memo is not None and memo[0] is context and len(memo[1]) == len(edges) and all(
+                a is b for a, b in zip(memo[1], edges)):
             return memo[2]  # the edits give the same edges as in the previous layer of this forward
         blocked = None
         for e in edges:
@@ -88,7 +89,7 @@ class AttentionEdits:
             blocked = blocked & (torch.arange(blocked.shape[-1], device=blocked.device)[None, :] != own)
             mask = torch.zeros(blocked.shape, dtype=dtype, device=blocked.device)
             mask = mask.masked_fill_(blocked, float("-inf"))[:, None]
-        self._edit_memo = (context, ids, mask)
+        self._edit_memo = (context, edges, mask)
         return mask
 
 
@@ -107,6 +108,7 @@ class RowEdits:
         self.edits, self.rows_each = list(edits), rows_each
         self.decode_invariant = all(getattr(e, "decode_invariant", False) for e in self.edits if e is not None)
         self._parts: tuple[ForwardContext, list[ForwardContext]] | None = None  # one forward's sub-contexts
+        self._memo: tuple[ForwardContext, list[Any], Tensor] | None = None  # (context, the edits' edges, their rows)
 
     def bind(self, model: Any) -> "RowEdits":
         for edit in self.edits:
@@ -127,9 +129,14 @@ class RowEdits:
         parts = [e.blocked(layer, c) if e is not None else None for e, c in zip(self.edits, self._contexts(context))]
         if all(p is None for p in parts):
             return None
+        memo = self._memo  # the same edges as the previous layer's (held, so identity is safe): the same rows
+        if memo is not None and memo[0] is context and all(a is b for a, b in zip(memo[1], parts)):
+            return memo[2]
         empty = torch.zeros(self.rows_each, context.n_new, context.kinds.shape[1], dtype=torch.bool,
                             device=context.kinds.device)
-        return torch.cat([p if p is not None else empty for p in parts])
+        rows = torch.cat([p if p is not None else empty for p in parts])
+        self._memo = (context, parts, rows)
+        return rows
 
     def __repr__(self) -> str:
         return f"RowEdits({self.edits!r}, rows_each={self.rows_each})"

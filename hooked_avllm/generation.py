@@ -21,7 +21,7 @@ import numbers
 from typing import Any, Callable
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from hooked_avllm.cache import AVActivationCache
@@ -172,8 +172,9 @@ class Generation:
         layout: Any = None,
         forward_last: bool = False,
         cuda_graph: bool | None = None,
+        return_logits: bool = False,
         **inputs: Any,
-    ) -> Int[Tensor, "batch pos_plus_new"]:
+    ) -> Int[Tensor, "batch pos_plus_new"] | tuple[Int[Tensor, "batch pos_plus_new"], Float[Tensor, "batch new vocab"]]:
         """Greedy decoding with a KV cache; hooks and attention edits apply at the prefill and at
         every step (``model.forward_context.step`` says which).
 
@@ -187,6 +188,9 @@ class Generation:
         decoding step is replayed from a captured CUDA graph unless a hook watches a decoding-time
         hook point (then every step runs eagerly, so the hook fires), ``cuda_graph=False`` asks for
         eager steps, ``True`` insists on the graph (see :mod:`hooked_avllm.decoding`).
+        ``return_logits=True`` returns ``(tokens, logits)``: the float32 logits ``[batch, new, vocab]``
+        each new token was chosen from (row ``i`` predicts new token ``i``), which are the model's
+        teacher-forced predictions of its own output, with no second forward.
 
         Example:
             >>> from hooked_avllm import AVLLMConfig, HookedAVLLM
@@ -201,7 +205,9 @@ class Generation:
         llm = decoder_inputs(self, input_ids, layout=layout, **inputs)
         if bool((llm.attention_mask[:, -1] == 0).any()):
             raise ValueError("generate needs left padding (the last column must be real tokens for every row)")
-        return greedy_decode(self, llm, max_new_tokens, eos, forward_last, cuda_graph)
+        if not isinstance(return_logits, bool):
+            raise TypeError(f"return_logits must be True or False; got {return_logits!r}")
+        return greedy_decode(self, llm, max_new_tokens, eos, forward_last, cuda_graph, keep_logits=return_logits)
 
     def generate_with_cache(
         self,

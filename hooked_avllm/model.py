@@ -87,7 +87,7 @@ class HookedAVLLM(InputMethods, Generation, AttentionEdits, TransformerLensSurfa
         self.tokenizer = None
         self._forward_context: ForwardContext | None = None  # set while the LLM blocks run
         self._attention_edits: list = []  # knockout rules, token dropping (see edit_attention)
-        self._edit_memo: tuple | None = None  # (context, edges ids, mask): layers with the same edits share it
+        self._edit_memo: tuple | None = None  # (context, the edits' edges, mask): layers with the same edges share it
         self.setup()
 
     @property

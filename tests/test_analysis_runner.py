@@ -242,6 +242,25 @@ def test_attention_share_of_a_list_goes_through_the_driver(family, model, clips,
         attention_share(model, [], max_new_tokens=2)
 
 
+def test_attention_share_batch_size_equals_one_clip_at_a_time(family, model, clips, bars):
+    """batch_size runs the clips (different lengths: left padding) as one batch: one prefill, one
+    decoding; the result is the clip-by-clip one, with each clip's own positions and query order."""
+    three = [*clips, family.clip(model, seconds=2, seed=5)]
+    for queries, new in ((None, 3), ("last", None), ("audio", 2)):
+        alone = attention_share(model, three, queries=queries, max_new_tokens=new, eos_token_id=[], progress=False)
+        together = attention_share(model, three, queries=queries, max_new_tokens=new, eos_token_id=[], batch_size=2)
+        for name in ("batch", "position", "step"):
+            assert torch.equal(getattr(alone, name), getattr(together, name)), (queries, name)
+        assert (alone.values - together.values).abs().max() < 1e-5, queries
+    assert bars[-1].desc == "attention share: 3 clips" and bars[-1].total == bars[-1].n == 3
+    with pytest.raises(ValueError, match="batch_size=2 regroups a list of clips"):
+        attention_share(model, clips[0], max_new_tokens=2, batch_size=2)
+    with pytest.raises(ValueError, match="a query mask is .* cannot follow clips regrouped by batch_size"):
+        attention_share(model, clips, queries=torch.ones(1, 5, dtype=torch.bool), batch_size=2)
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1 .* got 0"):
+        attention_share(model, clips, max_new_tokens=2, batch_size=0)
+
+
 # ----------------------------------------------------------------------------- token shift over a list
 
 
@@ -266,6 +285,26 @@ def test_token_shift_over_a_list_equals_the_calls_clip_by_clip(family, model, cl
     given = token_shift(model, clips, base, clips, captions, progress=False)
     for got, clip, caption in zip(given, clips, captions):
         same_shift(got, token_shift(model, clip, base, clip, caption))
+
+
+def test_a_generated_caption_reuses_the_generation_logits(model, clips, monkeypatch):
+    """caption=None takes A's logits from its own generation (no second forward of A); they equal
+    teacher-forcing that caption."""
+    import importlib
+
+    shift_module = importlib.import_module("hooked_avllm.analysis.token_shift")
+    base = model  # B = A: the comparison is the point here, not the models
+    forced = []
+    real = shift_module.caption_logits
+    monkeypatch.setattr(shift_module, "caption_logits", lambda m, *a: forced.append(m) or real(m, *a))
+    generated = token_shift(model, clips[1], base, clips[1], max_new_tokens=4, eos_token_id=[])
+    assert len(forced) == 1  # only B's teacher-forced forward
+    given = token_shift(model, clips[1], base, clips[1], generated.caption_ids)
+    assert len(forced) == 3
+    for name in ("caption_ids", "rank_a", "rank_b", "top1_b"):
+        assert torch.equal(getattr(generated, name), getattr(given, name)), name
+    for name in ("kl", "prob_a", "prob_b"):
+        assert float((getattr(generated, name) - getattr(given, name)).abs().max()) < 1e-5, name
 
 
 def test_token_shift_lists_must_pair_up(model, clips):

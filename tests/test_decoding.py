@@ -17,6 +17,7 @@ import torch
 from hooked_avllm.analysis import KnockoutRule, drop_tokens, generate_with_knockout
 from hooked_avllm.components.kv_cache import StaticKVCache
 from hooked_avllm.decoding import _kept
+from hooked_avllm.inputs.batching import teacher_forced_inputs
 
 GPU = torch.cuda.is_available()
 
@@ -77,7 +78,7 @@ def static_steps(monkeypatch):
 
     real = decoding._captured_decode
     monkeypatch.setattr(decoding, "_why_not_captured", lambda *args: None)
-    monkeypatch.setattr(decoding, "_captured_decode", lambda *args: real(*args, record=False))
+    monkeypatch.setattr(decoding, "_captured_decode", lambda *args, **kwargs: real(*args, **kwargs, record=False))
 
 
 def padded_batch(family, model):
@@ -116,6 +117,34 @@ def test_attention_share_in_the_static_step_equals_eager(family, model, monkeypa
     assert torch.equal(static.batch, eager.batch) and torch.equal(static.step, eager.step)
     assert torch.equal(static.position, eager.position)
     assert float((static.values - eager.values).abs().max()) < 1e-5
+
+
+def test_returned_logits_are_the_teacher_forced_predictions(family, model, monkeypatch):
+    """``generate(return_logits=True)``: the logits each token was chosen from equal a full forward
+    over prompt + generated tokens at those positions (fp32), on the eager and the static path,
+    for a padded batch with an end token; row i's argmax is new token i."""
+    batch = padded_batch(family, model)
+    free = model.generate(batch, max_new_tokens=6, eos_token_id=[])
+    eos = [int(free[0, -3])]
+    results = {}
+    for mode in ("eager", "static"):
+        if mode == "static":
+            static_steps(monkeypatch)
+        tokens, logits = model.generate(batch, max_new_tokens=6, eos_token_id=eos, return_logits=True,
+                                        cuda_graph=False if mode == "eager" else None)
+        assert torch.equal(tokens, model.generate(batch, max_new_tokens=6, eos_token_id=eos, cuda_graph=False))
+        results[mode] = logits
+    n_prompt = batch.input_ids.shape[1]
+    new = tokens[:, n_prompt:]
+    assert results["eager"].shape == (2, new.shape[1], model.cfg.d_vocab) and results["eager"].dtype == torch.float32
+    ended = torch.isin(new, torch.tensor(eos)).int().cumsum(1) - torch.isin(new, torch.tensor(eos)).int() > 0
+    assert torch.equal(results["eager"].argmax(-1)[~ended], new[~ended])  # after its end token a row repeats it
+    with torch.no_grad():
+        full = model(teacher_forced_inputs(batch, new[:, :-1]))[:, n_prompt - 1 :].float()
+    for mode, logits in results.items():
+        assert float((logits - full).abs().max()) < 1e-4, mode
+    with pytest.raises(TypeError, match="return_logits must be True or False; got 'yes'"):
+        model.generate(batch, max_new_tokens=2, return_logits="yes")
 
 
 def generate_edit(model, rule):
@@ -166,6 +195,14 @@ def test_captured_knockout_and_token_dropping_equal_eager(on_gpu):
         assert torch.equal(model.generate(batch, max_new_tokens=8, eos_token_id=[], cuda_graph=True), eager)
 
 
+def test_captured_logits_equal_eager(on_gpu):
+    model, batch = on_gpu
+    eager, eager_logits = model.generate(batch, max_new_tokens=7, eos_token_id=[], cuda_graph=False, return_logits=True)
+    captured, logits = model.generate(batch, max_new_tokens=7, eos_token_id=[], cuda_graph=True, return_logits=True)
+    assert torch.equal(captured, eager) and logits.shape == eager_logits.shape
+    assert float((logits - eager_logits).abs().max()) < 1e-4
+
+
 def test_a_hook_makes_generation_eager_and_fires_every_step(on_gpu):
     model, batch = on_gpu
     steps = []
@@ -189,6 +226,13 @@ def test_captured_attention_share_equals_eager(on_gpu):
     assert not model.__dict__.get("_capture_failed")
     assert torch.equal(captured.step, eager.step) and torch.equal(captured.position, eager.position)
     assert float((captured.values - eager.values).abs().max()) < 1e-4
+    recorded = {key: decoder.graph for key, decoder in model._captured_decoders.items()}
+    again = attention_share(model, batch, max_new_tokens=6, eos_token_id=[])  # replays the graph recorded above
+    assert {key: decoder.graph for key, decoder in model._captured_decoders.items()} == recorded
+    assert torch.equal(again.values, captured.values) and torch.equal(again.step, captured.step)
+    last = attention_share(model, batch, max_new_tokens=6, eos_token_id=[], layers=[-1])  # other layers: another graph
+    assert len(model._captured_decoders) == len(recorded) + 1
+    assert float((last.values[:, 0] - eager.values[:, -1]).abs().max()) < 1e-4
 
 
 def test_conditions_over_one_shared_prefill_equal_one_generation_each(family, model):

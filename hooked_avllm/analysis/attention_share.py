@@ -24,7 +24,7 @@ from torch import Tensor
 
 from hooked_avllm.analysis.arguments import check_layers, check_modality_present, held_kinds
 from hooked_avllm.analysis.plotting import pyplot, save
-from hooked_avllm.analysis.runner import SweepUnit, batch_rows, input_ids_of, run_sweep
+from hooked_avllm.analysis.runner import SweepUnit, batch_rows, input_ids_of, left_padded_batches, run_sweep
 from hooked_avllm.inputs.layout import carried_layout
 from hooked_avllm.inputs.select import position_mask
 from hooked_avllm.vocabulary import GENERATED, KINDS, PADDING
@@ -46,6 +46,15 @@ class AttentionShare:
     step: Int[Tensor, "query"]
     layers: list[int]
     kinds: tuple[str, ...] = SHARE_KINDS
+
+    def within_clips(self, attention_mask: Int[Tensor, "batch pos"]) -> "AttentionShare":
+        """The result of a left-padded batch of clips as each clip alone gives it: positions counted
+        from each row's first real token, queries ordered by row, then position."""
+        padding = (attention_mask == 0).sum(-1).cpu()  # left padding per row
+        position = self.position - padding[self.batch]
+        order = torch.argsort(self.batch * (int(position.max()) + 1) + position, stable=True)
+        return AttentionShare(self.values[order], self.batch[order], position[order], self.step[order], self.layers,
+                              self.kinds)
 
     @classmethod
     def concat(cls, parts: Sequence["AttentionShare"], rows: Sequence[int]) -> "AttentionShare":
@@ -151,8 +160,9 @@ class _ShareRecorder:
         self.index: tuple[Tensor, Tensor] | None = None  # (rows, query positions within this forward)
         self.keys: dict[int, Tensor] = {}  # slot -> rotated keys so far [batch, kv_head, key, d_head]
         self.q: Tensor | None = None
-        self.decoded: Tensor | None = None  # captured steps' shares [slot, step, batch, head, kind]
-        self.decoder: Any = None  # the captured decoder that wrote them
+        # captured steps write their shares [slot, step, batch, head, kind] into the decoder's outputs
+        self._output_key = ("attention_share", tuple(layers))
+        self._decoder: Any = None
 
     def hooks(self) -> list[tuple[str, Any]]:
         out = []
@@ -170,6 +180,7 @@ class _ShareRecorder:
             return None
 
         fn.graph_safe = True  # in a captured step it only keeps q (see _reduce)
+        fn.graph_key = ("attention_share.q", slot)
         return fn
 
     def _reduce(self, slot: int, layer: int):
@@ -186,6 +197,7 @@ class _ShareRecorder:
             return None
 
         fn.graph_safe = True  # in a captured step it writes into static buffers, indexed by the step tensor
+        fn.graph_key = (self._output_key, slot, layer)  # a later call with these layers replays the same graph
         return fn
 
     def _captured_shares(self, slot: int, layer: int, k: Tensor, context: Any) -> None:
@@ -194,26 +206,29 @@ class _ShareRecorder:
         it next), through the step's key and edit masks; the shares go to ``[slot, step]`` of a
         static output. Pure tensor work on device tensors, so the graph replays it every step."""
         decoder = context.decoder
-        if self.decoded is None or self.decoded.shape[1] != decoder.max_new_tokens:
+        self._decoder = decoder  # (a decoder not kept by the model is known only to the hooks that ran on it)
+        decoded = decoder.outputs.get(self._output_key)
+        if decoded is None:  # the decoder's own buffer: it outlives this call with the graph that writes it
             batch, n_heads = self.q.shape[0], self.q.shape[2]
-            self.decoded = torch.zeros(len(self.layers), decoder.max_new_tokens, batch, n_heads, len(SHARE_KINDS),
-                                       device=self.q.device)
-            self.decoder = decoder
+            decoded = decoder.outputs[self._output_key] = torch.zeros(
+                len(self.layers), decoder.max_new_tokens, batch, n_heads, len(SHARE_KINDS), device=self.q.device)
         cache = decoder.caches[layer]
         cache.k.index_copy_(2, decoder.position, k.transpose(1, 2))  # the same write the attention makes next
         keys, q, attn = cache.k, self.q[:, 0], self.model.blocks[layer].attn  # [batch, kv, key, d], [batch, head, d]
         batch, n_kv, n_keys, d_head = keys.shape
         group = q.shape[1] // n_kv
-        mask = decoder.key_mask  # [batch, 1, 1, key]: this step's own position already open
+        if slot == 0:  # once per step, shared by every layer: the key kinds one-hot and the step's key mask
+            self._step_onehot = torch.nn.functional.one_hot(decoder.kinds, len(KINDS))[..., : len(SHARE_KINDS)].float()
+            self._step_mask = decoder.key_mask.to(q.dtype).expand(batch, n_kv, group, n_keys).reshape(batch * n_kv, group, n_keys)
+        mask, onehot = self._step_mask, self._step_onehot  # [batch * kv, group, key] ([batch, 1, 1, key] opened at this step)
         edit = decoder.edit_masks.get(layer)
         if edit is not None:
-            mask = mask + edit.index_fill(-1, decoder.position, 0.0)
-        mask = mask.expand(batch, n_kv, group, n_keys).reshape(batch * n_kv, group, n_keys)
-        scores = torch.baddbmm(mask.to(q.dtype), q.reshape(batch * n_kv, group, d_head),
+            edit = edit.index_fill(-1, decoder.position, 0.0).to(q.dtype)
+            mask = mask + edit.expand(batch, n_kv, group, n_keys).reshape(batch * n_kv, group, n_keys)
+        scores = torch.baddbmm(mask, q.reshape(batch * n_kv, group, d_head),
                                keys.reshape(batch * n_kv, n_keys, d_head).transpose(1, 2), alpha=attn.scale)
-        onehot = torch.nn.functional.one_hot(decoder.kinds, len(KINDS))[..., : len(SHARE_KINDS)].float()
         shares = torch.bmm(torch.softmax(scores.view(batch, -1, n_keys), dim=-1, dtype=torch.float32), onehot)
-        self.decoded[slot].index_copy_(0, decoder.step, shares[None])
+        decoded[slot].index_copy_(0, decoder.step, shares[None])
 
     def _store_keys(self, slot: int, k: Tensor, context: Any) -> Tensor:
         """All rotated keys of this layer so far, ``[batch, kv_head, key, d_head]`` (a view: the store
@@ -293,15 +308,21 @@ class _ShareRecorder:
         self.index = None
 
     def _captured_chunks(self) -> None:
-        """The captured steps' shares as chunks, as the eager steps would have appended them."""
-        if self.decoder is None:
+        """The captured steps' shares as chunks, as the eager steps would have appended them (read
+        from the decoder this generation ran on: a graph recorded by an earlier call writes there too)."""
+        ref = getattr(self.model, "_last_decoder", None)
+        decoder = ref() if ref is not None else None  # None: a decoder of this call only, kept by the hooks below
+        decoder = decoder if decoder is not None else self._decoder
+        decoded = decoder.outputs.get(self._output_key) if decoder is not None else None
+        if decoded is None or not decoder.replays:
             return
-        n_prompt, batch = self.decoder.n_prompt, self.decoded.shape[2]
-        rows = torch.arange(batch, device=self.decoded.device)
-        for s in range(self.decoder.replays):  # replay s reads generated token s + 1: decoding step s + 1
-            values = self.decoded[:, s].permute(1, 0, 2, 3)  # [batch, slot, head, kind]
-            self.chunks.append((values, rows, torch.full_like(rows, n_prompt + s), torch.full_like(rows, s + 1)))
-        self.decoder = None
+        n_steps, batch = decoder.replays, decoded.shape[2]
+        # replay s reads generated token s + 1 (decoding step s + 1), at position n_prompt + s; rows within each step
+        values = decoded[:, :n_steps].permute(1, 2, 0, 3, 4).reshape(n_steps * batch, *decoded.shape[:1], *decoded.shape[3:])
+        steps = torch.arange(n_steps, device=decoded.device).repeat_interleave(batch)
+        rows = torch.arange(batch, device=decoded.device).repeat(n_steps)
+        self.chunks.append((values.clone(), rows, decoder.n_prompt + steps, steps + 1))
+        self.model._last_decoder = self._decoder = None
 
     def result(self, valid_until: Tensor | None = None) -> AttentionShare:
         self._captured_chunks()
@@ -327,6 +348,7 @@ def attention_share(
     layers: Sequence[int] | None = None,
     eos_token_id: int | list[int] | None = None,
     progress: bool = True,
+    batch_size: int | None = None,
     distributed: bool | None = None,
 ) -> AttentionShare:
     """Attention share per key kind for chosen queries, per layer and head.
@@ -346,7 +368,10 @@ def attention_share(
 
     A list of inputs (one clip or one batch each) runs one after the other with a progress bar
     over the clips (through :func:`hooked_avllm.analysis.runner.run_sweep`); the result numbers
-    the clips (batch rows) across the list. Under ``torchrun`` each rank runs a
+    the clips (batch rows) across the list. ``batch_size`` runs single clips that many at a time
+    as one left-padded batch (one prefill and one captured decoding for the whole batch instead of
+    one per clip); the result is the one-clip-at-a-time result (positions within each clip, queries
+    in the same order), within float noise. Under ``torchrun`` each rank runs a
     contiguous block of the list and every rank returns the whole result (``distributed``: see
     :func:`hooked_avllm.parallel.active`; ``False`` runs the whole list in every process). A
     single input runs whole in every process.
@@ -354,16 +379,23 @@ def attention_share(
     layers = sorted(check_layers(model, layers, "attention_share: layers"))
     if queries is None and not max_new_tokens:
         raise ValueError("choose the queries: max_new_tokens=N (generated tokens) and/or queries='last' / a mask")
+    if batch_size is not None and not isinstance(inputs, (list, tuple)):
+        raise ValueError(f"attention_share: batch_size={batch_size!r} regroups a list of clips; pass a list of one-clip "
+                         "inputs, or leave batch_size=None")
+    if batch_size is not None and isinstance(queries, Tensor):
+        raise ValueError("attention_share: a query mask is [batch, pos] of the inputs as given, so it cannot follow clips "
+                         "regrouped by batch_size; select queries by name ('last', 'audio'...) or leave batch_size=None")
     if isinstance(inputs, (list, tuple)):
         _check_query_modality(inputs, queries, row_name="clip")
 
-        def one(unit: SweepUnit) -> AttentionShare:
-            return _attention_share(model, unit.item, queries, max_new_tokens, last_prompt_as_generated, layers,
-                                    eos_token_id)
+        def one(unit: SweepUnit) -> tuple[AttentionShare, int]:
+            share = _attention_share(model, unit.item, queries, max_new_tokens, last_prompt_as_generated, layers,
+                                     eos_token_id)
+            return (share.within_clips(unit.item.attention_mask) if batch_size is not None else share), unit.rows
 
         parts = run_sweep(one, inputs, tool="attention share", unit="clips", rows=batch_rows, progress=progress,
-                          distributed=distributed)
-        return AttentionShare.concat(parts, [batch_rows(item) for item in inputs])
+                          batch_size=batch_size, batch=left_padded_batches(model), distributed=distributed)
+        return AttentionShare.concat([share for share, _ in parts], [rows for _, rows in parts])
     _check_query_modality([inputs], queries, row_name="row")
     return _attention_share(model, inputs, queries, max_new_tokens, last_prompt_as_generated, layers, eos_token_id)
 

@@ -17,6 +17,11 @@ model's, and warns (:class:`VocabularyWarning`) when it cannot check (a model wi
 and vocabularies of different sizes) or when a model puts much of its probability outside the
 shared ids. The result names A and B (``name_a``, ``name_b``; the plot's labels too).
 
+When A writes the caption (``caption=None``), A's distributions are the logits its greedy
+generation chose each token from: greedy decoding is teacher forcing of its own tokens, so a
+second forward of A over prompt + caption would compute the same numbers again (up to float
+rounding of cached against full attention). Only B runs a teacher-forced forward then.
+
 Example:
     >>> omni_in = omni.prepare(video="clip.mp4", prompt="Describe what you see and hear.")  # doctest: +SKIP
     >>> vl_in = vl.prepare(video="clip.mp4", prompt="Describe what you see and hear.")      # doctest: +SKIP
@@ -460,9 +465,11 @@ def _shift_one(model_a: Any, inputs_a: Any, model_b: Any, inputs_b: Any, caption
     """Token shift of one clip over the shared vocabulary ``vocab``."""
     _one_row(inputs_a, "a")
     _one_row(inputs_b, "b")
+    full_a = None  # A's logits at the caption tokens: from its own generation when it writes the caption
     if caption is None:
-        generated = model_a.generate(inputs_a, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id)
-        caption = generated[0, inputs_a.input_ids.shape[1] :]
+        generated, full_a = model_a.generate(inputs_a, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
+                                             return_logits=True)
+        caption, full_a = generated[0, inputs_a.input_ids.shape[1] :], full_a[0].cpu()
     elif isinstance(caption, str):
         tokenizer = model_a.tokenizer or model_b.tokenizer
         if tokenizer is None:
@@ -485,7 +492,8 @@ def _shift_one(model_a: Any, inputs_a: Any, model_b: Any, inputs_b: Any, caption
         raise ValueError(f"caption token {clash[0]} is {a!r} in A ({name_a}) but {b!r} in B ({name_b}): the two models "
                          "read it as different tokens, so it cannot be compared; leave it out of the caption")
 
-    full_a = caption_logits(model_a, inputs_a, caption.to(inputs_a.input_ids.device)).cpu()
+    if full_a is None:  # a given caption: teacher-force it
+        full_a = caption_logits(model_a, inputs_a, caption.to(inputs_a.input_ids.device)).cpu()
     full_b = caption_logits(model_b, inputs_b, caption.to(inputs_b.input_ids.device)).cpu()
     outside_a, outside_b = _outside_mass(full_a, vocab.ids), _outside_mass(full_b, vocab.ids)
     for which, name, mass in (("A", name_a, outside_a), ("B", name_b, outside_b)):

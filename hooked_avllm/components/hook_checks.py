@@ -151,6 +151,7 @@ class CheckedHookPoint(HookPoint):
 
     def add_hook(self, hook: Any, dir: str = "fwd", *args: Any, **kwargs: Any) -> Any:  # noqa: A002 - TL's name
         graph_safe = bool(getattr(hook, "graph_safe", False))
+        graph_key = getattr(hook, "graph_key", None)  # what a graph-safe hook records: captured steps with equal keys share a graph
         if dir == "fwd":
             hook = _checked_hook(hook, self)
         before = {id(h) for h in self.fwd_hooks}
@@ -158,6 +159,7 @@ class CheckedHookPoint(HookPoint):
         for added in self.fwd_hooks:  # TransformerLens 3.x returns no handle: find the new one
             if id(added) not in before:
                 added.graph_safe = graph_safe
+                added.graph_key = graph_key
         return handle
 
 

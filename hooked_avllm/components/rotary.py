@@ -10,7 +10,7 @@ reference does, and never rounded to integers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Float, Int
@@ -28,14 +28,21 @@ class Rotary:
     cos: Float[Tensor, "batch pos d_head"]
     sin: Float[Tensor, "batch pos d_head"]
     upcast: bool = False
+    # (cos, sin) as [batch, pos, 1, d_head] per dtype: cast once per forward, not once per layer
+    _cast: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def apply(self, x: Float[Tensor, "batch pos head d_head"]) -> Float[Tensor, "batch pos head d_head"]:
-        cos, sin = self.cos[:, :, None, :], self.sin[:, :, None, :]
         if self.upcast:
+            cos, sin = self._angles(torch.float32)  # float32 even for float64 inputs, as the reference
             x32 = x.float()
-            return (x32 * cos.float() + rotate_half(x32) * sin.float()).to(x.dtype)
-        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+            return (x32 * cos + rotate_half(x32) * sin).to(x.dtype)
+        cos, sin = self._angles(x.dtype)
         return x * cos + rotate_half(x) * sin
+
+    def _angles(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        if dtype not in self._cast:
+            self._cast[dtype] = (self.cos[:, :, None, :].to(dtype), self.sin[:, :, None, :].to(dtype))
+        return self._cast[dtype]
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Rotary":
         """The same angles on ``device`` (accelerate's device hooks move a block's inputs with this)."""
