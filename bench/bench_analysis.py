@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from bench_forward import CONFIG, clip_inputs  # noqa: E402
+from casting import cast_keeping_rotary_float32  # noqa: E402
 from hooked_avllm import HookedAVLLM  # noqa: E402
 from hooked_avllm.analysis.attention_share import attention_share, shares_from_patterns  # noqa: E402
 from hooked_avllm.analysis.knockout import KnockoutRule, generate_with_knockout  # noqa: E402
@@ -126,7 +127,7 @@ def main():
     hf_cfg._attn_implementation = "eager"
     torch.manual_seed(0)
     with torch.device("cuda"):
-        reference = Qwen2_5OmniThinkerForConditionalGeneration(hf_cfg).eval().to(torch.bfloat16)
+        reference = cast_keeping_rotary_float32(Qwen2_5OmniThinkerForConditionalGeneration(hf_cfg).eval())
     cfg = config_from_hf({**thinker_json, "model_type": "qwen2_5_omni_thinker"})
     with torch.device("meta"):
         ours = HookedAVLLM(cfg)

@@ -17,6 +17,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from casting import cast_keeping_rotary_float32  # noqa: E402
+
 from hooked_avllm import HookedAVLLM  # noqa: E402
 from hooked_avllm.loading import fill_from_named_tensors  # noqa: E402
 from reference_models import audio_in_video_tokens  # noqa: E402
@@ -104,7 +106,7 @@ def main():
 
     with torch.no_grad():
         ref32 = reference(**inputs, use_cache=False).logits.float()
-        reference.to(torch.bfloat16)
+        cast_keeping_rotary_float32(reference)
         ref16 = reference(**inputs, use_cache=False).logits.float()
         ours = ours_from(reference, thinker_json, device)
         ours16 = ours(**inputs).float()

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_forward import CONFIG, clip_inputs, ours_from, reference_thinker  # noqa: E402
+from casting import cast_keeping_rotary_float32  # noqa: E402
 from bench_sweep import sweep_timing  # noqa: E402
 from timing import timed  # noqa: E402
 
@@ -37,7 +38,7 @@ def batched(inputs: dict, n: int) -> dict:
 
 def build_pair(thinker_json: dict, device: str):
     """Hugging Face's thinker (SDPA, random weights, bf16), ours with the same weights, our config."""
-    reference = reference_thinker(thinker_json, device).to(torch.bfloat16)
+    reference = cast_keeping_rotary_float32(reference_thinker(thinker_json, device))
     ours = ours_from(reference, thinker_json, device)
     return reference, ours, ours.cfg
 

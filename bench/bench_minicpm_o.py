@@ -41,6 +41,7 @@ from hooked_avllm.loading import fill_from_named_tensors  # noqa: E402
 from hooked_avllm.model import HookedAVLLM  # noqa: E402
 from minicpm_reference import ReferenceMiniCPMO  # noqa: E402
 from timing import CUDA, timed  # noqa: E402
+from casting import cast_keeping_rotary_float32  # noqa: E402
 
 REAL_CONFIG = Path(__file__).resolve().parents[1] / "tests/fixtures/hub/openbmb__MiniCPM-o-2_6/config.json"
 
@@ -102,7 +103,7 @@ def accuracy(args, device) -> dict:
         result = {"llm_layers": cfg.n_layers, "tokens": ids.shape[1], "build_s": built,
                   "fp32_ours_vs_reference": {"logits_max": float((ours32 - ref32).abs().max()),
                                              "logits_scale": float(ref32.abs().max())}}
-        reference.to(torch.bfloat16), ours.to(torch.bfloat16)
+        cast_keeping_rotary_float32(reference), ours.to(torch.bfloat16)
         ids16, mask16, media16 = on(device, ids, mask, media, torch.bfloat16)
         errors = {}
         for name, logits in (("reference", reference(ids16, mask16, media16, hidden_states=False)["logits"].float()),

@@ -39,6 +39,7 @@ from hooked_avllm.architectures.qwen3_omni.config import config_from_hf
 from hooked_avllm.architectures.qwen3_omni.positions import time_ordered_runs
 from hooked_avllm.loading import fill_from_named_tensors
 from timing import CUDA, sync, timed
+from casting import cast_keeping_rotary_float32  # noqa: E402
 
 CONFIG = ROOT / "tests/fixtures/hub/Qwen__Qwen3-Omni-30B-A3B-Instruct/config.json"
 
@@ -192,7 +193,7 @@ def accuracy(args, device) -> dict:
                                    for i, p in sorted(picked.items())],
     }
     del cache
-    reference16 = copy.deepcopy(reference).to(torch.bfloat16)
+    reference16 = cast_keeping_rotary_float32(copy.deepcopy(reference))
     ours16 = ours.to(torch.bfloat16)
     del ours
     gc.collect()

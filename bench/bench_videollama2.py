@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from hooked_avllm import HookedAVLLM  # noqa: E402
 from timing import CUDA, timed  # noqa: E402
+from casting import cast_keeping_rotary_float32  # noqa: E402
 from hooked_avllm.architectures.videollama2.config import config_from_hf  # noqa: E402
 from hooked_avllm.architectures.videollama2.prompt import audio_segment, visual_segment, input_spec  # noqa: E402
 from hooked_avllm.inputs import ModelInputs, TokenLayout  # noqa: E402
@@ -110,7 +111,7 @@ def main() -> None:
     with torch.no_grad():
         if args.speed_only:
             model.to(torch.bfloat16)
-            reference.to(torch.bfloat16)
+            cast_keeping_rotary_float32(reference)
             inputs16 = inputs.to(dtype=torch.bfloat16)
         else:
             inputs16 = accuracy(results, model, reference, inputs, ref_forward)

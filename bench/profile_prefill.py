@@ -57,7 +57,7 @@ def main() -> None:
         theirs, mine = reference(input_ids=text, use_cache=False).logits.float(), ours(text).float()
         out["bf16_ours_vs_reference"] = {"max": float((theirs - mine).abs().max()), "mean": float((theirs - mine).abs().mean())}
         # both against the reference in float32: two bf16 models part by rounding, which 36 random layers amplify
-        truth = reference.float()(input_ids=text, use_cache=False).logits
+        truth = reference.float()(input_ids=text, use_cache=False).logits  # inv_freq stayed float32 (build_pair)
         out["bf16_vs_reference_fp32"] = {name: {"max": float((x - truth).abs().max()), "mean": float((x - truth).abs().mean())}
                                          for name, x in (("reference", theirs), ("ours", mine))}
     print(json.dumps(out, indent=1))

@@ -32,12 +32,12 @@ class RMSNorm(nn.Module):
         self.hook_normalized = HookPoint()  # [..., pos, d_model]
 
     def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
-        x32 = x.to(torch.promote_types(x.dtype, torch.float32))  # bf16/fp16 -> fp32; fp64 stays
         if not watched(self.hook_scale):
-            # The fused kernel on the upcast input: x * rsqrt(mean(x**2) + eps) entirely in float32,
-            # cast back, then the weight, as the reference rounds. (Fed bf16 directly, the CUDA
-            # kernel rounds differently: 10x the reference's bf16 error on a 36-layer model.)
-            return self.hook_normalized(self.w * F.rms_norm(x32, (x.shape[-1],), eps=self.eps).to(x.dtype))
+            # One fused kernel: x * rsqrt(mean(x**2) + eps) with float32 statistics (fp64 stays fp64),
+            # cast back to x's dtype, then the weight, as the reference rounds (bit-identical on the
+            # CPU; on an H100 1.2e-6 of bf16 elements differ by one step: tests/test_gpu_numerics.py).
+            return self.hook_normalized(self.w * F.rms_norm(x, (x.shape[-1],), eps=self.eps))
+        x32 = x.to(torch.promote_types(x.dtype, torch.float32))  # bf16/fp16 -> fp32; fp64 stays
         mean_square = x32.pow(2).mean(-1, keepdim=True)
         normalized = x32 / self.hook_scale((mean_square + self.eps).sqrt())
         return self.hook_normalized(self.w * normalized.to(x.dtype))
