@@ -20,6 +20,12 @@ token. The decoding steps then run one of two ways:
   list, read ``forward_context``), so it cannot be recorded once and replayed: such a run is eager
   for the whole generation, and still gets the static cache.
 
+Hooks marked ``graph_safe`` (pure tensor work on the step's static buffers, e.g. the attention-share
+reductions) do not force eager steps: they run while the step is recorded and are replayed with it.
+One that also names what it records (``graph_key``) keeps its outputs in the captured decoder
+(:attr:`CapturedDecoder.outputs`), so a later call whose hooks have equal keys replays the same
+graph instead of recording another (``hook.graph_key`` is part of the graph's cache key).
+
 Both paths produce the same tokens (checked on a GPU: identical tokens, logits within bf16 noise;
 the CPU tests run the eager path).
 

@@ -189,7 +189,8 @@ class Generation:
         hook point (then every step runs eagerly, so the hook fires), ``cuda_graph=False`` asks for
         eager steps, ``True`` insists on the graph (see :mod:`hooked_avllm.decoding`).
         ``return_logits=True`` returns ``(tokens, logits)``: the float32 logits ``[batch, new, vocab]``
-        each new token was chosen from (row ``i`` predicts new token ``i``), which are the model's
+        each new token was chosen from (row ``i`` predicts new token ``i``; after a row's end token
+        its tokens repeat the end token while its logits stay the model's), which are the model's
         teacher-forced predictions of its own output, with no second forward.
 
         Example:
