@@ -269,3 +269,31 @@ def test_conditions_that_edit_the_prompt_are_left_to_one_generation_each(family,
     batch = padded_batch(family, model)
     prompt_edit = Knockout(KnockoutRule("text", "audio")).bind(model)  # prompt queries: the prefill changes
     assert decode_conditions(model, decoder_inputs(model, batch), [None, prompt_edit], 3, torch.tensor([]), None) is None
+
+
+def test_conditions_on_a_deeper_model_each_keep_their_own_window():
+    """Six layers and windows that differ layer by layer (where a stale per-layer mask would show):
+    the shared-prefill conditions equal one generation per condition, over several runs (the
+    allocator reuses addresses differently from run to run)."""
+    from dataclasses import replace
+
+    from kits.qwen2_5_omni import clip_inputs
+
+    from hooked_avllm import AVLLMConfig, HookedAVLLM
+    from hooked_avllm.analysis.knockout import Knockout
+    from hooked_avllm.decoder_inputs import decoder_inputs
+    from hooked_avllm.decoding import decode_conditions
+
+    cfg = AVLLMConfig.tiny()
+    model = HookedAVLLM.from_config(replace(cfg, text=replace(cfg.text, n_layers=6)), seed=1).eval()
+    clip = clip_inputs(model, seconds=2, seed=3)
+    windows = [(0, 1), (1, 2), (2, 4), (4, 6), (0, 6), (3, 4)]
+    edits = [None] + [Knockout(KnockoutRule("generated", kind, w)).bind(model) for kind in ("audio", "video") for w in windows]
+    alone = []
+    for edit in edits:
+        with model.edit_attention(*([edit] if edit is not None else [])):
+            alone.append(model.generate(clip, max_new_tokens=5, eos_token_id=[]))
+    for _ in range(3):
+        together = decode_conditions(model, decoder_inputs(model, clip), edits, 5, torch.tensor([], dtype=torch.long), None)
+        for edit, tokens, want in zip(edits, together, alone):
+            assert torch.equal(tokens, want), edit
