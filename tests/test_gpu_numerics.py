@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hooked_avllm.components import RMSNorm
-from hooked_avllm.components.rotary import rotary_1d
+from hooked_avllm.components.rotary import Rotary, rotary_1d
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 kernels of a GPU (run on the device machine)")
 
@@ -30,9 +30,15 @@ def test_rms_norm_rounds_as_the_reference(dtype):
     assert differ < 1e-3, f"{differ:.2%} of the elements round differently from the reference"
 
 
-def test_rotary_rounds_as_the_reference():
+@pytest.mark.parametrize("upcast", [False, True])
+def test_rotary_rounds_as_the_reference(upcast):
     x = torch.randn(1, 2841, 16, 128, device="cuda").bfloat16()
-    rotary = rotary_1d(torch.arange(2841, device="cuda")[None], 128, 1e6)
-    cos, sin = rotary.cos[:, :, None].bfloat16(), rotary.sin[:, :, None].bfloat16()
-    half = torch.cat((-x[..., 64:], x[..., :64]), dim=-1)
-    assert torch.equal(rotary.apply(x), x * cos + half * sin)
+    plain = rotary_1d(torch.arange(2841, device="cuda")[None], 128, 1e6)
+    rotary = Rotary(plain.cos, plain.sin, upcast)
+    cos, sin = rotary.cos[:, :, None], rotary.sin[:, :, None]
+    if upcast:  # the vision tower's convention: rotate in float32, cast back
+        x32 = x.float()
+        want = (x32 * cos + torch.cat((-x32[..., 64:], x32[..., :64]), dim=-1) * sin).bfloat16()
+    else:
+        want = x * cos.bfloat16() + torch.cat((-x[..., 64:], x[..., :64]), dim=-1) * sin.bfloat16()
+    assert torch.equal(rotary.apply(x), want)

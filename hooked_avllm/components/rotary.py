@@ -28,20 +28,29 @@ class Rotary:
     cos: Float[Tensor, "batch pos d_head"]
     sin: Float[Tensor, "batch pos d_head"]
     upcast: bool = False
-    # (cos, sin) as [batch, pos, 1, d_head] per dtype: cast once per forward, not once per layer
+    # (cos, signed sin) as [batch, pos, 1, d_head] per dtype: cast once per forward, not once per layer
     _cast: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def apply(self, x: Float[Tensor, "batch pos head d_head"]) -> Float[Tensor, "batch pos head d_head"]:
+        """``x * cos + rotate_half(x) * sin``, rounded as the reference rounds it.
+
+        ``rotate_half(x) * sin`` is computed as ``swap_halves(x) * signed_sin`` (the sign moved onto
+        the sine: exact), which spares a negation pass. With ``upcast`` the products of bf16/fp16
+        queries with float32 angles promote to float32, as ``x.float()`` would, without an extra
+        copy; float64 inputs are rotated in float32 as the reference does.
+        """
         if self.upcast:
-            cos, sin = self._angles(torch.float32)  # float32 even for float64 inputs, as the reference
-            x32 = x.float()
-            return (x32 * cos + rotate_half(x32) * sin).to(x.dtype)
+            cos, sin = self._angles(torch.float32)
+            x32 = x.float() if x.dtype == torch.float64 else x  # bf16/fp16/fp32 promote in the products
+            return (x32 * cos + swap_halves(x32) * sin).to(x.dtype)
         cos, sin = self._angles(x.dtype)
-        return x * cos + rotate_half(x) * sin
+        return x * cos + swap_halves(x) * sin
 
     def _angles(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         if dtype not in self._cast:
-            self._cast[dtype] = (self.cos[:, :, None, :].to(dtype), self.sin[:, :, None, :].to(dtype))
+            sin = self.sin[:, :, None, :].to(dtype)
+            half = sin.shape[-1] // 2
+            self._cast[dtype] = (self.cos[:, :, None, :].to(dtype), torch.cat((-sin[..., :half], sin[..., half:]), dim=-1))
         return self._cast[dtype]
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Rotary":
@@ -54,8 +63,15 @@ class Rotary:
 
 
 def rotate_half(x: Tensor) -> Tensor:
+    """``cat(-x2, x1)`` of the halves of the last axis (the reference's convention)."""
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def swap_halves(x: Tensor) -> Tensor:
+    """``cat(x2, x1)``: :func:`rotate_half` without the sign (which :class:`Rotary` keeps on the sine)."""
+    half = x.shape[-1] // 2
+    return torch.cat((x[..., half:], x[..., :half]), dim=-1)
 
 
 def inverse_frequencies(rotary_dim: int, theta: float, device=None) -> Float[Tensor, "half"]:
