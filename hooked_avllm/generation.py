@@ -150,8 +150,21 @@ def check_eos_token_id(eos_token_id: Any, n_vocab: int) -> list[int]:
     return [int(v) for v in values]
 
 
+# per-process decoding state (CUDA graphs, their buffers, a weak reference to the last decoder)
+TRANSIENT_DECODING_STATE = ("_captured_decoders", "_last_decoder", "_capture_failed")
+
+
 class Generation:
     """Greedy generation (mixed into :class:`~hooked_avllm.HookedAVLLM`)."""
+
+    def __getstate__(self) -> dict:
+        """The model's state for pickling and ``copy.deepcopy``, without the captured decoders (CUDA
+        graphs and their KV buffers) and the reference to the last one: they belong to this process
+        and this model, and a copy records its own graphs when it first generates on a GPU."""
+        state = dict(self.__dict__)
+        for name in TRANSIENT_DECODING_STATE:
+            state.pop(name, None)
+        return state
 
     def end_tokens(self, eos_token_id: int | list[int] | None = None, device: Any = None) -> Int[Tensor, "n_end"]:
         """The end-of-text ids generation stops at: ``eos_token_id`` if given (checked: ids of the

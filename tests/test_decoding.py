@@ -297,3 +297,33 @@ def test_conditions_on_a_deeper_model_each_keep_their_own_window():
         together = decode_conditions(model, decoder_inputs(model, clip), edits, 5, torch.tensor([], dtype=torch.long), None)
         for edit, tokens, want in zip(edits, together, alone):
             assert torch.equal(tokens, want), edit
+
+
+def test_a_model_pickles_and_copies_without_its_captured_decoders(model):
+    """Captured graphs and the weak reference to the last decoder are per-process state: ``torch.save``
+    of the whole model and ``copy.deepcopy`` leave them out (a copy records its own)."""
+    import copy
+    import io
+    import weakref
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise TypeError("a CUDA graph cannot be pickled")
+
+    held = Unpicklable()
+    model._captured_decoders, model._last_decoder, model._capture_failed = {"key": held}, weakref.ref(held), True
+    try:
+        buffer = io.BytesIO()
+        torch.save(model, buffer)
+        buffer.seek(0)
+        loaded = torch.load(buffer, weights_only=False)  # our own object, written just above
+        twin = copy.deepcopy(model)
+        for other in (loaded, twin):
+            assert not any(hasattr(other, name) for name in ("_captured_decoders", "_last_decoder", "_capture_failed"))
+            ids = torch.tensor([[1, 2, 3]])
+            assert torch.equal(other.generate(ids, max_new_tokens=2, eos_token_id=[]), model.generate(ids, max_new_tokens=2,
+                                                                                                     eos_token_id=[]))
+        assert model._captured_decoders == {"key": held}  # the original keeps its own
+    finally:
+        for name in ("_captured_decoders", "_last_decoder", "_capture_failed"):
+            model.__dict__.pop(name, None)

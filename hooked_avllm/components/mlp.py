@@ -7,11 +7,21 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
-ACTIVATIONS = {
+def gelu_tanh(x: Tensor) -> Tensor:
+    """The tanh approximation of GELU (the reference's ``gelu_pytorch_tanh``)."""
+    return F.gelu(x, approximate="tanh")
+
+
+def quick_gelu(x: Tensor) -> Tensor:
+    """``x * sigmoid(1.702 x)`` (CLIP's quick GELU)."""
+    return x * (1.702 * x).sigmoid()
+
+
+ACTIVATIONS = {  # module-level functions (not lambdas), so a whole model pickles
     "silu": F.silu,
     "gelu": F.gelu,  # exact (erf) GELU, as the reference's "gelu"
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "quick_gelu": lambda x: x * (1.702 * x).sigmoid(),
+    "gelu_pytorch_tanh": gelu_tanh,
+    "quick_gelu": quick_gelu,
 }
 
 
