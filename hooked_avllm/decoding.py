@@ -270,10 +270,10 @@ def _captured_decode(model: Any, llm: Any, max_new_tokens: int, eos: Tensor, pre
     make = lambda: CapturedDecoder(model, batch, capacity, max_new_tokens, eos.numel(), sorted(edits), record,  # noqa: E731
                                    keep_logits)
     hooks = _graph_hook_key(model)  # graph-safe hooks are recorded with the step
-    if not record or hooks is None:  # a hook that does not say what it records: a graph of its own, this call only
+    if hooks is None:  # a hook that does not say what it records: a graph of its own, this call only
         return make().run(llm, eos, edits, prefill)
     key = (batch, llm.position_ids.shape[0], capacity, max_new_tokens, eos.numel(), tuple(sorted(edits)),
-           model.embed.weight.dtype, llm.input_ids.device, keep_logits, hooks)
+           model.embed.weight.dtype, llm.input_ids.device, keep_logits, hooks, record)
     decoders = model.__dict__.setdefault("_captured_decoders", {})
     decoder = decoders.pop(key, None) or make()
     decoders[key] = decoder  # most recently used last

@@ -15,14 +15,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from transformer_lens.hook_points import HookPoint
-
-try:  # transformer-lens >= 3.9 (and 4.x) export it at the top; 3.0-3.8 from hook_points
-    from transformer_lens import HookedRootModule
-except ImportError:  # pragma: no cover
-    from transformer_lens.hook_points import HookedRootModule
-
 from bad_inputs import Case, ModelSnapshot, check, environment
+from test_saes import TinySAE  # the suite's hand-made SAE with SAELens's names
 
 from hooked_avllm import parallel
 from hooked_avllm.device_map import dispatch, plan_device_map
@@ -33,34 +27,8 @@ RESID = "blocks.0.hook_resid_post"
 # ------------------------------------------------------------------------------- helpers
 
 
-class TinySAE(HookedRootModule):
-    """A ReLU SAE with SAELens's hook point names and config fields, random weights."""
-
-    def __init__(self, hook_name: str | None, d_in: int, d_sae: int = 8, seed: int = 0):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.cfg = SimpleNamespace(d_in=d_in, d_sae=d_sae, metadata=SimpleNamespace(hook_name=hook_name))
-        self.use_error_term = False
-        self.W_enc = torch.nn.Parameter(torch.randn(d_in, d_sae, generator=g) / d_in**0.5)
-        self.W_dec = torch.nn.Parameter(torch.randn(d_sae, d_in, generator=g) / d_sae**0.5)
-        self.b_enc = torch.nn.Parameter(torch.zeros(d_sae))
-        self.b_dec = torch.nn.Parameter(torch.zeros(d_in))
-        self.hook_sae_input = HookPoint()
-        self.hook_sae_acts_pre = HookPoint()
-        self.hook_sae_acts_post = HookPoint()
-        self.hook_sae_recons = HookPoint()
-        self.setup()
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.hook_sae_acts_pre((self.hook_sae_input(x) - self.b_dec) @ self.W_enc + self.b_enc)
-        return self.hook_sae_acts_post(torch.relu(pre))
-
-    def decode(self, acts: torch.Tensor) -> torch.Tensor:
-        return self.hook_sae_recons(acts @ self.W_dec + self.b_dec)
-
-
 def sae(ctx, hook: str | None = RESID, d_in: int | None = None, seed: int = 0) -> TinySAE:
-    return TinySAE(hook, ctx.model.cfg.d_model if d_in is None else d_in, seed=seed)
+    return TinySAE(hook, ctx.model.cfg.d_model if d_in is None else d_in, d_sae=8, seed=seed)
 
 
 

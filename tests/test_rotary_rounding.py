@@ -9,7 +9,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hooked_avllm.components.rotary import Rotary, rotary_1d, rotary_axial_2d, rotate_half
+from hooked_avllm.components.rotary import Rotary, rotary_1d, rotary_axial_2d
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """The reference's ``cat(-x2, x1)``."""
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 def reference_formula(rotary: Rotary, x: torch.Tensor) -> torch.Tensor:

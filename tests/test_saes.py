@@ -35,7 +35,7 @@ N_AUDIO = 50  # audio tokens of the counterfactual clip (2 s at 25 tokens/s)
 class TinySAE(HookedRootModule):
     """A ReLU SAE with SAELens's hook point names and config fields, random weights."""
 
-    def __init__(self, hook_name: str, d_in: int, d_sae: int = D_SAE, seed: int = 0):
+    def __init__(self, hook_name: str | None, d_in: int, d_sae: int = D_SAE, seed: int = 0):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         self.cfg = SimpleNamespace(d_in=d_in, d_sae=d_sae, metadata=SimpleNamespace(hook_name=hook_name))

@@ -162,7 +162,6 @@ class _ShareRecorder:
         self.q: Tensor | None = None
         # captured steps write their shares [slot, step, batch, head, kind] into the decoder's outputs
         self._output_key = ("attention_share", tuple(layers))
-        self._decoder: Any = None
 
     def hooks(self) -> list[tuple[str, Any]]:
         out = []
@@ -206,7 +205,6 @@ class _ShareRecorder:
         it next), through the step's key and edit masks; the shares go to ``[slot, step]`` of a
         static output. Pure tensor work on device tensors, so the graph replays it every step."""
         decoder = context.decoder
-        self._decoder = decoder  # (a decoder not kept by the model is known only to the hooks that ran on it)
         decoded = decoder.outputs.get(self._output_key)
         if decoded is None:  # the decoder's own buffer: it outlives this call with the graph that writes it
             batch, n_heads = self.q.shape[0], self.q.shape[2]
@@ -311,8 +309,7 @@ class _ShareRecorder:
         """The captured steps' shares as chunks, as the eager steps would have appended them (read
         from the decoder this generation ran on: a graph recorded by an earlier call writes there too)."""
         ref = getattr(self.model, "_last_decoder", None)
-        decoder = ref() if ref is not None else None  # None: a decoder of this call only, kept by the hooks below
-        decoder = decoder if decoder is not None else self._decoder
+        decoder = ref() if ref is not None else None  # the model keeps it (its hooks have a graph_key)
         decoded = decoder.outputs.get(self._output_key) if decoder is not None else None
         if decoded is None or not decoder.replays:
             return
@@ -322,7 +319,7 @@ class _ShareRecorder:
         steps = torch.arange(n_steps, device=decoded.device).repeat_interleave(batch)
         rows = torch.arange(batch, device=decoded.device).repeat(n_steps)
         self.chunks.append((values.clone(), rows, decoder.n_prompt + steps, steps + 1))
-        self.model._last_decoder = self._decoder = None
+        self.model._last_decoder = None
 
     def result(self, valid_until: Tensor | None = None) -> AttentionShare:
         self._captured_chunks()

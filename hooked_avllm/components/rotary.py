@@ -62,14 +62,9 @@ class Rotary:
         return Rotary(self.cos[:, index], self.sin[:, index], self.upcast)
 
 
-def rotate_half(x: Tensor) -> Tensor:
-    """``cat(-x2, x1)`` of the halves of the last axis (the reference's convention)."""
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
 def swap_halves(x: Tensor) -> Tensor:
-    """``cat(x2, x1)``: :func:`rotate_half` without the sign (which :class:`Rotary` keeps on the sine)."""
+    """``cat(x2, x1)`` of the halves of the last axis: the reference's ``rotate_half`` (``cat(-x2, x1)``)
+    without the sign, which :class:`Rotary` keeps on the sine."""
     half = x.shape[-1] // 2
     return torch.cat((x[..., half:], x[..., :half]), dim=-1)
 
