@@ -42,3 +42,76 @@ def test_rotary_rounds_as_the_reference(upcast):
     else:
         want = x * cos.bfloat16() + torch.cat((-x[..., 64:], x[..., :64]), dim=-1) * sin.bfloat16()
     assert torch.equal(rotary.apply(x), want)
+
+
+# The fused Triton kernels (hooked_avllm/components/fused.py) against PyTorch's separate kernels:
+# bit-identical, in every dtype, on strided views as the fused projections hand them over.
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("upcast", [False, True])
+@pytest.mark.parametrize("d_head", [128, 80])  # the LLM's heads; the Qwen vision tower's (half width 40)
+def test_fused_rotary_is_bit_identical(dtype, upcast, d_head):
+    from hooked_avllm.components import fused
+
+    torch.manual_seed(0)
+    n_heads, n_pos = 16, 1031
+    qkv = (torch.randn(2, n_pos, 3 * n_heads * d_head, device="cuda") * 5).to(dtype)
+    x = qkv[..., : n_heads * d_head].view(2, n_pos, n_heads, d_head)  # a strided view
+    plain = rotary_1d(torch.arange(n_pos, device="cuda")[None].expand(2, -1) * 3, d_head, 1e6)
+    rotary = Rotary(plain.cos, plain.sin, upcast)
+    got = rotary.apply(x)
+    with fused.pytorch_kernels_only():
+        want = rotary.apply(x)
+    assert fused.kernels() is not None
+    assert torch.equal(got, want), f"{(got != want).float().mean().item():.2e} of the elements differ"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_fused_silu_product_is_bit_identical(dtype):
+    from hooked_avllm.components import fused
+
+    torch.manual_seed(0)
+    h = (torch.randn(3, 997, 2 * 3420, device="cuda") * 6).to(dtype)
+    gate, up = h.chunk(2, dim=-1)  # strided halves, as GatedMLP's fused projection gives them
+    got = fused.gated_product("silu", torch.nn.functional.silu, gate, up)
+    want = torch.nn.functional.silu(gate) * up
+    assert torch.equal(got, want), f"{(got != want).float().mean().item():.2e} of the elements differ"
+
+
+def test_fused_kernels_leave_a_model_bit_identical_and_gradients_on_pytorch(family):
+    """A whole tiny model's forward (towers and LLM, bf16, a clip with audio and video) is
+    bit-identical with and without the fused kernels; a forward that records gradients takes
+    PyTorch's path."""
+    from hooked_avllm.components import fused
+
+    model = family.model(seed=0).cuda().to(torch.bfloat16)
+    batch = family.batch(model, [family.clip(model, seconds=2, seed=1)]).to("cuda")
+    with torch.no_grad():
+        got = model(batch)
+        with fused.pytorch_kernels_only():
+            want = model(batch)
+    assert torch.equal(got, want)
+    x = torch.randn(1, 5, 2, 8, device="cuda", requires_grad=True)
+    plain = rotary_1d(torch.arange(5, device="cuda")[None], 8, 1e4)
+    Rotary(plain.cos, plain.sin).apply(x).sum().backward()
+    assert x.grad is not None
+
+
+def test_padded_down_projection_is_as_accurate_as_the_unpadded_one():
+    """The Qwen vision MLP (1280 -> 3420 -> 1280, bf16, a 10-s clip's 10,240 patches): with the
+    product zero-padded to 3,424 columns the down projection runs on aligned kernels; its error
+    against float32 is that of the unpadded projection (the same sum, another kernel)."""
+    from hooked_avllm.components import GatedMLP, fused
+
+    torch.manual_seed(0)
+    mlp = GatedMLP(1280, 3420, bias=True).cuda()
+    x = torch.randn(1, 10240, 1280, device="cuda")
+    with torch.no_grad():
+        truth = mlp(x)  # float32 (no padding: float32 is aligned enough)
+        half = mlp.to(torch.bfloat16)
+        assert fused.aligned_width(torch.zeros(1, 10240, 3420, device="cuda", dtype=torch.bfloat16)) == 3424
+        padded = half(x.bfloat16()).float()
+        with fused.pytorch_kernels_only():
+            plain = half(x.bfloat16()).float()
+    err_padded, err_plain = (padded - truth).abs().mean(), (plain - truth).abs().mean()
+    assert err_padded <= 1.05 * err_plain, (err_padded, err_plain)

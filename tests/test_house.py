@@ -153,7 +153,8 @@ def test_the_library_itself_uses_no_deprecated_path():
 
 
 # import name -> distribution name, where they differ
-DISTRIBUTIONS = {"PIL": "pillow", "huggingface_hub": "huggingface-hub", "transformer_lens": "transformer-lens"}
+DISTRIBUTIONS = {"PIL": "pillow", "huggingface_hub": "huggingface-hub", "transformer_lens": "transformer-lens",
+                 "triton": "torch"}  # Triton ships with CUDA builds of torch (imported only where present)
 OPTIONAL = {"accelerate": "multi-gpu"}  # imported only where that extra's feature is asked for
 
 

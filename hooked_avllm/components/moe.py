@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from hooked_avllm.components.hook_state import watched
+from hooked_avllm.components.fused import gated_product
 from hooked_avllm.components.mlp import activation
 
 MOE_PATHS = ("auto", "grouped_mm", "sorted", "gather")
@@ -126,6 +127,7 @@ class SparseMoE(nn.Module):
             raise ValueError(f"top_k={top_k} must not exceed n_experts={n_experts}; lower top_k")
         self.d_model, self.d_expert, self.n_experts, self.top_k = d_model, d_expert, n_experts, top_k
         self.norm_topk_prob = norm_topk_prob
+        self.act_name = act
         self.act = activation(act)
         self.use_expert_outputs = False
         self.moe_path = "auto"
@@ -229,7 +231,7 @@ class SparseMoE(nn.Module):
 
     def _gated(self, h: Tensor) -> Tensor:
         gate, up = h.chunk(2, dim=-1)
-        return self.act(gate) * up
+        return gated_product(self.act_name, self.act, gate, up)  # one fused kernel on a GPU for silu
 
     def _experts_gather(self, flat: Tensor, ids: Int[Tensor, "pairs"]) -> Float[Tensor, "pairs d_model"]:
         """Each pair gathers its expert's weights: two bmm, no host sync (decode-sized inputs)."""

@@ -16,6 +16,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from hooked_avllm.components.fused import rotate, swap_halves  # noqa: F401  (swap_halves: re-exported)
+
 
 @dataclass
 class Rotary:
@@ -35,16 +37,12 @@ class Rotary:
         """``x * cos + rotate_half(x) * sin``, rounded as the reference rounds it.
 
         ``rotate_half(x) * sin`` is computed as ``swap_halves(x) * signed_sin`` (the sign moved onto
-        the sine: exact), which spares a negation pass. With ``upcast`` the products of bf16/fp16
-        queries with float32 angles promote to float32, as ``x.float()`` would, without an extra
-        copy; float64 inputs are rotated in float32 as the reference does.
+        the sine: exact). With ``upcast`` the products are float32 and the result is cast back, as
+        the reference's vision towers do; float64 inputs are rotated in float32 as the reference
+        does. On a GPU this is one fused kernel with the same rounding (:func:`fused.rotate`).
         """
-        if self.upcast:
-            cos, sin = self._angles(torch.float32)
-            x32 = x.float() if x.dtype == torch.float64 else x  # bf16/fp16/fp32 promote in the products
-            return (x32 * cos + swap_halves(x32) * sin).to(x.dtype)
-        cos, sin = self._angles(x.dtype)
-        return x * cos + swap_halves(x) * sin
+        cos, signed_sin = self._angles(torch.float32 if self.upcast else x.dtype)
+        return rotate(x, cos, signed_sin, self.upcast)  # one fused kernel on a GPU (components/fused.py)
 
     def _angles(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         if dtype not in self._cast:
@@ -60,13 +58,6 @@ class Rotary:
     def select(self, index: Tensor) -> "Rotary":
         """Keep only the positions ``index`` of the position axis (used by KV-cached decoding)."""
         return Rotary(self.cos[:, index], self.sin[:, index], self.upcast)
-
-
-def swap_halves(x: Tensor) -> Tensor:
-    """``cat(x2, x1)`` of the halves of the last axis: the reference's ``rotate_half`` (``cat(-x2, x1)``)
-    without the sign, which :class:`Rotary` keeps on the sine."""
-    half = x.shape[-1] // 2
-    return torch.cat((x[..., half:], x[..., :half]), dim=-1)
 
 
 def inverse_frequencies(rotary_dim: int, theta: float, device=None) -> Float[Tensor, "half"]:
