@@ -155,7 +155,7 @@ def test_the_library_itself_uses_no_deprecated_path():
 # import name -> distribution name, where they differ
 DISTRIBUTIONS = {"PIL": "pillow", "huggingface_hub": "huggingface-hub", "transformer_lens": "transformer-lens",
                  "triton": "torch"}  # Triton ships with CUDA builds of torch (imported only where present)
-OPTIONAL = {"accelerate": "multi-gpu"}  # imported only where that extra's feature is asked for
+OPTIONAL = {"accelerate": "multi-gpu", "openai": "study", "pyarrow": "study", "scipy": "study"}  # imported only where that extra's feature is asked for
 
 
 def test_every_third_party_module_the_library_imports_is_declared():
