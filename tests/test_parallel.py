@@ -126,7 +126,7 @@ def test_to_cpu_goes_through_containers_and_dataclasses():
 # ----------------------------------------------------------------------- the sweeps, two processes
 
 
-def run_sweeps(distributed: bool | None = None) -> dict:
+def run_sweeps(distributed: bool | None = None, resume: Path | None = None) -> dict:
     """The sweeps both processes and the single-process reference run: one tiny model (seed 3),
     clips of two lengths, knockout (clip by clip and regrouped in batches of 2), attention share,
     patching and attribution patching over pairs."""
@@ -149,7 +149,7 @@ def run_sweeps(distributed: bool | None = None) -> dict:
     targets = [family.clip(model, video=True, seed=30 + i, audio_seed=20 + i) for i in range(3)]
     metrics = [logit_diff(3, 7), logit_diff(11, 12), logit_diff(5, 9)]
     knocked, knocked_batched = knockout_sweep(model, clips, **knock), knockout_sweep(model, clips, batch_size=2, **knock)
-    return {
+    results = {
         "knockout": knocked,
         "knockout_batched": knocked_batched,
         "share": attention_share(model, clips, max_new_tokens=3, eos_token_id=[], progress=False, distributed=distributed),
@@ -158,8 +158,12 @@ def run_sweeps(distributed: bool | None = None) -> dict:
         "attribution": attribution_patching(model, sources, targets, metrics, components=("resid_pre", "mlp_out"),
                                             progress=False, distributed=distributed),
         # a knockout sweep generates all conditions of a batch at once (one shared prefill each)
-        "generations": len(calls) + knocked.shared_prefill + knocked_batched.shared_prefill,
+        "generations": len(calls),  # this process's (the knockout sweeps share prefills instead: counted below)
+        "shared_prefills": (knocked.shared_prefill, knocked_batched.shared_prefill),  # of the whole sweep
     }
+    if resume is not None:  # every rank writes its own clips' units into the one results folder
+        results["knockout_resumed"] = knockout_sweep(model, clips, resume=resume, **knock)
+    return results
 
 
 def exactly(a, b) -> None:
@@ -167,7 +171,7 @@ def exactly(a, b) -> None:
 
 
 def assert_same_results(got: dict, want: dict) -> None:
-    for name in ("knockout", "knockout_batched"):
+    for name in ("knockout", "knockout_batched", "knockout_resumed"):
         exactly(got[name].scores, want[name].scores), exactly(got[name].baseline, want[name].baseline)
         assert got[name].rule_names == want[name].rule_names and got[name].windows == want[name].windows
         assert got[name].table().equals(want[name].table())
@@ -202,7 +206,7 @@ def test_two_processes_gather_the_single_process_results(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the workers (the same kernels, the same sums)
     try:
-        want = run_sweeps(distributed=False)
+        want = run_sweeps(distributed=False, resume=tmp_path / "one_process")
     finally:
         torch.set_num_threads(threads)
     output, _ = launched.communicate(timeout=240)
@@ -221,12 +225,18 @@ def test_two_processes_gather_the_single_process_results(tmp_path):
         assert "different numbers of items (rank 0: 5, rank 1: 4)" in got["mismatch"]
         assert got["failure"].startswith("ZeroDivisionError" if rank == 1 else "RuntimeError: rank 1 failed")
         assert_same_results(got["results"], want)
-    # this rank's generations only: 1 per batch for each knockout sweep, its 5 conditions over one
-    # prefill (3 clips, then batches [0, 1] and [2, 3] on rank 0; 2 clips, then batch [4] on
-    # rank 1), 1 per clip for the shares
-    assert want["generations"] == 5 + 3 + 5
-    assert [torch.load(tmp_path / f"rank{r}.pt", weights_only=False)["results"]["generations"] for r in range(2)] == [
-        3 + 2 + 3, 2 + 1 + 2]
+    # this rank's generations only: 1 per clip for the shares (3 clips on rank 0, 2 on rank 1); every
+    # knockout condition of a clip (batch) ran over one shared prefill: 5 clips, then batches [0, 1],
+    # [2, 3] and [4], counted over the whole sweep on every rank
+    assert want["generations"] == 5 and want["shared_prefills"] == (5, 3)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False)["results"] for r in range(2)]
+    assert [r["generations"] for r in ranks] == [3, 2] and [r["shared_prefills"] for r in ranks] == [(5, 3)] * 2
+    # the folder both ranks wrote holds every clip once, and its Parquet rows are those of one process
+    from hooked_avllm.analysis.sweep_store import read_table
+
+    assert sorted(p.name for p in (tmp_path / "two_ranks").glob("unit-*.safetensors")) == [
+        f"unit-{i:06d}.safetensors" for i in range(N_CLIPS)]
+    assert read_table(tmp_path / "two_ranks").equals(read_table(tmp_path / "one_process"))
     assert time.perf_counter() - start < 120
 
 
@@ -244,7 +254,7 @@ def worker(out: Path) -> None:
         parallel.map_sharded(lambda i, x: 1 / (x - 3), list(range(N_CLIPS)))
     except (ZeroDivisionError, RuntimeError) as error:
         record["failure"] = f"{type(error).__name__}: {error}"
-    record["results"] = run_sweeps()  # distributed=None: sharded, the group is initialised
+    record["results"] = run_sweeps(resume=out / "two_ranks")  # distributed=None: sharded, the group is initialised
     torch.save(record, out / f"rank{rank}.pt")
     parallel.finish()
 

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -24,7 +25,7 @@ from torch import Tensor
 
 from hooked_avllm.analysis.arguments import check_layers, check_modality_present, held_kinds
 from hooked_avllm.analysis.plotting import pyplot, save
-from hooked_avllm.analysis.runner import SweepUnit, batch_rows, input_ids_of, left_padded_batches, run_sweep
+from hooked_avllm.analysis.runner import SweepUnit, batch_rows, input_ids_of, left_padded_batches, offset_column, run_sweep
 from hooked_avllm.inputs.layout import carried_layout
 from hooked_avllm.inputs.select import position_mask
 from hooked_avllm.vocabulary import GENERATED, KINDS, PADDING
@@ -347,6 +348,7 @@ def attention_share(
     progress: bool = True,
     batch_size: int | None = None,
     distributed: bool | None = None,
+    resume: str | os.PathLike | None = None,
 ) -> AttentionShare:
     """Attention share per key kind for chosen queries, per layer and head.
 
@@ -371,7 +373,9 @@ def attention_share(
     in the same order), within float noise. Under ``torchrun`` each rank runs a
     contiguous block of the list and every rank returns the whole result (``distributed``: see
     :func:`hooked_avllm.parallel.active`; ``False`` runs the whole list in every process). A
-    single input runs whole in every process.
+    single input runs whole in every process. ``resume`` (a list only): a results folder where each
+    clip's shares are written as they come (and its table rows as Parquet), read back instead of
+    recomputed when the sweep is started again (:mod:`~hooked_avllm.analysis.sweep_store`).
     """
     layers = sorted(check_layers(model, layers, "attention_share: layers"))
     if queries is None and not max_new_tokens:
@@ -379,6 +383,12 @@ def attention_share(
     if batch_size is not None and not isinstance(inputs, (list, tuple)):
         raise ValueError(f"attention_share: batch_size={batch_size!r} regroups a list of clips; pass a list of one-clip "
                          "inputs, or leave batch_size=None")
+    if resume is not None and not isinstance(inputs, (list, tuple)):
+        raise ValueError(f"attention_share: resume={str(resume)!r} keeps the results of a list of clips; pass a list, or "
+                         "leave resume=None for a single input")
+    if resume is not None and isinstance(queries, Tensor):
+        raise ValueError("attention_share: resume= cannot record a query mask tensor in its folder; select queries by name "
+                         "('last', 'audio'...) or leave resume=None")
     if batch_size is not None and isinstance(queries, Tensor):
         raise ValueError("attention_share: a query mask is [batch, pos] of the inputs as given, so it cannot follow clips "
                          "regrouped by batch_size; select queries by name ('last', 'audio'...) or leave batch_size=None")
@@ -390,8 +400,14 @@ def attention_share(
                                      eos_token_id)
             return (share.within_clips(unit.item.attention_mask) if batch_size is not None else share), unit.rows
 
+        def unit_table(part: tuple[AttentionShare, int], unit: SweepUnit) -> Any:
+            return offset_column(AttentionShare.concat([part[0]], [part[1]]).table(), "clip", unit.first)
+
+        signature = {"queries": queries, "max_new_tokens": max_new_tokens, "layers": layers,
+                     "last_prompt_as_generated": last_prompt_as_generated, "eos_token_id": eos_token_id}
         parts = run_sweep(one, inputs, tool="attention share", unit="clips", rows=batch_rows, progress=progress,
-                          batch_size=batch_size, batch=left_padded_batches(model), distributed=distributed)
+                          batch_size=batch_size, batch=left_padded_batches(model), distributed=distributed,
+                          resume=resume, signature=signature, unit_table=unit_table)
         return AttentionShare.concat([share for share, _ in parts], [rows for _, rows in parts])
     _check_query_modality([inputs], queries, row_name="row")
     return _attention_share(model, inputs, queries, max_new_tokens, last_prompt_as_generated, layers, eos_token_id)

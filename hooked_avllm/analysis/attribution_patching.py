@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import textwrap
 
 from collections.abc import Sequence
@@ -44,7 +45,7 @@ from hooked_avllm.analysis.logit_lens import token_decoder
 from hooked_avllm.analysis.metrics import Metric, PairGaps, check_gaps, final_logits, measure_pair, metric_name
 from hooked_avllm.analysis.patching import PatchingSweep, SweepCells, checked_layers, sweep_cells
 from hooked_avllm.analysis.plotting import pyplot, save
-from hooked_avllm.analysis.runner import SweepUnit, run_sweep
+from hooked_avllm.analysis.runner import SweepUnit, offset_column, run_sweep
 from hooked_avllm.analysis.source_run import (
     AnswerPrefix,
     is_encoder_hook,
@@ -157,6 +158,7 @@ def attribution_patching(
     answer_prefix: AnswerPrefix | Sequence[AnswerPrefix] = None,
     progress: bool = True,
     distributed: bool | None = None,
+    resume: str | os.PathLike | None = None,
 ) -> AttributionPatching:
     """Estimate :func:`~hooked_avllm.analysis.patching.patching_sweep` for every cell from one
     backward pass per (source, target) pair (see the module docstring).
@@ -170,7 +172,10 @@ def attribution_patching(
     estimates a contiguous block of the pairs and every rank returns the whole result (see
     :func:`hooked_avllm.parallel.active`); ``False`` runs every pair in every process. The pairs
     run through :func:`hooked_avllm.analysis.runner.run_sweep` (``progress``: a bar over pairs x
-    cells, every cell of a pair at once, as they come from its one backward pass).
+    cells, every cell of a pair at once, as they come from its one backward pass). ``resume``: a
+    results folder where each pair's estimates are written as they come (and its per-pair table
+    rows as Parquet), read back instead of recomputed when started again
+    (:mod:`~hooked_avllm.analysis.sweep_store`).
 
     Returns:
         :class:`AttributionPatching` with ``components`` and ``heads`` sweeps; their ``values`` /
@@ -200,15 +205,36 @@ def attribution_patching(
         source_value = source_run.value(pair_metric)
         return measure_pair(pair_metric, source_run.answer_logits, final, source_value, value), estimates
 
-    done = run_sweep(one_pair, list(zip(pairs, metrics)), tool="attribution patching", unit="pairs",
-                     steps=sum(g.n_cells for g in grids), step_name="cells", progress=progress, distributed=distributed)
-    gaps = PairGaps.of([d[0] for d in done])
     tokenizer = getattr(model, "tokenizer", None)
     decode = token_decoder(tokenizer) if tokenizer is not None else None
-    check_gaps(gaps, "attribution patching", decode)
-    name, where = metric_name(metrics, decode), (scored_at(model, answer_prefix), patched_at(modality, time))
-    sweeps = [_sweep(g, [d[1][k] for d in done], gaps, name, where) for k, g in enumerate(grids)]
-    return AttributionPatching(sweeps[0], sweeps[1] if len(sweeps) > 1 else None)
+
+    def combine(done: list, check: bool = True) -> AttributionPatching:
+        gaps = PairGaps.of([d[0] for d in done])
+        if check:
+            check_gaps(gaps, "attribution patching", decode)
+        name, where = metric_name(metrics, decode), (scored_at(model, answer_prefix), patched_at(modality, time))
+        sweeps = [_sweep(g, [d[1][k] for d in done], gaps, name, where) for k, g in enumerate(grids)]
+        return AttributionPatching(sweeps[0], sweeps[1] if len(sweeps) > 1 else None)
+
+    def unit_table(part: Any, unit: SweepUnit) -> Any:
+        """The pair's component rows (``grid`` "components") and head rows ("heads"), one table."""
+        import pandas as pd
+
+        result = combine([part], check=False)
+        tables = []
+        for grid, sweep in (("components", result.components), ("heads", result.heads)):
+            if sweep is not None:
+                table = sweep.table(per_pair=True)
+                table.insert(1, "grid", grid)
+                tables.append(table)
+        return offset_column(pd.concat(tables, ignore_index=True), "pair", unit.first)
+
+    signature = {"layers": list(layers), "components": list(components), "heads": heads if isinstance(heads, bool) else list(heads),
+                 "modality": modality, "time": time, "source_rows": source_rows, "answer_prefix": answer_prefix}
+    done = run_sweep(one_pair, list(zip(pairs, metrics)), tool="attribution patching", unit="pairs",
+                     steps=sum(g.n_cells for g in grids), step_name="cells", progress=progress, distributed=distributed,
+                     resume=resume, signature=signature, unit_table=unit_table)
+    return combine(done)
 
 
 def _target_gradients(model: Any, target: Any, metric: Metric, names: list[str]) -> tuple[float, Tensor, dict, dict]:

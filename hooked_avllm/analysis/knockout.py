@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import numbers
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -49,7 +50,7 @@ from hooked_avllm.analysis.arguments import (
 from hooked_avllm.analysis.plotting import pyplot, save
 from hooked_avllm.decoder_inputs import decoder_inputs
 from hooked_avllm.decoding import decode_conditions
-from hooked_avllm.analysis.runner import SweepUnit, batch_rows, left_padded_batches, run_sweep
+from hooked_avllm.analysis.runner import SweepUnit, batch_rows, left_padded_batches, offset_column, run_sweep
 from hooked_avllm.forward_context import ForwardContext
 from hooked_avllm.inputs.layout import carried_layout
 from hooked_avllm.vocabulary import GENERATED, kind_codes
@@ -323,8 +324,9 @@ def generate_with_knockout(
 @dataclass
 class KnockoutSweep:
     """Scores of a knockout sweep: ``scores[rule, window, clip]`` (``baseline[clip]`` without rules).
-    ``shared_prefill`` counts the clips (batches) of this process whose conditions ran as one batch
-    over one shared prefill; the others generated once per condition."""
+    ``shared_prefill`` counts the clips (batches) of the whole sweep whose conditions ran as one
+    batch over one shared prefill (on any rank, in this run or, with ``resume``, an earlier one);
+    the others generated once per condition."""
 
     scores: np.ndarray
     baseline: np.ndarray
@@ -404,6 +406,7 @@ def knockout_sweep(
     progress: bool = True,
     batch_size: int | None = None,
     distributed: bool | None = None,
+    resume: str | os.PathLike | None = None,
     **generate_kwargs: Any,
 ) -> KnockoutSweep:
     """Generate under every rule x layer window for every clip and score the outputs.
@@ -428,6 +431,12 @@ def knockout_sweep(
     is the one a single process runs) and every rank returns the whole sweep; ``score`` still gets
     the clip's index in the full list. ``False`` runs every batch in every process.
 
+    ``resume``: a results folder (:mod:`~hooked_avllm.analysis.sweep_store`): every batch's scores
+    are written there as they come (and its table rows, as Parquet: ``read_table(folder)``), and a
+    sweep started again with the same folder reads the batches already done instead of generating
+    them, so a crash loses at most the batch in flight. The folder keeps the rule names, windows and
+    ``max_new_tokens``; another sweep's folder is refused.
+
     Example:
         >>> sweep = knockout_sweep(model, batches, {"gen->video": lambda l: KnockoutRule("generated", "video", l)},
         ...                        [(l, l + 4) for l in range(0, 36, 3)], score=audio_correct)  # doctest: +SKIP
@@ -441,15 +450,12 @@ def knockout_sweep(
                       for make in rules.values() for layers in ranges]
     _check_sweep_modalities(edits[1:], batches)
 
-    shared = []
-
-    def run_conditions(unit: SweepUnit) -> np.ndarray:
+    def run_conditions(unit: SweepUnit) -> tuple[np.ndarray, bool]:
         """Every condition on one clip or batch: ``[condition, row]`` scores, from one shared prefill
         and the conditions as one batch where the rules leave the prompt alone, else one generation
-        per condition."""
+        per condition; and whether the prefill was shared."""
         out = np.zeros((len(edits), unit.rows))
         together = _generate_conditions(model, unit.item, edits, max_new_tokens, generate_kwargs)
-        shared.append(together is not None)
         for e, edit in enumerate(edits):
             if together is not None:
                 n_prompt = unit.item.input_ids.shape[1]
@@ -457,14 +463,21 @@ def knockout_sweep(
             else:
                 out[e] = _scores_under(model, unit.item, edit, score, unit.first, max_new_tokens, generate_kwargs)
             unit.advance(unit.rows)
-        return out
+        return out, together is not None
+
+    def combine(parts: list[tuple[np.ndarray, bool]]) -> KnockoutSweep:
+        table = np.concatenate([scores for scores, _ in parts], axis=1)  # [no rule + rule x window, clip]
+        scores = table[1:].reshape(len(rules), len(windows), table.shape[1])
+        return KnockoutSweep(scores, table[0], list(rules), [(r.start, r.stop) for r in ranges],
+                             sum(shared for _, shared in parts))
 
     parts = run_sweep(run_conditions, batches, tool="knockout sweep", unit="clips", steps=len(edits),
                       step_name="conditions (batched over one prefill per clip)", rows=batch_rows, batch_size=batch_size,
-                      batch=left_padded_batches(model), progress=progress, distributed=distributed)
-    table = np.concatenate(parts, axis=1)  # [no rule + rule x window, clip]
-    scores = table[1:].reshape(len(rules), len(windows), table.shape[1])
-    return KnockoutSweep(scores, table[0], list(rules), [(r.start, r.stop) for r in ranges], sum(shared))
+                      batch=left_padded_batches(model), progress=progress, distributed=distributed, resume=resume,
+                      signature={"rules": list(rules), "windows": [(r.start, r.stop) for r in ranges],
+                                 "max_new_tokens": max_new_tokens, "last_prompt_as_generated": last_prompt_as_generated},
+                      unit_table=lambda part, unit: offset_column(combine([part]).table(), "clip", unit.first))
+    return combine(parts)
 
 
 def _generate_conditions(model: Any, inputs: Any, edits: list[Knockout | None], max_new_tokens: int,

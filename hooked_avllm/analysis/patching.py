@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -64,7 +65,7 @@ from hooked_avllm.analysis.metrics import (
     restoration,
 )
 from hooked_avllm.analysis.plotting import pyplot, save
-from hooked_avllm.analysis.runner import SweepUnit, run_sweep
+from hooked_avllm.analysis.runner import SweepUnit, offset_column, run_sweep
 from hooked_avllm.analysis.source_run import (
     AnswerPrefix,
     answer_prefix_ids,
@@ -556,6 +557,7 @@ def patching_sweep(
     layers_per_forward: int = 1,
     progress: bool = True,
     distributed: bool | None = None,
+    resume: str | os.PathLike | None = None,
 ) -> PatchingSweep:
     """Patch each (component, layer) — or each (layer, head) of ``hook_z`` — from source to target.
 
@@ -586,6 +588,9 @@ def patching_sweep(
             every rank returns the whole sweep (see :func:`hooked_avllm.parallel.active`);
             ``False`` runs every pair in every process. The pairs run through
             :func:`hooked_avllm.analysis.runner.run_sweep`.
+        resume: a results folder where each pair's cells are written as they come (and its
+            ``table(per_pair=True)`` rows as Parquet), read back instead of recomputed when the sweep
+            is started again (:mod:`~hooked_avllm.analysis.sweep_store`).
 
     Warns:
         :class:`~hooked_avllm.analysis.metrics.MetricGapWarning` naming the pairs whose
@@ -614,18 +619,26 @@ def patching_sweep(
         (src, tgt), pair_metric = unit.item
         return _sweep_pair(model, src, tgt, pair_metric, cells, groups, modality, time, source_rows, unit)
 
-    done = run_sweep(one_pair, list(zip(pairs, metrics)), tool="patching sweep", unit="pairs", steps=cells.n_cells,
-                     step_name="cells", progress=progress, distributed=distributed)
-    per_pair = torch.stack([d[0] for d in done])
-    gaps = PairGaps.of([d[1] for d in done])
-    n_forwards = sum(d[2] for d in done)
     tokenizer = getattr(model, "tokenizer", None)
     decode = token_decoder(tokenizer) if tokenizer is not None else None
-    check_gaps(gaps, "patching sweep", decode)
-    return PatchingSweep(per_pair, gaps.source.float(), gaps.target.float(),
-                         [str(r) if not per_head else r for r in row_labels], col_labels, axis_names,
-                         metric_name(metrics, decode), n_forwards, fixed_rows, gaps, scored_at(model, answer_prefix),
-                         patched_at(modality, time))
+
+    def combine(done: list[tuple[Tensor, tuple, int]], check: bool = True) -> PatchingSweep:
+        per_pair = torch.stack([d[0] for d in done])
+        gaps = PairGaps.of([d[1] for d in done])
+        if check:
+            check_gaps(gaps, "patching sweep", decode)
+        return PatchingSweep(per_pair, gaps.source.float(), gaps.target.float(),
+                             [str(r) if not per_head else r for r in row_labels], col_labels, axis_names,
+                             metric_name(metrics, decode), sum(d[2] for d in done), fixed_rows, gaps,
+                             scored_at(model, answer_prefix), patched_at(modality, time))
+
+    signature = {"layers": list(layers), "components": [str(c) for c in cells.col_labels], "rows": [str(r) for r in row_labels],
+                 "modality": modality, "time": time, "source_rows": source_rows, "answer_prefix": answer_prefix}
+    done = run_sweep(one_pair, list(zip(pairs, metrics)), tool="patching sweep", unit="pairs", steps=cells.n_cells,
+                     step_name="cells", progress=progress, distributed=distributed, resume=resume, signature=signature,
+                     unit_table=lambda part, unit: offset_column(combine([part], check=False).table(per_pair=True), "pair",
+                                                                 unit.first))
+    return combine(done)
 
 
 def _sweep_pair(model: Any, src: Any, tgt: Any, metric: Metric, cells: SweepCells, groups: list[list[int]],

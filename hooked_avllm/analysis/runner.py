@@ -39,14 +39,16 @@ Example:
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from hooked_avllm import parallel
+from hooked_avllm.analysis.sweep_store import SweepStore, fingerprint
 from hooked_avllm.inputs.batching import concat_inputs
 
-__all__ = ["SweepUnit", "batch_rows", "check_batch_size", "left_padded_batches", "run_sweep"]
+__all__ = ["SweepUnit", "batch_rows", "check_batch_size", "left_padded_batches", "offset_column", "run_sweep"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -183,6 +185,9 @@ def run_sweep(
     batch: Callable[[list[T]], T] | None = None,
     progress: bool = True,
     distributed: bool | None = None,
+    resume: str | os.PathLike | None = None,
+    signature: dict[str, Any] | None = None,
+    unit_table: Callable[[R, SweepUnit[T]], Any] | None = None,
 ) -> list[R]:
     """``[unit_fn(unit) for unit in units]`` over the units of ``items``, split over the ranks
     under ``torchrun`` and gathered in order on every rank (see the module docstring).
@@ -200,6 +205,12 @@ def run_sweep(
         progress: show the bar (rank 0 only).
         distributed: ``None`` splits over an initialised group of several ranks, ``False`` runs
             everything in every process, ``True`` insists on the group (see ``parallel.active``).
+        resume: a results folder (:mod:`~hooked_avllm.analysis.sweep_store`): each unit's result
+            is written there when it is done, and units already there are read instead of run.
+        signature: the sweep's parameters, JSON-able, kept in the folder: a later call with other
+            parameters is refused instead of mixing results.
+        unit_table: the tool's table rows of one unit's result (a DataFrame), written beside it as
+            Parquet (``read_table(folder)`` shows them while the sweep runs).
 
     Returns:
         One result per unit, in the order of ``items``, on every rank.
@@ -231,11 +242,24 @@ def run_sweep(
     description = _description(tool, local_count, firsts[-1], unit, steps, step_name)
     bar = parallel.progress_bar(local_count * steps, description, enable=progress)
 
+    store = None
+    if resume is not None:
+        store = SweepStore(resume, tool, len(groups), {"items": len(items), "rows": firsts[-1], "batch_size": batch_size,
+                                                       "steps": steps, **(signature or {})})
+
     def run_unit(index: int, members: tuple[int, ...]) -> R:
-        item = items[members[0]] if batch_size is None else batch([items[i] for i in members])
         n_rows = sum(counts[i] for i in members)
+        if store is not None:
+            printed = fingerprint([items[i] for i in members])
+            if store.done(index, printed):  # finished by an earlier run: read, not recomputed
+                SweepUnit(index, members, firsts[members[0]], n_rows, None, bar, n_rows * steps)._finish()
+                return store.load(index)
+        item = items[members[0]] if batch_size is None else batch([items[i] for i in members])
         sweep_unit = SweepUnit(index, members, firsts[members[0]], n_rows, item, bar, n_rows * steps)
         result = unit_fn(sweep_unit)
+        if store is not None:
+            store.save(index, result, printed, unit_table(result, sweep_unit) if unit_table else None)
+            result = store.load(index)  # what a resumed run gets (tensors on the CPU), so both runs return the same
         sweep_unit._finish()
         return result
 
@@ -244,3 +268,16 @@ def run_sweep(
         return parallel.map_sharded(run_unit, groups, distributed=sharded, what=what)
     finally:
         bar.close()
+
+
+def offset_column(table: Any, column: str, first: int) -> Any:
+    """``table`` with ``first`` added to its ``column`` (a unit's clip or pair numbers, counted from
+    0 within the unit, become numbers over the whole list).
+
+    Example:
+        >>> import pandas as pd
+        >>> offset_column(pd.DataFrame({"clip": [0, 1]}), "clip", 5)["clip"].tolist()
+        [5, 6]
+    """
+    table[column] = table[column] + first
+    return table
