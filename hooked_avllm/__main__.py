@@ -1,9 +1,11 @@
-"""The command line: ``hooked-avllm demo`` (also ``python -m hooked_avllm demo``) and ``hooked-avllm train-toy``.
+"""The command line: ``hooked-avllm demo`` (also ``python -m hooked_avllm demo``), ``hooked-avllm train-toy``
+and ``hooked-avllm pairs``.
 
 ``demo`` runs the study in miniature on the shipped toy model (:mod:`hooked_avllm.demo`) and
 writes a Markdown report with plots; ``--model`` with ``--video`` (and ``--audio``) runs it on a
 real checkpoint and your clip. ``train-toy`` retrains the toy models from their fixed seeds into a
-new folder (:mod:`hooked_avllm.toy.train`).
+new folder (:mod:`hooked_avllm.toy.train`). ``pairs`` writes the study's factual and counterfactual
+clips (another clip's sound) with a manifest (:mod:`hooked_avllm.study.pairs`).
 
 A user error ends as one line on stderr, ``hooked-avllm: error: ...``, never a traceback: exit
 status 2 for arguments that are wrong on their own (a value out of range, options that do not go
@@ -21,8 +23,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 PROG = "hooked-avllm"
 MAX_CLIPS = 1000  # clips of each kind; the default 40 takes seconds, 1000 minutes
@@ -92,13 +95,15 @@ def version() -> str:
 
 
 def build_parser() -> Parser:
-    """The ``hooked-avllm`` parser with its ``demo`` and ``train-toy`` commands."""
+    """The ``hooked-avllm`` parser with its ``demo``, ``train-toy`` and ``pairs`` commands."""
     parser = Parser(prog=PROG, formatter_class=HelpFormatter, epilog=EXIT_STATUS,
-                    description="Interpretability of audio-visual LLMs: the study in miniature, and the toy model.")
+                    description="Interpretability of audio-visual LLMs: the study in miniature, the toy model and "
+                                "the study's counterfactual clips.")
     parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     add_demo(commands)
     add_train_toy(commands)
+    add_pairs(commands)
     return parser
 
 
@@ -145,6 +150,41 @@ def add_train_toy(commands: Any) -> None:
     )
     add_arguments(train)
     train.set_defaults(run=run_train_command)
+
+
+def add_pairs(commands: Any) -> None:
+    pairs = commands.add_parser(
+        "pairs", formatter_class=HelpFormatter, epilog=EXIT_STATUS,
+        help="write factual clips and counterfactual clips (another clip's sound), with a manifest",
+        description=(
+            "Write every clip with its own sound (factual/) and clips whose sound is another clip's\n"
+            "(counterfactual/), plus manifest.jsonl and manifest.csv, into a new folder. The video is\n"
+            "copied packet for packet; the sound is stored as float PCM in .mov, cut or padded with\n"
+            "silence to the video's length. Partners minimise the total word overlap of the captions\n"
+            "(an optimal assignment, no clip its own partner), or are drawn at random.\n\n"
+            "  hooked-avllm pairs --clips clips/ --captions captions.csv --out pairs/\n\n"
+            "Captions: CSV with a header, or JSON Lines; one row per clip with its id (id, clip_id or\n"
+            "youtube_id: the clip's file name without suffix) and audio_caption and video_caption,\n"
+            "or caption for both."),
+    )
+    pairs.add_argument("--clips", required=True, type=Path, metavar="DIR_OR_LIST",
+                       help="a folder of video files with sound (the captions file says which are used), or a "
+                            "text file with one clip path a line")
+    pairs.add_argument("--captions", required=True, type=Path, metavar="FILE",
+                       help="the clips' reference captions: .csv or .jsonl")
+    pairs.add_argument("--out", required=True, type=Path, metavar="FOLDER",
+                       help="a new or empty folder (written at the end of a successful run)")
+    pairs.add_argument("--n-counterfactual", type=int_range(1), default=None, metavar="N",
+                       help="counterfactual clips, for N clips drawn with --seed (default: one per clip)")
+    pairs.add_argument("--pairing", choices=("overlap", "random"), default="overlap",
+                       help="overlap: the optimal assignment minimising the captions' word overlap; random: a "
+                            "random derangement drawn with --seed")
+    pairs.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0,
+                       help="seed of the random pairing and of the subset of --n-counterfactual")
+    pairs.add_argument("--container", choices=("mov", "mkv"), default="mov",
+                       help="mov keeps every timestamp; mkv also holds VP9 and AV1 video (times in milliseconds)")
+    pairs.add_argument("--no-progress", action="store_true", help="no progress bars")
+    pairs.set_defaults(run=run_pairs_command)
 
 
 # ------------------------------------------------------------------------------------ the commands
@@ -262,6 +302,53 @@ def run_train_command(args: argparse.Namespace) -> int:
         raise UserError(str(error), 1 if isinstance(error, OSError) else 2) from error
     check_output_folder(args.out, "--out")
     return run(args)
+
+
+def run_pairs_command(args: argparse.Namespace) -> int:
+    import warnings
+
+    check_output_folder(args.out, "--out")
+    if args.out.expanduser().is_dir() and any(args.out.expanduser().iterdir()):
+        raise UserError(f"argument --out: {str(args.out)!r} exists and is not empty; pass a new or empty folder", 1)
+    from hooked_avllm.study import pairs
+
+    with _about_files("--captions", args.captions):
+        captions = pairs.read_captions(args.captions)
+    with _about_files("--clips"):
+        clips = pairs.load_clips(args.clips, captions)
+    if args.pairing == "overlap":
+        _require_scipy()
+    if args.n_counterfactual is not None and args.n_counterfactual > len(clips):
+        raise UserError(f"argument --n-counterfactual: {args.n_counterfactual} is more than the {len(clips)} clips "
+                        f"{str(args.clips)!r} and --captions give; pass at most {len(clips)}")
+    with _about_files("--clips"):
+        plan = pairs.plan_pairs(clips, args.n_counterfactual, args.pairing, args.seed)
+        pairs.check_clips(clips, args.container, progress=not args.no_progress)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pairs.InputWarning)
+        rows = pairs.write_pairs(plan, args.out, container=args.container, progress=not args.no_progress)
+    print(pairs.summary(rows, args.out))
+    for warning in caught:  # the library's warnings (padded sound), one line each
+        print(f"{PROG}: warning: {_one_line(warning.message)}", file=sys.stderr)
+    return 0
+
+
+@contextmanager
+def _about_files(flag: str, path: Path | None = None) -> Iterator[None]:
+    """A file the flag names cannot be used (exit status 1): its error after the flag (and the file, if given)."""
+    try:
+        yield
+    except (ValueError, OSError) as error:
+        named = f"{str(path)!r}: " if path is not None else ""
+        raise UserError(f"argument {flag}: {named}{_one_line(error)}", 1) from error
+
+
+def _require_scipy() -> None:
+    try:
+        import scipy.optimize  # noqa: F401
+    except ImportError:
+        raise UserError("argument --pairing: overlap needs scipy's optimal assignment: pip install "
+                        "'hooked-avllm[study]', or pass --pairing random", 1) from None
 
 
 # ------------------------------------------------------------------------------------ entry point
