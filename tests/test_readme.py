@@ -144,6 +144,7 @@ def test_readme_blocks_run_against_the_toy(monkeypatch, tmp_path):
     assert namespace["stack"].shape[1] == namespace["dla"].shape[1] == audio_tokens
     assert namespace["layer_logits"].shape[-1] == namespace["model"].cfg.d_vocab
     assert namespace["estimate"].components.values.shape == namespace["sweep"].values.shape
+    assert len(namespace["rows"]) == len(namespace["knocked"].table()) == 2 * 3  # clips x (baseline + 2 windows)
     mc = namespace["mc_inputs"].layout  # MiniCPM-o: the clip's sound inside its 1-s units, every frame on the heatmap
     assert mc.use_audio_in_video and mc.audio.any() and mc.video.any()
     assert namespace["heat"].grid.shape[0] == int(mc.frame_group[mc.video].max()) + 1
