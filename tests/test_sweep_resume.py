@@ -138,6 +138,23 @@ def test_a_crashed_token_shift_resumes_to_the_same_result(monkeypatch, model, cl
     same_rows(tmp_path, whole.table())
 
 
+def test_a_crashed_logit_lens_sweep_resumes_to_the_same_result(monkeypatch, model, clips, tmp_path):
+    from hooked_avllm.analysis import logit_lens_sweep
+
+    lens_module = importlib.import_module("hooked_avllm.analysis.logit_lens_sweep")
+
+    def run(folder):
+        return logit_lens_sweep(model, clips, positions="audio", apply_final_norm=False, k=3, progress=False, resume=folder)
+
+    whole, again, calls = resumed(monkeypatch, lens_module, "logit_lens", run, tmp_path, crash_at=3)
+    assert calls == 2 and len(again) == N
+    for got, want in zip(again, whole):
+        exactly(got.top_ids, want.top_ids), exactly(got.top_probs, want.top_probs)
+        assert got.top_tokens == want.top_tokens and got.kinds == want.kinds
+    rows = read_table(tmp_path)
+    assert sorted(set(rows["clip"])) == list(range(N)) and len(rows) == sum(len(w.table()) for w in whole)
+
+
 @pytest.mark.filterwarnings("ignore::hooked_avllm.analysis.metrics.MetricGapWarning")  # these random pairs' gaps are tiny
 def test_a_crashed_patching_sweep_resumes_to_the_same_result(monkeypatch, model, pairs, tmp_path):
     sources, targets, metrics = pairs

@@ -14,7 +14,10 @@ module                      what it does
 ``patching``                activation patching across layouts (audio-only -> audio + video); sweeps
 ``attribution_patching``    the linear estimate of a whole patching sweep from one backward pass
 ``token_dropping``          drop audio or video tokens after a layer, in prefill and generation
+``logit_lens_sweep``        the logit lens over a list of clips (progress, ranks, ``resume=``)
 ``runner``                  the one sweep driver under every list: batching, progress, ranks, ordered gather
+``sweep_store``             a sweep's results folder (``resume=``): each unit written exactly as it comes
+``result_codec``            exact, pickle-free storage of a unit's result (safetensors + JSON)
 ``source_run``              the source run of a patch: aligned positions, kept activations, its answer
 ``arguments``               the checks every tool runs on its layers, windows and modalities (``AnalysisWarning``)
 ==========================  ==========================================================================
@@ -38,6 +41,7 @@ from hooked_avllm.analysis.knockout import (
     knockout_sweep,
 )
 from hooked_avllm.analysis.logit_lens import LogitLensResult, logit_lens
+from hooked_avllm.analysis.logit_lens_sweep import logit_lens_sweep
 from hooked_avllm.analysis.metrics import answer_prob, kl_to_source, logit_diff, restoration
 from hooked_avllm.analysis.patching import PatchingSweep, patch, patching_sweep
 from hooked_avllm.inputs.select import position_mask
@@ -69,6 +73,7 @@ __all__ = [
     "knockout_sweep",
     "logit_diff",
     "logit_lens",
+    "logit_lens_sweep",
     "patch",
     "patching_sweep",
     "frame_heatmap",
