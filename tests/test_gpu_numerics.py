@@ -115,3 +115,28 @@ def test_padded_down_projection_is_as_accurate_as_the_unpadded_one():
             plain = half(x.bfloat16()).float()
     err_padded, err_plain = (padded - truth).abs().mean(), (plain - truth).abs().mean()
     assert err_padded <= 1.05 * err_plain, (err_padded, err_plain)
+
+
+def test_omni_towers_side_by_side_on_two_streams_are_bit_identical():
+    """Qwen2.5-Omni's audio tower on its own CUDA stream beside the vision tower (the plain bf16
+    forward) gives the logits of the towers one after the other; a hook on a tower takes the serial
+    path and sees its activation."""
+    from kits import kit_named
+
+    from hooked_avllm.components import side_by_side as sbs
+
+    family = kit_named("qwen2_5_omni")
+    model = family.model(seed=0).cuda().to(torch.bfloat16)
+    batch = family.batch(model, [family.clip(model, seconds=2, seed=1), family.clip(model, seconds=3, seed=2)]).to("cuda")
+    with torch.no_grad():
+        side = model(batch)
+        previous, sbs.ENABLED = sbs.ENABLED, False
+        try:
+            serial = model(batch)
+        finally:
+            sbs.ENABLED = previous
+        seen = []
+        model.audio.blocks[0].hook_resid_post.add_hook(lambda x, hook: seen.append(x.shape) or x)
+        hooked = model(batch)
+        model.reset_hooks()
+    assert torch.equal(side, serial) and torch.equal(hooked, serial) and len(seen) == 1
