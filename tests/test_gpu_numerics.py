@@ -128,15 +128,22 @@ def test_omni_towers_side_by_side_on_two_streams_are_bit_identical():
     family = kit_named("qwen2_5_omni")
     model = family.model(seed=0).cuda().to(torch.bfloat16)
     batch = family.batch(model, [family.clip(model, seconds=2, seed=1), family.clip(model, seconds=3, seed=2)]).to("cuda")
-    with torch.no_grad():
-        side = model(batch)
-        previous, sbs.ENABLED = sbs.ENABLED, False
-        try:
+    previous = sbs.ENABLED
+    try:
+        with torch.no_grad():
+            sbs.ENABLED = True
+            side = model(batch)
+            sbs.ENABLED = False
             serial = model(batch)
-        finally:
-            sbs.ENABLED = previous
+    finally:
+        sbs.ENABLED = previous
+    with torch.no_grad():
         seen = []
         model.audio.blocks[0].hook_resid_post.add_hook(lambda x, hook: seen.append(x.shape) or x)
-        hooked = model(batch)
-        model.reset_hooks()
+        sbs.ENABLED = True
+        try:
+            hooked = model(batch)
+        finally:
+            sbs.ENABLED = previous
+            model.reset_hooks()
     assert torch.equal(side, serial) and torch.equal(hooked, serial) and len(seen) == 1

@@ -119,10 +119,7 @@ def test_notebook_runs(path, tmp_path_factory):
 # ------------------------------------------------------------------------------------ how notebooks are stored
 
 
-@pytest.mark.parametrize("path", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="toy_study.ipynb is stored with the outputs of its SAE "
-                                            "cells; clear them (jupyter nbconvert --clear-output --inplace)"))
-    if p.stem == "toy_study" else p for p in NOTEBOOKS], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_is_stored_without_outputs(path):
     notebook = nbformat.read(path, as_version=4)
     nbformat.validate(notebook)
