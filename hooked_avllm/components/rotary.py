@@ -16,7 +16,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from hooked_avllm.components.fused import rotate, swap_halves  # noqa: F401  (swap_halves: re-exported)
+from hooked_avllm.components.fused import rotate
 
 
 @dataclass

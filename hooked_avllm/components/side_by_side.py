@@ -63,17 +63,18 @@ def towers_unwatched(*towers: nn.Module | None) -> bool:
     return True
 
 
-def side_by_side(first: Callable[[], A], second: Callable[[], B], device: torch.device, allowed: bool = True,
-                 force_thread: bool = False) -> tuple[A, B]:
-    """``(first(), second())``. One after the other, in that order, on this thread when
-    ``allowed`` is False (hooks on a tower, say), under autograd recording or CUDA-graph capture, on
-    non-CUDA devices, or unless ``HOOKED_AVLLM_SIDE_BY_SIDE=1``. Otherwise ``first`` runs in a second
+def side_by_side(first: Callable[[], A], second: Callable[[], B], device: torch.device,
+                 allowed: Callable[[], bool] = lambda: True, force_thread: bool = False) -> tuple[A, B]:
+    """``(first(), second())``. One after the other, in that order, on this thread unless
+    ``HOOKED_AVLLM_SIDE_BY_SIDE=1``, on non-CUDA devices, under autograd recording or CUDA-graph
+    capture, and when ``allowed()`` is False (hooks on a tower, say; asked last, so a forward that
+    cannot go side by side does not pay for the question). Otherwise ``first`` runs in a second
     thread on its own CUDA stream while ``second`` runs here on the current stream; the current
     stream then waits for ``first``'s work, and ``first``'s tensors are marked as used by it. Give
     ``first`` the tower whose time is the host's (many small kernels). ``force_thread`` runs the
     thread without streams (the CPU tests of the threading)."""
-    threaded = force_thread or (ENABLED and allowed and device.type == "cuda" and not torch.is_grad_enabled()
-                                and not torch.cuda.is_current_stream_capturing())
+    threaded = force_thread or (ENABLED and device.type == "cuda" and not torch.is_grad_enabled()
+                                and not torch.cuda.is_current_stream_capturing() and allowed())
     if not threaded:
         one = first()
         return one, second()

@@ -65,6 +65,6 @@ class Qwen25Omni(Qwen25VL):
         # audio then vision; on a GPU with nothing hooked, the audio tower (many small kernels) on its own
         # stream beside the vision tower (components/side_by_side.py)
         audio_rows, vision = side_by_side(audio, lambda: self.encode_vision(model, media), features.device,
-                                          allowed=towers_unwatched(model.audio, model.audio_proj, model.vision,
-                                                                   getattr(model, "vision_proj", None)))
+                                          allowed=lambda: towers_unwatched(model.audio, model.audio_proj, model.vision,
+                                                                           getattr(model, "vision_proj", None)))
         return {"audio": audio_rows, **vision}
