@@ -117,33 +117,52 @@ def test_padded_down_projection_is_as_accurate_as_the_unpadded_one():
     assert err_padded <= 1.05 * err_plain, (err_padded, err_plain)
 
 
-def test_omni_towers_side_by_side_on_two_streams_are_bit_identical():
-    """Qwen2.5-Omni's audio tower on its own CUDA stream beside the vision tower (the plain bf16
-    forward) gives the logits of the towers one after the other; a hook on a tower takes the serial
-    path and sees its activation."""
+def test_omni_towers_queued_or_threaded_are_bit_identical_to_serial():
+    """Qwen2.5-Omni's vision tower queued before the audio tower (the default), or the audio tower
+    on its own CUDA stream in a second thread, gives the logits of the towers one after the other;
+    a hook on a tower takes the serial path and sees its activation."""
     from kits import kit_named
 
-    from hooked_avllm.components import side_by_side as sbs
+    from hooked_avllm.components import tower_overlap
 
     family = kit_named("qwen2_5_omni")
     model = family.model(seed=0).cuda().to(torch.bfloat16)
     batch = family.batch(model, [family.clip(model, seconds=2, seed=1), family.clip(model, seconds=3, seed=2)]).to("cuda")
-    previous = sbs.ENABLED
+    previous, out = tower_overlap.MODE, {}
     try:
         with torch.no_grad():
-            sbs.ENABLED = True
-            side = model(batch)
-            sbs.ENABLED = False
-            serial = model(batch)
-    finally:
-        sbs.ENABLED = previous
-    with torch.no_grad():
-        seen = []
-        model.audio.blocks[0].hook_resid_post.add_hook(lambda x, hook: seen.append(x.shape) or x)
-        sbs.ENABLED = True
-        try:
+            for mode in tower_overlap.MODES:
+                tower_overlap.MODE = mode
+                out[mode] = model(batch)
+            seen = []
+            model.audio.blocks[0].hook_resid_post.add_hook(lambda x, hook: seen.append(x.shape) or x)
+            tower_overlap.MODE = "queued"
             hooked = model(batch)
+    finally:
+        tower_overlap.MODE = previous
+        model.reset_hooks()
+    assert torch.equal(out["queued"], out["serial"]) and torch.equal(out["thread"], out["serial"])
+    assert torch.equal(hooked, out["serial"]) and len(seen) == 1
+
+
+def test_the_towers_never_wait_for_the_gpu_once_their_grids_and_lengths_are_on_the_host():
+    """The queued order only overlaps if neither tower makes the host wait: with the video grid and
+    the mel lengths on the host (as the Qwen2.5-Omni family passes them), the vision and audio
+    towers of a bf16 model queue all their kernels without one host synchronisation."""
+    from kits import kit_named
+
+    family = kit_named("qwen2_5_omni")
+    model = family.model(seed=0).cuda().to(torch.bfloat16)
+    pixels = torch.randn(3 * 16, model.cfg.vision.patch_dim, device="cuda")
+    grid = torch.tensor([[3, 4, 4]])
+    features = torch.randn(2, model.cfg.audio.n_mels, 700, device="cuda")
+    lengths = torch.tensor([700, 431])
+    with torch.no_grad():
+        model.vision(pixels, grid), model.audio(features, lengths)  # first calls: kernels compiled, tables built
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            model.vision(pixels, grid)
+            model.audio(features, lengths)
         finally:
-            sbs.ENABLED = previous
-            model.reset_hooks()
-    assert torch.equal(side, serial) and torch.equal(hooked, serial) and len(seen) == 1
+            torch.cuda.set_sync_debug_mode(0)

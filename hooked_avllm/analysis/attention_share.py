@@ -169,6 +169,7 @@ class _ShareRecorder:
         for slot, layer in enumerate(self.layers):
             out.append((f"blocks.{layer}.attn.hook_rot_q", self._save_q(slot)))
             out.append((f"blocks.{layer}.attn.hook_rot_k", self._reduce(slot, layer)))
+            out.append((f"blocks.{layer}.attn.hook_z", self._reduce_captured(slot, layer)))
         return out
 
     def _save_q(self, slot: int):
@@ -186,8 +187,7 @@ class _ShareRecorder:
     def _reduce(self, slot: int, layer: int):
         def fn(k: Tensor, hook: Any) -> None:  # k [batch, pos, kv_head, d_head]
             context = self.model.forward_context
-            if context.decoder is not None:
-                self._captured_shares(slot, layer, k, context)
+            if context.decoder is not None:  # a captured step reduces at hook_z, once the cache holds this key
                 return None
             keys = self._store_keys(slot, k, context)
             if self.index is not None:
@@ -200,19 +200,33 @@ class _ShareRecorder:
         fn.graph_key = (self._output_key, slot, layer)  # a later call with these layers replays the same graph
         return fn
 
-    def _captured_shares(self, slot: int, layer: int, k: Tensor, context: Any) -> None:
+    def _reduce_captured(self, slot: int, layer: int):
+        def fn(z: Tensor, hook: Any) -> None:  # z [batch, pos, head, d_head]: the layer's attention is done
+            context = self.model.forward_context
+            if context.decoder is not None:
+                self._captured_shares(slot, layer, context)
+            return None
+
+        fn.graph_safe = True
+        fn.graph_key = (self._output_key, "z", slot, layer)
+        return fn
+
+    def _captured_shares(self, slot: int, layer: int, context: Any) -> None:
         """A captured decoding step (``context.decoder``'s static buffers): every row's generated
-        query against the layer's whole KV buffer (its new key written where the attention writes
-        it next), through the step's key and edit masks; the shares go to ``[slot, step]`` of a
-        static output. Pure tensor work on device tensors, so the graph replays it every step."""
+        query against the layer's whole KV buffer (the attention has just written this step's key
+        into it), through the step's key and edit masks. Each layer writes its shares into a static
+        ``[layer, batch, head, kind]`` buffer; the last one copies that to ``[:, step]`` of the
+        static output. Pure tensor work on device tensors, so the graph replays it every step: three
+        kernels per layer and one per step."""
         decoder = context.decoder
         decoded = decoder.outputs.get(self._output_key)
-        if decoded is None:  # the decoder's own buffer: it outlives this call with the graph that writes it
+        if decoded is None:  # the decoder's own buffers: they outlive this call with the graph that writes them
             batch, n_heads = self.q.shape[0], self.q.shape[2]
             decoded = decoder.outputs[self._output_key] = torch.zeros(
                 len(self.layers), decoder.max_new_tokens, batch, n_heads, len(SHARE_KINDS), device=self.q.device)
+            decoder.outputs[(self._output_key, "step")] = torch.zeros(decoded[:, 0].shape, device=self.q.device)
+        step_shares = decoder.outputs[(self._output_key, "step")]  # [layer, batch, head, kind]
         cache = decoder.caches[layer]
-        cache.k.index_copy_(2, decoder.position, k.transpose(1, 2))  # the same write the attention makes next
         keys, q, attn = cache.k, self.q[:, 0], self.model.blocks[layer].attn  # [batch, kv, key, d], [batch, head, d]
         batch, n_kv, n_keys, d_head = keys.shape
         group = q.shape[1] // n_kv
@@ -226,8 +240,9 @@ class _ShareRecorder:
             mask = mask + edit.expand(batch, n_kv, group, n_keys).reshape(batch * n_kv, group, n_keys)
         scores = torch.baddbmm(mask, q.reshape(batch * n_kv, group, d_head),
                                keys.reshape(batch * n_kv, n_keys, d_head).transpose(1, 2), alpha=attn.scale)
-        shares = torch.bmm(torch.softmax(scores.view(batch, -1, n_keys), dim=-1, dtype=torch.float32), onehot)
-        decoded[slot].index_copy_(0, decoder.step, shares[None])
+        torch.bmm(torch.softmax(scores.view(batch, -1, n_keys), dim=-1, dtype=torch.float32), onehot, out=step_shares[slot])
+        if slot == len(self.layers) - 1:
+            decoded.index_copy_(1, decoder.step, step_shares[:, None])
 
     def _store_keys(self, slot: int, k: Tensor, context: Any) -> Tensor:
         """All rotated keys of this layer so far, ``[batch, kv_head, key, d_head]`` (a view: the store

@@ -27,6 +27,7 @@ from hooked_avllm.components.hook_state import watched
 from hooked_avllm.components.kv_cache import LayerKVCache, StaticKVCache
 from hooked_avllm.components.norms import RMSNorm
 from hooked_avllm.components.rotary import Rotary
+from hooked_avllm.components.upload import upload
 
 
 @dataclass
@@ -35,16 +36,21 @@ class AttentionSegments:
 
     ``index[s, i]`` is the position of the i-th member of segment ``s``; ``valid`` marks real
     members when segments have unequal lengths (``None`` when all are full). Every position
-    belongs to exactly one segment.
+    belongs to exactly one segment. ``run_length`` is set when the segments are consecutive runs of
+    one length in order (Whisper's 2-s chunks, the vision towers' frames): then ``gather`` and
+    ``scatter`` are reshapes, no copies.
 
     Example:
         >>> seg = AttentionSegments.from_lengths([3, 2])
-        >>> seg.index.tolist(), seg.valid.tolist()
-        ([[0, 1, 2], [3, 4, 0]], [[True, True, True], [True, True, False]])
+        >>> seg.index.tolist(), seg.valid.tolist(), seg.run_length
+        ([[0, 1, 2], [3, 4, 0]], [[True, True, True], [True, True, False]], None)
+        >>> AttentionSegments.from_lengths([2, 2]).run_length
+        2
     """
 
     index: Int[Tensor, "segment seg_pos"]
     valid: Bool[Tensor, "segment seg_pos"] | None = None
+    run_length: int | None = None
 
     @classmethod
     def from_groups(cls, groups: list[Tensor], device=None) -> "AttentionSegments":
@@ -56,9 +62,9 @@ class AttentionSegments:
             index[s, : len(g)] = g
         valid = None
         if bool((lengths != longest).any()):
-            valid = torch.arange(longest)[None, :] < lengths[:, None]
-            valid = valid.to(device)
-        return cls(index.to(device), valid)
+            valid = upload(torch.arange(longest)[None, :] < lengths[:, None], device)
+        run_length = longest if valid is None and torch.equal(index.flatten(), torch.arange(index.numel())) else None
+        return cls(upload(index, device), valid, run_length)
 
     @classmethod
     def from_lengths(cls, lengths: list[int], device=None) -> "AttentionSegments":
@@ -74,10 +80,14 @@ class AttentionSegments:
         return self.index.flatten() if self.valid is None else self.index[self.valid]
 
     def gather(self, x: Float[Tensor, "1 pos head d"]) -> Float[Tensor, "segment head seg_pos d"]:
+        if self.run_length is not None:
+            return x[0].unflatten(0, (-1, self.run_length)).transpose(1, 2)
         return x[0, self.index].transpose(1, 2)
 
     def scatter(self, out: Float[Tensor, "segment head seg_pos d"], n_pos: int) -> Float[Tensor, "1 pos head d"]:
         out = out.transpose(1, 2)  # [segment, seg_pos, head, d]
+        if self.run_length is not None:
+            return out.reshape(1, n_pos, *out.shape[2:])
         if self.valid is None:
             flat = out.reshape(-1, *out.shape[2:])
         else:

@@ -18,6 +18,7 @@ from transformer_lens.hook_points import HookPoint
 
 from hooked_avllm.components import Attention, AttentionSegments, GatedMLP, RMSNorm, TransformerBlock
 from hooked_avllm.components.rotary import Rotary, rotary_axial_2d
+from hooked_avllm.components.upload import upload
 
 
 @dataclass
@@ -151,7 +152,7 @@ class QwenVisionTower(nn.Module):
         check_grids(grid_thw, pixel_values.shape[0], cfg.spatial_merge_size, "vision")
         device = pixel_values.device
         x = self.hook_patch_embed(self.patch_embed(pixel_values.to(self.patch_embed.weight.dtype))[None])
-        rotary: Rotary = rotary_axial_2d(patch_positions(grid_thw, cfg.spatial_merge_size).to(device), cfg.d_head, cfg.rope_theta)
+        rotary: Rotary = rotary_axial_2d(upload(patch_positions(grid_thw, cfg.spatial_merge_size), device), cfg.d_head, cfg.rope_theta)
         full = frame_segments(grid_thw, device)
         window_units = cfg.window_size // cfg.spatial_merge_size // cfg.patch_size
         windows = window_segments(grid_thw, cfg.spatial_merge_size, window_units, device)

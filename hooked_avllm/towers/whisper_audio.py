@@ -13,13 +13,14 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from hooked_avllm.components import AttentionSegments, LayerNorm
 from hooked_avllm.components.blocks import encoder_blocks
 from hooked_avllm.components.precision import exact_float32_convolutions
+from hooked_avllm.components.upload import upload
 
 
 @dataclass
@@ -98,43 +99,89 @@ class QwenOmniAudioTower(nn.Module):
     def forward(
         self, features: Float[Tensor, "audio n_mels frame"], mel_lengths: Int[Tensor, "audio"]
     ) -> Float[Tensor, "1 token d_model"]:
-        """Encode clips given as padded mel features and their real lengths."""
+        """Encode clips given as padded mel features and their real lengths.
+
+        Every index this needs is computed on the host from ``mel_lengths`` (give them as a CPU
+        tensor to spare a wait for the GPU) and uploaded without a host wait, so the tower's
+        kernels can be queued behind another tower's."""
         cfg = self.cfg
         if features.ndim != 3 or features.shape[1] != cfg.n_mels:
             raise ValueError(f"audio features must be [n_audio, {cfg.n_mels}, frames]; got {tuple(features.shape)}")
-        mel_lengths = mel_lengths.to(features.device).long()
-        if bool((mel_lengths < 2).any()):
-            raise ValueError(f"every audio clip needs at least 2 mel frames (20 ms); got lengths {mel_lengths.tolist()}")
+        lengths = mel_lengths.long().cpu()
+        if lengths.shape != (features.shape[0],):
+            raise ValueError(f"mel_lengths needs one length per audio clip ({features.shape[0]}); got shape {tuple(lengths.shape)}")
+        if bool((lengths < 2).any()) or bool((lengths > features.shape[2]).any()):
+            raise ValueError(f"every audio clip needs 2 to {features.shape[2]} mel frames (its padded length); "
+                             f"got lengths {lengths.tolist()}")
         device, dtype = features.device, self.conv1.weight.dtype
+        plan = ChunkPlan.of(lengths.tolist(), features.shape[2], cfg.chunk_frames).to(device)
 
-        # Split each clip into chunks of chunk_frames (the last one shorter) and pad them.
-        chunk = cfg.chunk_frames
-        real = torch.arange(features.shape[2], device=device)[None, :] < mel_lengths[:, None]
-        frames = features.transpose(1, 2)[real]  # [total_frames, n_mels], clips back to back
-        chunk_lengths = []
-        for n in mel_lengths.tolist():
-            chunk_lengths += [chunk] * (n // chunk) + ([n % chunk] if n % chunk else [])
-        chunks = nn.utils.rnn.pad_sequence(frames.split(chunk_lengths), batch_first=True)  # [chunk, frame, mel]
-        lengths = torch.tensor(chunk_lengths, device=device)
-        frame_real = torch.arange(chunks.shape[1], device=device)[None, :] < lengths[:, None]
+        # Clips cut into chunks of chunk_frames (the last one shorter), zero-padded: [chunk, frame, mel]
+        frames = features.transpose(1, 2).reshape(-1, cfg.n_mels).index_select(0, plan.source_frames)
+        chunks = frames.new_zeros(plan.n_chunks * plan.chunk_width, cfg.n_mels)
+        chunks = chunks.index_copy_(0, plan.chunk_slots, frames).view(plan.n_chunks, plan.chunk_width, cfg.n_mels)
 
         with exact_float32_convolutions(dtype):
-            x = F.gelu(self.conv1(chunks.transpose(1, 2).to(dtype))) * frame_real[:, None, :]
+            x = F.gelu(self.conv1(chunks.transpose(1, 2).to(dtype))) * plan.frame_real[:, None, :]
             x = self.hook_conv1(x.transpose(1, 2)).transpose(1, 2)
             x = self.hook_conv2(F.gelu(self.conv2(x)).transpose(1, 2))  # [chunk, frame/2, d_model]
         x = x + self.positional_table(x.shape[1], device).to(x.dtype)
-        after_conv = (lengths - 1) // 2 + 1
-        keep = torch.arange(x.shape[1], device=device)[None, :] < after_conv[:, None]
-        x = self.hook_embed(x[keep][None])  # [1, frame/2, d_model]
+        x = self.hook_embed(x.flatten(0, 1).index_select(0, plan.kept)[None])  # [1, frame/2, d_model]
 
-        segments = AttentionSegments.from_lengths(after_conv.tolist(), device)
         for block in self.blocks:
-            x = block(x, segments=segments)
+            x = block(x, segments=plan.segments)
 
         # Average neighbouring frames within each clip; an odd last frame is dropped.
-        per_clip = (mel_lengths - 1) // 2 + 1
-        starts = F.pad(per_clip.cumsum(0)[:-1], (1, 0))
-        n_tokens = audio_token_counts(mel_lengths)
-        first = torch.cat([s + 2 * torch.arange(n, device=device) for s, n in zip(starts.tolist(), n_tokens.tolist())])
-        pooled = self.hook_pooled((x[:, first] + x[:, first + 1]) / 2)
+        pooled = self.hook_pooled((x[:, plan.first] + x[:, plan.first + 1]) / 2)
         return self.hook_out(self.ln_post(pooled))
+
+
+@dataclass
+class ChunkPlan:
+    """Where every mel frame of a batch of clips goes in the chunked tower, computed on the host.
+
+    ``source_frames``: the real frames in the flattened ``[audio * frame, mel]`` features, clip by
+    clip; ``chunk_slots``: their slots in the flattened ``[chunk, chunk_width]`` grid;
+    ``frame_real``: real frames of that grid; ``kept``: real positions of the grid after the
+    stride-2 convolution; ``segments``: one attention segment per chunk over the kept positions;
+    ``first``: the first of each pooled pair of kept positions.
+
+    Example:
+        >>> plan = ChunkPlan.of([5], padded=6, chunk=4)  # one clip of 5 frames: chunks of 4 and 1
+        >>> plan.chunk_slots.tolist(), plan.kept.tolist(), plan.first.tolist()
+        ([0, 1, 2, 3, 4], [0, 1, 2], [0])
+    """
+
+    n_chunks: int
+    chunk_width: int
+    source_frames: Int[Tensor, "frame"]
+    chunk_slots: Int[Tensor, "frame"]
+    frame_real: Bool[Tensor, "chunk chunk_width"]
+    kept: Int[Tensor, "kept"]
+    segments: AttentionSegments
+    first: Int[Tensor, "token"]
+
+    @classmethod
+    def of(cls, mel_lengths: list[int], padded: int, chunk: int) -> "ChunkPlan":
+        chunk_lengths = []
+        for n in mel_lengths:
+            chunk_lengths += [chunk] * (n // chunk) + ([n % chunk] if n % chunk else [])
+        width = max(chunk_lengths)
+        lengths = torch.tensor(chunk_lengths)
+        source = torch.cat([clip * padded + torch.arange(n) for clip, n in enumerate(mel_lengths)])
+        frame_real = torch.arange(width)[None, :] < lengths[:, None]
+        after_conv = (lengths - 1) // 2 + 1
+        kept = (torch.arange((width - 1) // 2 + 1)[None, :] < after_conv[:, None]).flatten().nonzero()[:, 0]
+        per_clip = [(n - 1) // 2 + 1 for n in mel_lengths]
+        starts = torch.tensor([0, *per_clip[:-1]]).cumsum(0).tolist()
+        first = torch.cat([s + 2 * torch.arange(int(audio_token_counts(n))) for s, n in zip(starts, mel_lengths)])
+        return cls(len(chunk_lengths), width, source, frame_real.flatten().nonzero()[:, 0], frame_real, kept,
+                   AttentionSegments.from_lengths(after_conv.tolist()), first)
+
+    def to(self, device: torch.device) -> "ChunkPlan":
+        """The plan's tensors on ``device``, uploaded without a host wait."""
+        seg = self.segments
+        segments = AttentionSegments(upload(seg.index, device), None if seg.valid is None else upload(seg.valid, device),
+                                     seg.run_length)
+        return ChunkPlan(self.n_chunks, self.chunk_width, upload(self.source_frames, device), upload(self.chunk_slots, device),
+                         upload(self.frame_real, device), upload(self.kept, device), segments, upload(self.first, device))

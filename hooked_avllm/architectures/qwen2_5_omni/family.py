@@ -12,7 +12,7 @@ from transformer_lens.hook_points import HookPoint
 import weights_conversion.qwen2_5_omni as converter
 from hooked_avllm.architectures.qwen2_5_omni.config import config_from_hf
 from hooked_avllm.architectures.qwen2_5_vl import Qwen25VL
-from hooked_avllm.components.side_by_side import side_by_side, towers_unwatched
+from hooked_avllm.components.tower_overlap import overlapped, towers_unwatched
 from hooked_avllm.config import AVLLMConfig
 from hooked_avllm.towers.whisper_audio import QwenOmniAudioTower
 
@@ -57,14 +57,16 @@ class Qwen25Omni(Qwen25VL):
         if model.audio is None:
             raise ValueError(f"this {model.cfg.architecture} model has no audio tower; drop the audio inputs")
 
+        mask = media.get("feature_attention_mask")
+        # the lengths on the host before any tower runs: the audio tower then never waits for the GPU
+        lengths = (mask.sum(-1) if mask is not None else torch.full((features.shape[0],), features.shape[-1])).cpu()
+
         def audio() -> Tensor:
-            mask = media.get("feature_attention_mask")
-            lengths = mask.sum(-1) if mask is not None else torch.full((features.shape[0],), features.shape[-1], device=features.device)
             return model.audio_proj(model.audio(features, lengths))[0]
 
-        # audio then vision; on a GPU with nothing hooked, the audio tower (many small kernels) on its own
-        # stream beside the vision tower (components/side_by_side.py)
-        audio_rows, vision = side_by_side(audio, lambda: self.encode_vision(model, media), features.device,
-                                          allowed=lambda: towers_unwatched(model.audio, model.audio_proj, model.vision,
-                                                                           getattr(model, "vision_proj", None)))
+        # on a GPU with nothing hooked in the towers, the vision tower (few, long kernels) is queued
+        # first and the audio tower (many small ones) behind it (components/tower_overlap.py)
+        audio_rows, vision = overlapped(audio, lambda: self.encode_vision(model, media), features.device,
+                                        allowed=lambda: towers_unwatched(model.audio, model.audio_proj, model.vision,
+                                                                         getattr(model, "vision_proj", None)))
         return {"audio": audio_rows, **vision}

@@ -46,10 +46,10 @@ class QwenVisionInputs:
             raise ValueError(f"this {model.cfg.architecture} model has no vision tower; drop the image/video inputs")
         if any(g is None for g in grids):
             raise ValueError("pixel values need their grid: pass image_grid_thw / video_grid_thw from the processor")
-        grid = torch.cat([g.reshape(-1, 3) for g in grids]).long()
-        feats = model.vision_proj(model.vision(torch.cat(pixels), grid))[0]
+        grids = [g.reshape(-1, 3).long().cpu() for g in grids]  # on the host: nothing below waits for the GPU
         merge = model.cfg.vision.spatial_merge_size
-        counts = [int(g.reshape(-1, 3).prod(-1).sum()) // merge**2 for g in grids]
+        counts = [int(g.prod(-1).sum()) // merge**2 for g in grids]
+        feats = model.vision_proj(model.vision(pixels[0] if len(pixels) == 1 else torch.cat(pixels), torch.cat(grids)))[0]
         return dict(zip(kinds, feats.split(counts)))
 
 
