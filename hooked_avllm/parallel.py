@@ -45,6 +45,7 @@ import torch.distributed as dist
 
 __all__ = [
     "active",
+    "barrier",
     "check_env",
     "device_for_rank",
     "finish",
@@ -175,6 +176,16 @@ def finish() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait until every rank of the group gets here (a no-op in a single process).
+
+    Example:
+        >>> barrier()  # a plain process: nothing to wait for
+    """
+    if world()[1] > 1:
+        dist.barrier()
 
 
 def device_for_rank() -> torch.device:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+
+import pytest
 
 from hooked_avllm.__main__ import main
 
@@ -10,11 +14,20 @@ PLOTS = ("attention_share.png", "logit_lens.png", "knockout.png", "patching_audi
          "token_shift.png", "frame_heatmap.png")
 
 
-def test_demo_writes_the_report_with_its_numbers_and_plots(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--clips", "4", "--out", str(out), "--no-progress"]) == 0
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """One run of the demo on 4 clips (what it printed, the folder it wrote), shared by the tests below."""
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["demo", "--clips", "4", "--out", str(out), "--no-progress"]) == 0
+    return printed.getvalue(), out
+
+
+def test_demo_writes_the_report_with_its_numbers_and_plots(demo_run):
+    printed, out = demo_run
     report = (out / "report.md").read_text()
-    assert report in capsys.readouterr().out
+    assert report in printed
     numbers = json.loads((out / "numbers.json").read_text())
     for plot in PLOTS:
         assert (out / plot).stat().st_size > 5000, plot
@@ -42,7 +55,7 @@ def test_demo_writes_the_report_with_its_numbers_and_plots(tmp_path, capsys):
         assert "x:" in section or "Rows:" in section or "panel" in section, plot
 
 
-def test_demo_scores_patching_at_the_sound_word(tmp_path):
+def test_demo_scores_patching_at_the_sound_word(demo_run):
     """The patching metric is read after the teacher-forced "I hear", where the sound word comes: the
     gap per pair matches a forward pass computed here, and the report shows it per pair."""
     import torch
@@ -52,11 +65,10 @@ def test_demo_scores_patching_at_the_sound_word(tmp_path):
     from hooked_avllm.toy.data import Clip
     from hooked_avllm.toy.evaluate import prepare_clips
 
-    out = tmp_path / "demo"
-    assert main(["demo", "--clips", "2", "--out", str(out), "--no-progress"]) == 0
+    out = demo_run[1]
     report, numbers = (out / "report.md").read_text(), json.loads((out / "numbers.json").read_text())
     gap = numbers["patching_gap"]
-    assert gap["answer_prefix"] == "I hear" and len(gap["at_the_sound_word"]) == 2
+    assert gap["answer_prefix"] == "I hear" and len(gap["at_the_sound_word"]) == 4
     omni = load_toy("omni")
     clip = ToyScenes(1000).clip("counterfactual", 0)
     prefix = omni.tokenizer("I hear", add_special_tokens=False)["input_ids"]

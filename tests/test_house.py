@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
 import re
 import subprocess
 import sys
@@ -98,13 +99,38 @@ def test_generic_code_names_no_family(path):
     assert not named, f"{path} names a family: {named[:3]}"
 
 
-@pytest.mark.parametrize("module", ["weights_conversion", "hooked_avllm", "hooked_avllm.inputs", "hooked_avllm.vocabulary",
-                                    "hooked_avllm.components", "hooked_avllm.towers", "hooked_avllm.config"])
-def test_importing_a_subpackage_does_not_build_the_model(module):
-    code = (f"import sys, {module}; heavy = [m for m in ('hooked_avllm.model', 'hooked_avllm.architectures.registry', "
-            "'hooked_avllm.analysis') if m in sys.modules]; print(heavy)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
-    assert out.stdout.strip() == "[]", f"import {module} loads {out.stdout.strip()}"
+FRESH_IMPORT = """
+import json, sys, warnings
+import torch, transformer_lens  # the heavy third-party imports, once
+OURS = ("hooked_avllm", "weights_conversion")
+out = {}
+for name in sys.argv[1:]:
+    for module in [m for m in sys.modules if m.split(".")[0] in OURS]:
+        del sys.modules[module]  # as in a fresh interpreter, for our (pure Python) modules
+    warnings.simplefilter("always")
+    with warnings.catch_warnings(record=True) as caught:
+        __import__(name)
+    out[name] = {"loaded": [m for m in ("hooked_avllm.model", "hooked_avllm.architectures.registry", "hooked_avllm.analysis")
+                            if m in sys.modules],
+                 "deprecations": [str(w.message) for w in caught if w.category is DeprecationWarning]}
+print(json.dumps(out))
+"""
+
+
+def fresh_imports(*modules: str) -> dict:
+    """Each module imported as in a fresh interpreter (one subprocess for all: our modules are
+    dropped from ``sys.modules`` before each import): what it loaded, the deprecations it raised."""
+    out = subprocess.run([sys.executable, "-c", FRESH_IMPORT, *modules], capture_output=True, text=True, cwd=ROOT, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+SUBPACKAGES = ["weights_conversion", "hooked_avllm", "hooked_avllm.inputs", "hooked_avllm.vocabulary",
+               "hooked_avllm.components", "hooked_avllm.towers", "hooked_avllm.config"]
+
+
+def test_importing_a_subpackage_does_not_build_the_model():
+    loaded = {module: result["loaded"] for module, result in fresh_imports(*SUBPACKAGES).items()}
+    assert loaded == {module: [] for module in SUBPACKAGES}, f"these imports load the model's modules: {loaded}"
 
 
 def test_the_core_stays_short():
@@ -128,19 +154,20 @@ def test_moved_names_still_resolve_with_a_deprecation_warning(module, name, new_
     assert value is not None
 
 
-@pytest.mark.parametrize("old, new", [
-    ("hooked_avllm.inputs.model_spec", "hooked_avllm.architectures.qwen.spec"),
-    ("hooked_avllm.inputs.positions", "hooked_avllm.architectures.qwen.positions"),
-    ("hooked_avllm.inputs.processor", "hooked_avllm.architectures.qwen.prepare"),
-    ("hooked_avllm.analysis.select", "hooked_avllm.inputs.select"),
-    ("hooked_avllm.position_kinds", "hooked_avllm.vocabulary"),
-    ("hooked_avllm.generation_cache", "hooked_avllm.generation"),
-])
-def test_moved_modules_still_import_with_a_deprecation_warning(old, new):
-    code = (f"import warnings; warnings.simplefilter('always')\nwith warnings.catch_warnings(record=True) as w:\n"
-            f"    import {old}\nprint([str(x.message) for x in w if x.category is DeprecationWarning])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
-    assert new in out.stdout, out.stdout
+MOVED_MODULES = {
+    "hooked_avllm.inputs.model_spec": "hooked_avllm.architectures.qwen.spec",
+    "hooked_avllm.inputs.positions": "hooked_avllm.architectures.qwen.positions",
+    "hooked_avllm.inputs.processor": "hooked_avllm.architectures.qwen.prepare",
+    "hooked_avllm.analysis.select": "hooked_avllm.inputs.select",
+    "hooked_avllm.position_kinds": "hooked_avllm.vocabulary",
+    "hooked_avllm.generation_cache": "hooked_avllm.generation",
+}
+
+
+def test_moved_modules_still_import_with_a_deprecation_warning():
+    results = fresh_imports(*MOVED_MODULES)
+    for old, new in MOVED_MODULES.items():
+        assert any(new in message for message in results[old]["deprecations"]), (old, results[old])
 
 
 def test_the_library_itself_uses_no_deprecated_path():

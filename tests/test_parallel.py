@@ -163,7 +163,38 @@ def run_sweeps(distributed: bool | None = None, resume: Path | None = None) -> d
     }
     if resume is not None:  # every rank writes its own clips' units into the one results folder
         results["knockout_resumed"] = knockout_sweep(model, clips, resume=resume, **knock)
+        results.update(write_store(model, clips, resume.parent / f"{resume.name}_store", distributed))
     return results
+
+
+def write_store(model, clips, path: Path, distributed: bool | None) -> dict:
+    """The activation store of the clips in batches of 2 (three batches): a first run that fails at
+    the last clip, then a resumed one; what each run prepared and what the store reads back."""
+    from hooked_avllm.study.store import write_activation_store
+
+    args = dict(hooks=["hook_embed", "blocks.*.hook_resid_post"], modalities=["audio", "video"], batch_size=2,
+                progress=False, distributed=distributed)
+    out, prepared = {}, []
+
+    def failing(clip):
+        if clip is clips[-1]:
+            raise OSError("the last clip is unreadable")
+        return clip
+
+    def counting(clip):
+        prepared.append(next(i for i, c in enumerate(clips) if c is clip))
+        return clip
+
+    try:
+        write_activation_store(model, clips, path, prepare=failing, **args)
+    except Exception as error:  # every rank stops, the one whose clip failed with its own error
+        out["store_failure"] = f"{type(error).__name__}: {error}"
+    store = write_activation_store(model, clips, path, prepare=counting, **args)
+    out["store_prepared_on_resume"] = prepared
+    out["store_rows"] = {hook: store.read(hook, with_metadata=True) for hook in store.hooks}
+    out["store_files"] = sorted(str(p.relative_to(path)) for p in path.rglob("*.safetensors"))
+    out["store_clips_done"] = store.manifest["clips_done"]
+    return out
 
 
 def exactly(a, b) -> None:
@@ -175,6 +206,12 @@ def assert_same_results(got: dict, want: dict) -> None:
         exactly(got[name].scores, want[name].scores), exactly(got[name].baseline, want[name].baseline)
         assert got[name].rule_names == want[name].rule_names and got[name].windows == want[name].windows
         assert got[name].table().equals(want[name].table())
+    assert got["store_rows"].keys() == want["store_rows"].keys() and got["store_clips_done"] == want["store_clips_done"]
+    for hook, (values, meta) in want["store_rows"].items():  # the store reads back row for row as one process wrote it
+        exactly(got["store_rows"][hook][0], values)
+        assert meta.keys() == got["store_rows"][hook][1].keys()
+        for field, column in meta.items():
+            exactly(got["store_rows"][hook][1][field], column)
     g, w = got["share"], want["share"]
     for field in ("values", "batch", "position", "step"):
         exactly(getattr(g, field), getattr(w, field))
@@ -237,6 +274,14 @@ def test_two_processes_gather_the_single_process_results(tmp_path):
     assert sorted(p.name for p in (tmp_path / "two_ranks").glob("unit-*.safetensors")) == [
         f"unit-{i:06d}.safetensors" for i in range(N_CLIPS)]
     assert read_table(tmp_path / "two_ranks").equals(read_table(tmp_path / "one_process"))
+    # the store: batches [0, 1] [2, 3] on rank 0, [4] on rank 1, whose failure stopped both ranks; the
+    # resumed run redid that batch only, and rank 0 wrote the manifest over both ranks' shards
+    assert want["store_failure"].startswith("OSError: the last clip") and want["store_prepared_on_resume"] == [4]
+    assert ranks[0]["store_failure"].startswith("RuntimeError: rank 1 failed (OSError")
+    assert ranks[1]["store_failure"].startswith("OSError: the last clip")
+    assert [r["store_prepared_on_resume"] for r in ranks] == [[], [4]]
+    assert ranks[0]["store_files"] == ranks[1]["store_files"] == [
+        "rank-000-of-002/shard-00000.safetensors", "rank-001-of-002/shard-00000.safetensors"]
     assert time.perf_counter() - start < 120
 
 

@@ -313,6 +313,25 @@ def test_other_arguments_on_an_existing_store_are_refused(toy, clips, stores):
 # empty selections
 
 
+def fake_ranks(monkeypatch, rank: int, size: int) -> None:
+    """Pretend to be ``rank`` of ``size`` for the checks a store makes before any rank writes."""
+    from hooked_avllm import parallel
+
+    monkeypatch.setattr(parallel, "world", lambda: (rank, size))
+    monkeypatch.setattr(parallel, "_all_gather_object", lambda obj: [obj] * size)
+    monkeypatch.setattr(parallel, "barrier", lambda: None)
+
+
+def test_ranks_refuse_a_single_process_store_and_a_folder_of_other_files(toy, clips, stores, monkeypatch, tmp_path):
+    """(The two-process run, its resume and its reading back as one process: tests/test_parallel.py.)"""
+    fake_ranks(monkeypatch, 0, 2)
+    with pytest.raises(ValueError, match="written by a single process; .*distributed=False"):
+        write(toy, clips, stores[torch.float32].path, torch.float32, distributed=True)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="holds no activation store"):
+        write(toy, clips, tmp_path, torch.float32, distributed=True)
+
+
 def test_empty_selections_raise_before_anything_is_written(toy, prepared, tmp_path):
     target = tmp_path / "never"
     cases = [

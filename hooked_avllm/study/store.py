@@ -17,7 +17,9 @@ reach ``shard_mb``: memory holds one batch and at most one shard, never the whol
 A run that stops (an exception, a killed process) is resumed by calling the function again with
 the same arguments: finished batches are kept, the batch in flight is redone, and the shards come
 out byte for byte as an uninterrupted run writes them (same batches, same merge points). Other
-arguments on an existing store are refused (``overwrite=True`` starts again).
+arguments on an existing store are refused (``overwrite=True`` starts again). Under ``torchrun``
+the batches are split over the ranks, each writing a store of its own in a subfolder, joined by
+rank 0's manifest (``distributed=``).
 
 Positions and tokens:
 
@@ -77,6 +79,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 import hooked_avllm
+from hooked_avllm import parallel
 from hooked_avllm.analysis.arguments import AnalysisWarning
 from hooked_avllm.analysis.runner import SweepUnit, check_batch_size, left_padded_batches, run_sweep
 from hooked_avllm.cache import QUERY_KEY_HOOKS
@@ -294,20 +297,24 @@ class _Capture:
 # the writer
 
 
+def _signature(model: Any, hooks: list[str], modalities: list[str], dtype: torch.dtype, batch_size: int,
+               shard_mb: float, clip_ids: list[Any]) -> dict[str, Any]:
+    """What a store's manifest records of the arguments that wrote it (a resume must repeat them)."""
+    return {"hooks": hooks, "modalities": modalities, "dtype": _dtype_name(dtype), "batch_size": batch_size,
+            "shard_mb": shard_mb, "clip_ids": clip_ids, "model": model_fingerprint(model)}
+
+
 class _StoreWriter:
     """One store folder: its manifest, its files, the batches still to run."""
 
     def __init__(self, model: Any, path: Path, hooks: list[str], modalities: list[str], dtype: torch.dtype,
-                 batch_size: int, shard_mb: float, clip_ids: list[Any], overwrite: bool):
+                 batch_size: int, shard_mb: float, clip_ids: list[Any], overwrite: bool, extra: dict | None = None):
         self.model, self.path, self.hooks, self.modalities = model, path, hooks, modalities
         self.dtype, self.batch_size, self.shard_bytes = dtype, batch_size, int(shard_mb * 2**20)
         self.llm = [h for h in hooks if _tower(h) is None]
         self.towers = [h for h in hooks if _tower(h) is not None]
         self.codes = modality_codes(modalities)
-        self.signature = {
-            "hooks": hooks, "modalities": modalities, "dtype": _dtype_name(dtype), "batch_size": batch_size,
-            "shard_mb": shard_mb, "clip_ids": clip_ids, "model": model_fingerprint(model),
-        }
+        self.signature = {**_signature(model, hooks, modalities, dtype, batch_size, shard_mb, clip_ids), **(extra or {})}
         self.manifest = self._open(overwrite)
 
     # ------------------------------------------------------------------ the folder
@@ -486,6 +493,49 @@ class _StoreWriter:
         self._write_manifest(self.manifest)
 
 
+def _sharded_manifest(top: Path) -> dict[str, Any] | None:
+    """The manifest of a finished store written by several ranks at ``top``; ``None`` where there is
+    none yet (a new or empty folder, or one holding the ranks' parts of an unfinished run)."""
+    manifest_path = top / MANIFEST
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        if "ranks" not in manifest:
+            raise ValueError(f"{top} holds a store written by a single process; write to a new path, resume it "
+                             "without torch.distributed (distributed=False), or pass overwrite=True to start again")
+        return manifest
+    if top.exists() and (not top.is_dir() or any(not p.name.startswith("rank-") for p in top.iterdir())):
+        raise FileExistsError(f"{top} exists and holds no activation store; pass a new (or empty) folder")
+    return None
+
+
+def _clear_sharded(top: Path) -> None:
+    """What a store (of one process or of several ranks) left at ``top``: gone."""
+    for item in [top / MANIFEST, *top.glob("shard-*.safetensors"), *top.glob("*.tmp")]:
+        item.unlink(missing_ok=True)
+    for folder in [top / "pending", *top.glob("rank-*-of-*")]:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _join_ranks(top: Path, world_size: int, signature: dict[str, Any]) -> None:
+    """``top``'s manifest: the ranks' shards in rank order (= clip order), their clips, one width per hook."""
+    parts = [json.loads((top / rank_folder(r, world_size) / MANIFEST).read_text()) for r in range(world_size)]
+    first = parts[0]
+    hooks = {}
+    for hook, info in first["hooks"].items():
+        shaped = [p["hooks"][hook] for p in parts if p["hooks"][hook]["shape"] is not None]
+        hooks[hook] = shaped[0] if shaped else info
+    manifest = {
+        **{key: first[key] for key in ("format", "format_version", "library_version", "metadata_fields")},
+        **signature, "hooks": hooks,
+        "shards": [{**entry, "file": f"{rank_folder(r, world_size)}/{entry['file']}"}
+                   for r, part in enumerate(parts) for entry in part["shards"]],
+        "pending": [], "clips_done": [clip for part in parts for clip in part["clips_done"]], "complete": True,
+    }
+    temporary = top / (MANIFEST + ".tmp")
+    temporary.write_text(json.dumps(manifest, indent=1))
+    os.replace(temporary, top / MANIFEST)
+
+
 def _by_code(codes: Tensor) -> dict[str, int]:
     values, counts = torch.unique(codes, return_counts=True)
     return {str(int(v)): int(c) for v, c in zip(values, counts)}
@@ -528,6 +578,7 @@ def write_activation_store(
     shard_mb: float = 256.0,
     progress: bool = True,
     overwrite: bool = False,
+    distributed: bool | None = None,
 ) -> ActivationStore:
     """Run ``clips`` through ``model`` once and write ``hooks`` at ``modalities`` to ``path`` (see
     the module docstring); return the store, opened for reading.
@@ -546,6 +597,12 @@ def write_activation_store(
         shard_mb: pending rows are merged into a shard once they reach this many MiB.
         progress: a progress bar over the clips (tqdm).
         overwrite: discard a store already at ``path`` and start again.
+        distributed: split the batches over the ranks of a ``torch.distributed`` group (``None``:
+            when one of more than one rank is initialised, see :func:`hooked_avllm.parallel.active`).
+            Every rank writes its contiguous block of batches to a store of its own,
+            ``path/rank-{r}-of-{w}/`` (resumable as above), then rank 0 writes ``path``'s manifest,
+            which lists their shards in clip order: the store reads back as one process writes it,
+            row for row (the batches are the same). Every rank returns it.
 
     Raises:
         KeyError: a hook name or pattern that matches no hook point.
@@ -585,9 +642,26 @@ def write_activation_store(
     if len(clips) == 0:
         raise ValueError("clips is empty: pass at least one clip (nothing would be stored)")
 
+    if parallel.active(distributed):
+        return _write_sharded(model, clips, Path(path), hook_names, wanted, store_dtype, batch_size, float(shard_mb), ids,
+                              overwrite, prepare, progress)
     writer = _StoreWriter(model, Path(path), hook_names, wanted, store_dtype, batch_size, float(shard_mb), ids, overwrite)
     start = len(writer.manifest["clips_done"])
     batches = [tuple(range(i, min(i + batch_size, len(clips)))) for i in range(start, len(clips), batch_size)]
+    one_batch = _batch_runner(model, clips, prepare, writer, wanted, hook_names, ids)
+    if batches:
+        run_sweep(one_batch, batches, tool="activation store", unit="clips", rows=len, progress=progress,
+                  distributed=False)
+    if not writer.manifest["complete"]:
+        writer.finish()
+    store = ActivationStore(writer.path)
+    _check_selection(store, hook_names, wanted)
+    return store
+
+
+def _batch_runner(model: Any, clips: Sequence[Any], prepare: Callable[[Any], ModelInputs] | None, writer: _StoreWriter,
+                  wanted: list[str], hook_names: list[str], ids: list[Any]) -> Callable[[Any], None]:
+    """The work of one batch (a sweep unit whose item is its clips' indices): prepare, capture, commit."""
     make_batch = left_padded_batches(model)
     warned: list[bool] = []
 
@@ -605,12 +679,57 @@ def write_activation_store(
             _warn_first_batch(batch.layout, wanted, hook_names)
         writer.commit(members, values, meta, ids)
 
-    if batches:
-        run_sweep(one_batch, batches, tool="activation store", unit="clips", rows=len, progress=progress,
-                  distributed=False)
-    if not writer.manifest["complete"]:
-        writer.finish()
-    store = ActivationStore(writer.path)
+    return one_batch
+
+
+def rank_folder(rank: int, world_size: int) -> str:
+    """The folder of a rank's part of a store written by ``world_size`` ranks.
+
+    Example:
+        >>> rank_folder(1, 4)
+        'rank-001-of-004'
+    """
+    return f"rank-{rank:03d}-of-{world_size:03d}"
+
+
+def _write_sharded(model: Any, clips: Sequence[Any], top: Path, hook_names: list[str], wanted: list[str],
+                   dtype: torch.dtype, batch_size: int, shard_mb: float, ids: list[Any], overwrite: bool,
+                   prepare: Callable[[Any], ModelInputs] | None, progress: bool) -> ActivationStore:
+    """:func:`write_activation_store` over the ranks of a process group (see its ``distributed``)."""
+    rank, world_size = parallel.world()
+    parallel._check_same_length(len(clips), "clips")  # every rank raises alike: none waits at a barrier
+    if rank == 0 and overwrite:
+        _clear_sharded(top)
+    parallel.barrier()  # every rank sees the folder after rank 0 cleared it
+    signature = {**_signature(model, hook_names, wanted, dtype, batch_size, shard_mb, ids), "ranks": world_size}
+    written = _sharded_manifest(top)
+    if written is not None:  # a finished store: every rank read the same manifest, so all return or all raise
+        differ = [key for key, value in signature.items() if written.get(key) != value]
+        if differ:
+            shown = "; ".join(f"{key}: stored {_short(written.get(key))}, asked {_short(signature[key])}" for key in differ)
+            raise ValueError(f"{top} holds a store written with other arguments ({shown}); write to a new path, or pass "
+                             "overwrite=True to start again")
+    else:
+        writer = _StoreWriter(model, top / rank_folder(rank, world_size), hook_names, wanted, dtype, batch_size, shard_mb,
+                              ids, False, extra={"ranks": world_size, "rank": rank})
+        finished = [len(writer.manifest["clips_done"])]  # this rank's first clips, done by an earlier run
+        batches = [tuple(range(i, min(i + batch_size, len(clips)))) for i in range(0, len(clips), batch_size)]
+        one_batch = _batch_runner(model, clips, prepare, writer, wanted, hook_names, ids)
+
+        def run(index: int, members: tuple[int, ...]) -> None:
+            if finished[0] >= len(members):  # a resumed rank skips its finished batches (they come first)
+                finished[0] -= len(members)
+                return
+            one_batch(SweepUnit(index, (index,), members[0], len(members), members))
+
+        parallel.map_sharded(run, batches, distributed=True, progress=progress, desc="activation store", what="batches")
+        if not writer.manifest["complete"]:
+            writer.finish()
+        parallel.barrier()
+        if rank == 0:
+            _join_ranks(top, world_size, signature)
+        parallel.barrier()  # rank 0's manifest is written before any rank opens the store
+    store = ActivationStore(top)
     _check_selection(store, hook_names, wanted)
     return store
 
