@@ -166,3 +166,24 @@ def test_the_towers_never_wait_for_the_gpu_once_their_grids_and_lengths_are_on_t
             model.audio(features, lengths)
         finally:
             torch.cuda.set_sync_debug_mode(0)
+
+
+def test_the_vision_tower_in_window_order_is_bit_identical_on_a_gpu():
+    """bf16 on a GPU: the Qwen vision tower's blocks in window order (nothing watches them) give the
+    rows of the processor's order (a hook on a block), for full and partial windows."""
+    from hooked_avllm.towers.qwen_vision import QwenVisionConfig, QwenVisionTower
+
+    torch.manual_seed(0)
+    cfg = QwenVisionConfig(depth=4, d_model=1280, d_mlp=3420, n_heads=16, out_dim=2048, fullatt_block_indexes=(1, 3))
+    tower = QwenVisionTower(cfg).cuda().to(torch.bfloat16).eval()
+    for grid in ([[4, 32, 32]], [[2, 28, 36]]):
+        grid = torch.tensor(grid)
+        pixels = torch.randn(int(grid.prod(-1).sum()), cfg.patch_dim, device="cuda")
+        with torch.no_grad():
+            fast = tower(pixels, grid)
+            tower.blocks[0].hook_resid_post.add_hook(lambda x, hook: x)
+            try:
+                watched = tower(pixels, grid)
+            finally:
+                tower.blocks[0].hook_resid_post.remove_hooks()
+        assert torch.equal(fast, watched), grid.tolist()

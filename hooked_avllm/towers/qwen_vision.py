@@ -18,6 +18,7 @@ from transformer_lens.hook_points import HookPoint
 
 from hooked_avllm.components import Attention, AttentionSegments, GatedMLP, RMSNorm, TransformerBlock
 from hooked_avllm.components.rotary import Rotary, rotary_axial_2d
+from hooked_avllm.components.tower_overlap import towers_unwatched
 from hooked_avllm.components.upload import upload
 
 
@@ -80,13 +81,13 @@ def patch_positions(grid_thw: Int[Tensor, "item 3"], merge: int) -> Int[Tensor, 
     return torch.cat(out)
 
 
-def frame_segments(grid_thw: Int[Tensor, "item 3"], device) -> AttentionSegments:
+def frame_segments(grid_thw: Int[Tensor, "item 3"], device=None) -> AttentionSegments:
     """One segment per frame group (the full-attention blocks)."""
     lengths = [h * w for t, h, w in grid_thw.tolist() for _ in range(t)]
     return AttentionSegments.from_lengths(lengths, device)
 
 
-def window_segments(grid_thw: Int[Tensor, "item 3"], merge: int, window_units: int, device) -> AttentionSegments:
+def window_segments(grid_thw: Int[Tensor, "item 3"], merge: int, window_units: int, device=None) -> AttentionSegments:
     """One segment per window of ``window_units x window_units`` merge blocks within a frame.
 
     Windows tile each frame from the top-left; edge windows are smaller. Inside a window the
@@ -107,6 +108,26 @@ def window_segments(grid_thw: Int[Tensor, "item 3"], merge: int, window_units: i
             groups.append(members[keep] + offset)
         offset += t * h * w
     return AttentionSegments.from_groups(groups, device)
+
+
+def window_order(windows: AttentionSegments) -> Int[Tensor, "patch"] | None:
+    """The patches in window order (window by window, frame by frame) when every window is full,
+    ``None`` otherwise.
+
+    Attention within windows then needs no gather: each window is a run of consecutive rows. The
+    full-attention blocks still gather each frame's keys in the processor's order (a softmax sums
+    its keys in order, so another order would round differently), and every other step of a block
+    works row by row: the blocks compute the same rows, bit for bit, in either order (tested). The
+    tower runs in this order only while nothing watches its blocks, whose hooks see the
+    processor's patch order.
+
+    Example:
+        >>> window_order(window_segments(torch.tensor([[1, 4, 4]]), merge=2, window_units=1)).tolist()[:8]
+        [0, 1, 2, 3, 4, 5, 6, 7]
+    """
+    if windows.valid is not None:
+        return None
+    return windows.index.flatten()
 
 
 class QwenVisionTower(nn.Module):
@@ -152,12 +173,25 @@ class QwenVisionTower(nn.Module):
         check_grids(grid_thw, pixel_values.shape[0], cfg.spatial_merge_size, "vision")
         device = pixel_values.device
         x = self.hook_patch_embed(self.patch_embed(pixel_values.to(self.patch_embed.weight.dtype))[None])
-        rotary: Rotary = rotary_axial_2d(upload(patch_positions(grid_thw, cfg.spatial_merge_size), device), cfg.d_head, cfg.rope_theta)
-        full = frame_segments(grid_thw, device)
+        positions = patch_positions(grid_thw, cfg.spatial_merge_size)
+        full = frame_segments(grid_thw, device)  # one segment per frame; its keys in the processor's order
         window_units = cfg.window_size // cfg.spatial_merge_size // cfg.patch_size
-        windows = window_segments(grid_thw, cfg.spatial_merge_size, window_units, device)
+        windows = window_segments(grid_thw, cfg.spatial_merge_size, window_units)
+        order = window_order(windows) if towers_unwatched(self.blocks) else None
+        if order is not None:  # the blocks run in window order: every window is a slice (see window_order)
+            x, positions = x.index_select(1, upload(order, device)), positions[order]
+            windows = AttentionSegments.from_lengths([windows.index.shape[1]] * windows.index.shape[0], device)
+            at = torch.argsort(order)  # a patch's row in window order
+            frames = at.split([h * w for t, h, w in grid_thw.tolist() for _ in range(t)])
+            full = AttentionSegments.from_groups(list(frames), device)
+        else:
+            windows = AttentionSegments(upload(windows.index, device),
+                                        None if windows.valid is None else upload(windows.valid, device))
+        rotary: Rotary = rotary_axial_2d(upload(positions, device), cfg.d_head, cfg.rope_theta)
         for i, block in enumerate(self.blocks):
             x = block(x, rotary=rotary, segments=full if i in cfg.fullatt_block_indexes else windows)
+        if order is not None:
+            x = x.index_select(1, upload(at, device))  # back to the processor's patch order
         return self.hook_out(x)
 
 
