@@ -27,7 +27,7 @@ from __future__ import annotations
 import difflib
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -281,6 +281,28 @@ def check_placeholders_have_media(model: Any, args: Arguments) -> None:
         )
 
 
+SMALL = 4096  # elements: a media tensor this small is metadata (grids, lengths, masks); larger ones are data
+
+
+def on_host(args: Arguments) -> Arguments:
+    """``args`` with the ids, the mask and the small media tensors (grids, seconds per grid,
+    feature masks) copied to the host, the data (pixels, features) left where it is: what a
+    family's layout reads. Unchanged when the inputs carry their layout (nothing to read).
+
+    Example:
+        >>> args = Arguments(torch.tensor([[1, 2]]), torch.ones(1, 2), None, None, {"pixel_values": torch.zeros(2, 3)})
+        >>> on_host(args).input_ids.device.type
+        'cpu'
+    """
+    if args.layout is not None:
+        return args
+    def metadata(value: Any) -> bool:
+        return isinstance(value, Tensor) and value.numel() <= (64 * SMALL if not value.is_floating_point() else SMALL)
+
+    media = {name: value.cpu() if metadata(value) else value for name, value in args.media.items()}
+    return replace(args, input_ids=args.input_ids.cpu(), attention_mask=args.attention_mask.cpu(), media=media)
+
+
 def layout_for(model: Any, args: Arguments) -> TokenLayout:
     """The inputs' own layout, or the one the family reads from the ids and media."""
     if args.layout is not None:
@@ -294,8 +316,21 @@ def decoder_inputs(model: Any, *inputs: Any, **kwargs: Any) -> DecoderInputs:
     """The decoder's inputs for ``inputs`` (what ``model.forward`` takes): the towers run here, once."""
     args = arguments(model, *inputs, **kwargs)
     check_media_finite(args.media)
-    layout = layout_for(model, args)
-    embeds, injections = embed_media(model, args.input_ids, layout, args.media)
+    if args.layout is None:
+        check_placeholders_have_media(model, args)
+    # The towers first, the layout second: on a GPU the towers' kernels are queued and run while the
+    # host reads the layout from the ids (Python work of milliseconds). Where a tower fails, the
+    # layout is read first, so that a mismatch between ids and media is named in its own words.
+    host = on_host(args)  # what the layout reads, on the host before any tower: reading it then waits for no GPU work
+    try:
+        feats = dict(model.architecture.encode_media(model, args.media))
+    except Exception:
+        layout_for(model, host)
+        raise
+    layout = layout_for(model, host)
+    if layout.attention_mask.device != args.input_ids.device:
+        layout = layout.to(args.input_ids.device)
+    embeds, injections = place_media(model.embed(args.input_ids), feats, layout)
     position_ids = args.position_ids if args.position_ids is not None else layout.position_ids
     return DecoderInputs(
         embeds=embeds, position_ids=position_ids.to(args.input_ids.device), attention_mask=args.attention_mask,
@@ -307,10 +342,16 @@ def decoder_inputs(model: Any, *inputs: Any, **kwargs: Any) -> DecoderInputs:
 def embed_media(model: Any, input_ids: Tensor, layout: TokenLayout, media: dict[str, Any]) -> tuple[Tensor, list[Injection]]:
     """Token embeddings with every media row at its layout position, and the decoder-layer
     injections the family's media give (``encode_media``'s ``"injections"``: ``(layer, kind, rows)``)."""
-    embeds = model.embed(input_ids)
-    feats = dict(model.architecture.encode_media(model, media))
+    return place_media(model.embed(input_ids), dict(model.architecture.encode_media(model, media)), layout)
+
+
+def place_media(embeds: Float[Tensor, "batch pos d_model"], feats: dict[str, Any], layout: TokenLayout
+                ) -> tuple[Tensor, list[Injection]]:
+    """``embeds`` with the towers' rows ``feats`` (``encode_media``'s output) at their layout
+    positions, and the decoder-layer injections they give (``"injections"``: ``(layer, kind, rows)``)."""
+    feats = dict(feats)
     injected = feats.pop("injections", [])
-    where = {kind: getattr(layout, kind).to(input_ids.device) for kind in MEDIA_KINDS}
+    where = {kind: getattr(layout, kind).to(embeds.device) for kind in MEDIA_KINDS}
     for kind in MEDIA_KINDS:
         n_slots = int(where[kind].sum())
         n_rows = feats[kind].shape[0] if kind in feats else 0

@@ -25,6 +25,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from hooked_avllm.components.upload import upload
 from hooked_avllm.inputs.errors import InputError
 from hooked_avllm.inputs.segments import Segment
 from hooked_avllm.vocabulary import KIND_CODE, KINDS, MEDIA_KINDS
@@ -308,13 +309,13 @@ class TokenLayout:
         return self
 
     def to(self, device: torch.device | str) -> "TokenLayout":
-        """A copy with every tensor on ``device``."""
+        """A copy with every tensor on ``device`` (host tensors reach a GPU without a host wait)."""
         values = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            values[f.name] = value.to(device) if isinstance(value, Tensor) else value
+            values[f.name] = upload(value, device) if isinstance(value, Tensor) else value
         values["spans"] = [
-            MediaSpan(s.batch, s.kind, s.index, s.positions.to(device), s.start, s.stop, s.in_video) for s in self.spans
+            MediaSpan(s.batch, s.kind, s.index, upload(s.positions, device), s.start, s.stop, s.in_video) for s in self.spans
         ]
         return TokenLayout(**values)
 
