@@ -122,8 +122,9 @@ def window_order(windows: AttentionSegments) -> Int[Tensor, "patch"] | None:
     processor's patch order.
 
     Example:
-        >>> window_order(window_segments(torch.tensor([[1, 4, 4]]), merge=2, window_units=1)).tolist()[:8]
-        [0, 1, 2, 3, 4, 5, 6, 7]
+        >>> order = window_order(window_segments(torch.tensor([[1, 4, 8]]), merge=2, window_units=2))
+        >>> order[:16].tolist()  # the first window: merge blocks 0, 1 (patches 0-7) and 4, 5 (patches 16-23)
+        [0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23]
     """
     if windows.valid is not None:
         return None
