@@ -29,11 +29,13 @@ their first code cell (tagged ``parameters``, so papermill can set it: ``papermi
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import re
 import threading
 from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -67,7 +69,7 @@ class Executed:
             raise self.error
 
 
-_RUNS: dict[tuple[str, str | None], Executed] = {}
+_RUNS: dict[tuple[str, str | None], Future] = {}  # the runs of this session, started or done
 
 
 def kernel_env(judge_url: str | None = None) -> dict:
@@ -86,22 +88,54 @@ def stdout_of(notebook: nbformat.NotebookNode) -> str:
                    for out in cell.get("outputs", []) if out.output_type == "stream" and out.name == "stdout")
 
 
+def execute(path: Path, cwd: Path, judge_url: str | None = None) -> Executed:
+    """``path`` run top to bottom in a fresh kernel in ``cwd``."""
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+                            resources={"metadata": {"path": str(cwd)}})
+    error = None
+    try:
+        client.execute(env=kernel_env(judge_url))
+    except Exception as err:  # CellExecutionError names the cell and carries its traceback
+        error = err
+    results = {name: json.loads(value) for name, value in RESULT.findall(stdout_of(notebook))}
+    return Executed(notebook, cwd, results, error)
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
 def executed(path: Path, tmp_path_factory: pytest.TempPathFactory, judge_url: str | None = None) -> Executed:
-    """``path`` run in a fresh kernel in a temporary folder (once per session and ``judge_url``)."""
+    """``path`` run in a fresh kernel in a temporary folder (once per session and ``judge_url``):
+    the run :func:`start_all` began, or one started now."""
     key = (path.name, judge_url)
     if key not in _RUNS:
-        notebook = nbformat.read(path, as_version=4)
-        cwd = tmp_path_factory.mktemp(path.stem)
-        client = NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3",
-                                resources={"metadata": {"path": str(cwd)}})
-        error = None
-        try:
-            client.execute(env=kernel_env(judge_url))
-        except Exception as err:  # CellExecutionError names the cell and carries its traceback
-            error = err
-        results = {name: json.loads(value) for name, value in RESULT.findall(stdout_of(notebook))}
-        _RUNS[key] = Executed(notebook, cwd, results, error)
-    return _RUNS[key]
+        _RUNS[key] = _pool().submit(execute, path, tmp_path_factory.mktemp(path.stem), judge_url)
+    return _RUNS[key].result()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:  # two kernels at a time: each runs one torch thread (OMP_NUM_THREADS=1), CI has 2 cores
+        _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="notebook")
+    return _POOL
+
+
+@pytest.fixture(scope="module", autouse=True)
+def start_all(tmp_path_factory):
+    """Every notebook this environment can run starts at once, two kernels at a time, while the
+    tests below wait for the one they read (each kernel is single-threaded and mostly waits on
+    itself; two in parallel halve the notebooks' share of the suite on two cores)."""
+    for path in NOTEBOOKS:
+        if all(importlib.util.find_spec(module) is not None for module in requirements(path)):
+            key = (path.name, None)
+            if key not in _RUNS:
+                _RUNS[key] = _pool().submit(execute, path, tmp_path_factory.mktemp(path.stem))
+    yield
+    global _POOL
+    if _POOL is not None:
+        _POOL.shutdown(wait=True)
+        _POOL = None
 
 
 def requirements(path: Path) -> list[str]:
