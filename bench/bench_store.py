@@ -57,6 +57,22 @@ def patched(owner, name, value):
         setattr(owner, name, before)
 
 
+def reading_times(store, random_rows: int) -> tuple[float, float]:
+    """Seconds to read every shard back (checking every row came back), and to fetch ``random_rows``
+    random rows through the lazy ``Dataset``."""
+    hook = store.hooks[0]
+    started = time.perf_counter()
+    read = sum(part[hook].shape[0] for part in store.iter_shards())
+    read_s = time.perf_counter() - started
+    assert read == store.n_rows(hook)
+    dataset = store.dataset(store.hooks)
+    picks = torch.randint(0, len(dataset), (random_rows,), generator=torch.Generator().manual_seed(0)).tolist()
+    started = time.perf_counter()
+    for i in picks:
+        dataset[i]
+    return read_s, time.perf_counter() - started
+
+
 def measure(model, clips, dtype: torch.dtype, batch_size: int, shard_mb: float, random_rows: int) -> dict:
     prepare = lambda clip: model.prepare(prompt="What do you hear?", **clip.media())  # noqa: E731
     started = time.perf_counter()
@@ -84,21 +100,12 @@ def measure(model, clips, dtype: torch.dtype, batch_size: int, shard_mb: float, 
                                        progress=False)
         write_s = time.perf_counter() - started
         rows, size = store.n_rows("hook_embed"), store.nbytes()
-        started = time.perf_counter()
-        read = sum(part["hook_embed"].shape[0] for part in store.iter_shards())
-        read_s = time.perf_counter() - started
-        dataset = store.dataset(store.hooks)
-        picks = torch.randint(0, len(dataset), (random_rows,), generator=torch.Generator().manual_seed(0)).tolist()
-        started = time.perf_counter()
-        for i in picks:
-            dataset[i]
-        dataset_s = time.perf_counter() - started
+        read_s, dataset_s = reading_times(store, random_rows)
         started = time.perf_counter()
         export = store.export_sae_lens(Path(folder) / "sae", "blocks.3.hook_resid_post", context_size=16,
                                        modalities="audio")
         export_s = time.perf_counter() - started
         files = len(store.files())
-    assert read == rows
     overhead = write_s - forward_s - prepare_s
     return {
         "dtype": str(dtype).removeprefix("torch."), "clips": len(clips), "batch_size": batch_size, "hooks": len(store.hooks),

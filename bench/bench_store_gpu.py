@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_forward import CONFIG, clip_inputs  # noqa: E402
+from bench_store import reading_times  # noqa: E402
 
 from hooked_avllm import HookedAVLLM  # noqa: E402
 from hooked_avllm.analysis.runner import left_padded_batches  # noqa: E402
@@ -70,17 +71,8 @@ def measure(model, clips, batch_size: int, random_rows: int) -> dict:
         write_s = time.perf_counter() - started
         hook = store.hooks[0]
         rows, size = store.n_rows(hook), store.nbytes()
-        started = time.perf_counter()
-        read = sum(part[hook].shape[0] for part in store.iter_shards())
-        read_s = time.perf_counter() - started
-        dataset = store.dataset(store.hooks)
-        picks = torch.randint(0, len(dataset), (random_rows,), generator=torch.Generator().manual_seed(0)).tolist()
-        started = time.perf_counter()
-        for i in picks:
-            dataset[i]
-        dataset_s = time.perf_counter() - started
+        read_s, dataset_s = reading_times(store, random_rows)
         files = len(store.files())
-    assert read == rows
     return {"clips": len(clips), "batch_size": batch_size, "hooks": len(store.hooks), "rows_per_hook": rows,
             "files": files, "bytes": size, "bytes_per_clip": size / len(clips),
             "forward_s": forward_s, "write_s": write_s, "store_overhead_s": write_s - forward_s,

@@ -316,8 +316,6 @@ def decoder_inputs(model: Any, *inputs: Any, **kwargs: Any) -> DecoderInputs:
     """The decoder's inputs for ``inputs`` (what ``model.forward`` takes): the towers run here, once."""
     args = arguments(model, *inputs, **kwargs)
     check_media_finite(args.media)
-    if args.layout is None:
-        check_placeholders_have_media(model, args)
     # The towers first, the layout second: on a GPU the towers' kernels are queued and run while the
     # host reads the layout from the ids (Python work of milliseconds). Where a tower fails, the
     # layout is read first, so that a mismatch between ids and media is named in its own words.

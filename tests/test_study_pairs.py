@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 H264 = "libx264" if "libx264" in av.codecs_available else "mpeg4"
 FPS, FRAMES = 10, 10  # every clip's video lasts exactly 1 s
 
+VP9_AND_OPUS = {"libvpx-vp9", "libopus"} <= set(av.codecs_available)  # PyAV's wheels ship both
+
 
 def write_clip(path: Path, tone: float, audio_seconds: float, *, rate: int = 16000, channels: int = 1,
                video_codec: str = H264, audio_codec: str | None = "aac") -> Path:
@@ -232,7 +234,7 @@ def test_matroska_output_keeps_the_packet_bytes_and_pts_to_the_millisecond(sourc
     assert np.array_equal(decoded_sound(out)[0], decoded_sound(sources.clips["bell"])[0])
 
 
-@pytest.mark.skipif(not {"libvpx-vp9", "libopus"} <= set(av.codecs_available), reason="no VP9 or Opus encoder")
+@pytest.mark.skipif(not VP9_AND_OPUS, reason="this FFmpeg build has no VP9 or Opus encoder")
 def test_vp9_clips_go_into_matroska(tmp_path):
     folder = tmp_path / "webm"
     folder.mkdir()
@@ -541,7 +543,7 @@ FAILURES = [  # name, exit status, what the one line says
 def test_command_line_errors_are_one_line_with_their_status_and_leave_nothing(name, status, message, sources, tmp_path,
                                                                             capsys, monkeypatch):
     if name == "a VP9 clip in QuickTime":
-        if "libvpx-vp9" not in av.codecs_available or "libopus" not in av.codecs_available:
+        if not VP9_AND_OPUS:
             pytest.skip("this FFmpeg build has no VP9 or Opus encoder")
         (sources.captions.parent / "two.csv").write_text("id,caption\ndog,a dog barks\nengine,an engine revs\n")
     argv = setup_failure(name, sources, tmp_path, monkeypatch)

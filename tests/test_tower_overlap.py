@@ -12,7 +12,8 @@ import pytest
 import torch
 from transformer_lens.hook_points import HookPoint
 
-from hooked_avllm.components.tower_overlap import overlapped, towers_unwatched
+from hooked_avllm.components.hook_state import towers_unwatched
+from hooked_avllm.components.tower_overlap import overlapped
 from kits import kit_named
 
 CPU = torch.device("cpu")

@@ -29,3 +29,23 @@ def watched(point: nn.Module) -> bool:
     if forward is None and backward is None:
         return True
     return bool(forward) or bool(backward)
+
+
+def towers_unwatched(*towers: nn.Module | None) -> bool:
+    """Whether nothing inside ``towers`` is watched: no hook point with a hook (nor an attached SAE,
+    see :func:`~hooked_avllm.components.hook_state.watched`), no PyTorch forward hook on any module.
+
+    Example:
+        >>> import torch
+        >>> towers_unwatched(torch.nn.Linear(2, 2), None)
+        True
+    """
+    for tower in towers:
+        if tower is None:
+            continue
+        for module in tower.modules():
+            if module._forward_hooks or module._forward_pre_hooks:
+                return False
+            if (hasattr(module, "fwd_hooks") or getattr(module, "always_watched", False)) and watched(module):
+                return False
+    return True

@@ -18,7 +18,7 @@ from transformer_lens.hook_points import HookPoint
 
 from hooked_avllm.components import Attention, AttentionSegments, GatedMLP, RMSNorm, TransformerBlock
 from hooked_avllm.components.rotary import Rotary, rotary_axial_2d
-from hooked_avllm.components.tower_overlap import towers_unwatched
+from hooked_avllm.components.hook_state import towers_unwatched
 from hooked_avllm.components.upload import upload
 
 
@@ -175,7 +175,6 @@ class QwenVisionTower(nn.Module):
         device = pixel_values.device
         x = self.hook_patch_embed(self.patch_embed(pixel_values.to(self.patch_embed.weight.dtype))[None])
         positions = patch_positions(grid_thw, cfg.spatial_merge_size)
-        full = frame_segments(grid_thw, device)  # one segment per frame; its keys in the processor's order
         window_units = cfg.window_size // cfg.spatial_merge_size // cfg.patch_size
         windows = window_segments(grid_thw, cfg.spatial_merge_size, window_units)
         order = window_order(windows) if towers_unwatched(self.blocks) else None
@@ -184,8 +183,9 @@ class QwenVisionTower(nn.Module):
             windows = AttentionSegments.from_lengths([windows.index.shape[1]] * windows.index.shape[0], device)
             at = torch.argsort(order)  # a patch's row in window order
             frames = at.split([h * w for t, h, w in grid_thw.tolist() for _ in range(t)])
-            full = AttentionSegments.from_groups(list(frames), device)
+            full = AttentionSegments.from_groups(list(frames), device)  # each frame's keys in the processor's order
         else:
+            full = frame_segments(grid_thw, device)  # one segment per frame
             windows = AttentionSegments(upload(windows.index, device),
                                         None if windows.valid is None else upload(windows.valid, device))
         rotary: Rotary = rotary_axial_2d(upload(positions, device), cfg.d_head, cfg.rope_theta)

@@ -12,7 +12,8 @@ from transformer_lens.hook_points import HookPoint
 import weights_conversion.qwen2_5_omni as converter
 from hooked_avllm.architectures.qwen2_5_omni.config import config_from_hf
 from hooked_avllm.architectures.qwen2_5_vl import Qwen25VL
-from hooked_avllm.components.tower_overlap import overlapped, towers_unwatched
+from hooked_avllm.components.hook_state import towers_unwatched
+from hooked_avllm.components.tower_overlap import overlapped
 from hooked_avllm.config import AVLLMConfig
 from hooked_avllm.towers.whisper_audio import QwenOmniAudioTower
 
