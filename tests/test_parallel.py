@@ -190,7 +190,11 @@ def write_store(model, clips, path: Path, distributed: bool | None) -> dict:
     except Exception as error:  # every rank stops, the one whose clip failed with its own error
         out["store_failure"] = f"{type(error).__name__}: {error}"
     store = write_activation_store(model, clips, path, prepare=counting, **args)
-    out["store_prepared_on_resume"] = prepared
+    out["store_prepared_on_resume"] = list(prepared)
+    prepared.clear()
+    again = write_activation_store(model, clips, path, prepare=counting, **args)  # finished: read, nothing run
+    out["store_prepared_on_rerun"] = list(prepared)
+    assert again.manifest == store.manifest
     out["store_rows"] = {hook: store.read(hook, with_metadata=True) for hook in store.hooks}
     out["store_files"] = sorted(str(p.relative_to(path)) for p in path.rglob("*.safetensors"))
     out["store_clips_done"] = store.manifest["clips_done"]
@@ -280,6 +284,7 @@ def test_two_processes_gather_the_single_process_results(tmp_path):
     assert ranks[0]["store_failure"].startswith("RuntimeError: rank 1 failed (OSError")
     assert ranks[1]["store_failure"].startswith("OSError: the last clip")
     assert [r["store_prepared_on_resume"] for r in ranks] == [[], [4]]
+    assert want["store_prepared_on_rerun"] == [] and [r["store_prepared_on_rerun"] for r in ranks] == [[], []]
     assert ranks[0]["store_files"] == ranks[1]["store_files"] == [
         "rank-000-of-002/shard-00000.safetensors", "rank-001-of-002/shard-00000.safetensors"]
     assert time.perf_counter() - start < 120

@@ -304,6 +304,18 @@ def _signature(model: Any, hooks: list[str], modalities: list[str], dtype: torch
             "shard_mb": shard_mb, "clip_ids": clip_ids, "model": model_fingerprint(model)}
 
 
+def _check_same_arguments(path: Path, manifest: dict[str, Any], signature: dict[str, Any]) -> None:
+    """Raise, naming each difference, when the store at ``path`` was written with other arguments."""
+    stored = {**manifest, "hooks": list(manifest.get("hooks", {}))}  # the manifest's hooks map each to its shape
+    differ = [key for key, value in signature.items() if stored.get(key) != value]
+    if manifest.get("format_version") != FORMAT_VERSION:
+        differ.insert(0, "format_version")
+    if differ:
+        shown = "; ".join(f"{key}: stored {_short(stored.get(key))}, asked {_short(signature.get(key))}" for key in differ)
+        raise ValueError(f"{path} holds a store written with other arguments ({shown}); resume it with the same arguments, "
+                         "write to a new path, or pass overwrite=True to start again")
+
+
 class _StoreWriter:
     """One store folder: its manifest, its files, the batches still to run."""
 
@@ -324,15 +336,7 @@ class _StoreWriter:
             self._clear()
         elif manifest_path.is_file():
             manifest = json.loads(manifest_path.read_text())
-            stored = {**manifest, "hooks": list(manifest.get("hooks", {}))}  # the manifest's hooks map each to its shape
-            differ = [key for key, value in self.signature.items() if stored.get(key) != value]
-            if manifest.get("format_version") != FORMAT_VERSION:
-                differ.insert(0, "format_version")
-            if differ:
-                shown = "; ".join(f"{key}: stored {_short(stored.get(key))}, asked {_short(self.signature.get(key))}"
-                                  for key in differ)
-                raise ValueError(f"{self.path} holds a store written with other arguments ({shown}); resume it with the "
-                                 "same arguments, write to a new path, or pass overwrite=True to start again")
+            _check_same_arguments(self.path, manifest, self.signature)
             self._forget_unlisted(manifest)
             return manifest
         elif self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
@@ -704,11 +708,7 @@ def _write_sharded(model: Any, clips: Sequence[Any], top: Path, hook_names: list
     signature = {**_signature(model, hook_names, wanted, dtype, batch_size, shard_mb, ids), "ranks": world_size}
     written = _sharded_manifest(top)
     if written is not None:  # a finished store: every rank read the same manifest, so all return or all raise
-        differ = [key for key, value in signature.items() if written.get(key) != value]
-        if differ:
-            shown = "; ".join(f"{key}: stored {_short(written.get(key))}, asked {_short(signature[key])}" for key in differ)
-            raise ValueError(f"{top} holds a store written with other arguments ({shown}); write to a new path, or pass "
-                             "overwrite=True to start again")
+        _check_same_arguments(top, written, signature)
     else:
         writer = _StoreWriter(model, top / rank_folder(rank, world_size), hook_names, wanted, dtype, batch_size, shard_mb,
                               ids, False, extra={"ranks": world_size, "rank": rank})
