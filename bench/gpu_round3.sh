@@ -3,7 +3,9 @@
 # attention share), the clip forward under each tower arrangement, generation and analysis ratios,
 # run_with_cache streamed to the host, the profile of the clip forward, the store at 3B.
 export PYTHONPATH=.:tests
-python -m pip install -q --no-deps .whl/transformer_lens*.whl .whl/typeguard*.whl .whl/datasets*.whl .whl/dill*.whl .whl/multiprocess*.whl 2>&1 | tail -1
+# one wheel at a time: the folder holds multiprocess for several Pythons, and pip takes only the one that fits
+for wheel in .whl/*.whl; do python -m pip install -q --no-deps "$wheel" > /dev/null 2>&1; done
+python -c "import transformer_lens, sys; print('transformer-lens', transformer_lens.__version__ if hasattr(transformer_lens, '__version__') else '?', sys.version.split()[0])"
 nvidia-smi --query-gpu=name --format=csv,noheader | tee $OUT/gpu.txt
 timeout 150 python -m pytest -q -x tests/test_gpu_numerics.py tests/test_decoding.py 2>&1 | tail -15 | tee $OUT/gpu_tests.txt
 timeout 200 python bench/bench_generate.py --tokens 50 --repeats 3 --batches 1 --sweep-clips 0 --cache --out $OUT/bench_generate.json > $OUT/bench_generate.log 2>&1; grep -E "clip_forward|speedup|_ratio|error" $OUT/bench_generate.log | head -20

@@ -34,6 +34,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from hooked_avllm.components.upload import upload
 from hooked_avllm.inputs.errors import InputError
 from hooked_avllm.inputs.layout import TokenLayout, carried_layout, rope_deltas
 from hooked_avllm.inputs.model_inputs import ModelInputs
@@ -325,10 +326,11 @@ def decoder_inputs(model: Any, *inputs: Any, **kwargs: Any) -> DecoderInputs:
     except Exception:
         layout_for(model, host)
         raise
-    layout = layout_for(model, host)
+    host_layout = layout_for(model, host)
+    layout = host_layout
     if layout.attention_mask.device != args.input_ids.device:
         layout = layout.to(args.input_ids.device)
-    embeds, injections = place_media(model.embed(args.input_ids), feats, layout)
+    embeds, injections = place_media(model.embed(args.input_ids), feats, layout, host_layout)
     position_ids = args.position_ids if args.position_ids is not None else layout.position_ids
     return DecoderInputs(
         embeds=embeds, position_ids=position_ids.to(args.input_ids.device), attention_mask=args.attention_mask,
@@ -343,15 +345,22 @@ def embed_media(model: Any, input_ids: Tensor, layout: TokenLayout, media: dict[
     return place_media(model.embed(input_ids), dict(model.architecture.encode_media(model, media)), layout)
 
 
-def place_media(embeds: Float[Tensor, "batch pos d_model"], feats: dict[str, Any], layout: TokenLayout
-                ) -> tuple[Tensor, list[Injection]]:
+def place_media(embeds: Float[Tensor, "batch pos d_model"], feats: dict[str, Any], layout: TokenLayout,
+                host_layout: TokenLayout | None = None) -> tuple[Tensor, list[Injection]]:
     """``embeds`` with the towers' rows ``feats`` (``encode_media``'s output) at their layout
-    positions, and the decoder-layer injections they give (``"injections"``: ``(layer, kind, rows)``)."""
+    positions, and the decoder-layer injections they give (``"injections"``: ``(layer, kind, rows)``).
+
+    The counts and positions are read from ``host_layout`` (the same layout on the host, where the
+    caller has it) and the rows copied with an index, so that on a GPU the host queues the decoder
+    behind the towers instead of waiting for them; without it, ``layout`` is read (one wait)."""
     feats = dict(feats)
     injected = feats.pop("injections", [])
-    where = {kind: getattr(layout, kind).to(embeds.device) for kind in MEDIA_KINDS}
+    on_host = host_layout if host_layout is not None else layout
+    host = {kind: getattr(on_host, kind).cpu() for kind in MEDIA_KINDS}
+    counts = {kind: int(host[kind].sum()) for kind in MEDIA_KINDS}
+    flat = embeds.flatten(0, 1)  # [batch * pos, d_model], a view: copies into it land in embeds
     for kind in MEDIA_KINDS:
-        n_slots = int(where[kind].sum())
+        n_slots = counts[kind]
         n_rows = feats[kind].shape[0] if kind in feats else 0
         if n_slots and not n_rows:
             raise InputError(
@@ -363,13 +372,14 @@ def place_media(embeds: Float[Tensor, "batch pos d_model"], feats: dict[str, Any
                 f"the prompt has {n_slots} {kind} positions but the {kind} inputs give {n_rows} {kind} tokens; expand "
                 f"the placeholders with the processor (or model.prepare) for these inputs"
             )
-        if n_rows:
-            embeds[where[kind]] = feats[kind].to(embeds.device, embeds.dtype)  # a tower may sit on another device
+        if n_rows:  # a tower may sit on another device
+            positions = upload(host[kind].flatten().nonzero()[:, 0], embeds.device)
+            flat.index_copy_(0, positions, feats[kind].to(embeds.device, embeds.dtype))
     injections = []
     for layer, kind, rows in injected:
-        if int(where[kind].sum()) != rows.shape[0]:
+        if counts[kind] != rows.shape[0]:
             raise ValueError(f"an injection of {rows.shape[0]} rows at the {kind} positions does not match the layout")
-        injections.append(Injection(layer, where[kind], rows))
+        injections.append(Injection(layer, getattr(layout, kind).to(embeds.device), rows))
     return embeds, injections
 
 

@@ -40,10 +40,17 @@ class AttentionSegments:
     one length in order (Whisper's 2-s chunks, the vision towers' frames): then ``gather`` and
     ``scatter`` are reshapes, no copies.
 
+    ``members`` (the positions in segment order) and ``valid_rows`` (the real members' rows of the
+    flattened ``index``) are index tensors computed where the segments are built, on the host, so
+    that ``scatter`` selects with indices and never makes the host wait for the GPU, as a boolean
+    mask on a GPU would.
+
     Example:
         >>> seg = AttentionSegments.from_lengths([3, 2])
         >>> seg.index.tolist(), seg.valid.tolist(), seg.run_length
         ([[0, 1, 2], [3, 4, 0]], [[True, True, True], [True, True, False]], None)
+        >>> seg.members.tolist(), seg.valid_rows.tolist()
+        ([0, 1, 2, 3, 4], [0, 1, 2, 3, 4])
         >>> AttentionSegments.from_lengths([2, 2]).run_length
         2
     """
@@ -51,10 +58,19 @@ class AttentionSegments:
     index: Int[Tensor, "segment seg_pos"]
     valid: Bool[Tensor, "segment seg_pos"] | None = None
     run_length: int | None = None
+    members: Int[Tensor, "tokens"] | None = None
+    valid_rows: Int[Tensor, "tokens"] | None = None
+
+    def __post_init__(self) -> None:
+        if self.members is None:  # on a GPU, where a caller built the segments there, this reads the mask once
+            self.members = self.index.flatten() if self.valid is None else self.index[self.valid]
+        if self.valid is not None and self.valid_rows is None:
+            self.valid_rows = self.valid.flatten().nonzero()[:, 0]
 
     @classmethod
     def from_groups(cls, groups: list[Tensor], device=None) -> "AttentionSegments":
-        """Segments from a list of 1D position-index tensors (one per segment)."""
+        """Segments from a list of 1D position-index tensors (one per segment), built on the host
+        and uploaded to ``device`` without a host wait."""
         lengths = torch.tensor([len(g) for g in groups])
         longest = int(lengths.max())
         index = torch.zeros(len(groups), longest, dtype=torch.long)
@@ -62,9 +78,9 @@ class AttentionSegments:
             index[s, : len(g)] = g
         valid = None
         if bool((lengths != longest).any()):
-            valid = upload(torch.arange(longest)[None, :] < lengths[:, None], device)
+            valid = torch.arange(longest)[None, :] < lengths[:, None]
         run_length = longest if valid is None and torch.equal(index.flatten(), torch.arange(index.numel())) else None
-        return cls(upload(index, device), valid, run_length)
+        return cls(index, valid, run_length).to(device)
 
     @classmethod
     def from_lengths(cls, lengths: list[int], device=None) -> "AttentionSegments":
@@ -74,10 +90,12 @@ class AttentionSegments:
             starts.append(starts[-1] + n)
         return cls.from_groups([torch.arange(s, s + n) for s, n in zip(starts, lengths)], device)
 
-    @property
-    def members(self) -> Int[Tensor, "tokens"]:
-        """Positions in segment order (the order ``gather`` lays them out)."""
-        return self.index.flatten() if self.valid is None else self.index[self.valid]
+    def to(self, device=None) -> "AttentionSegments":
+        """The segments' tensors on ``device`` (``None``: where they are), uploaded without a host wait."""
+        if device is None:
+            return self
+        moved = [None if t is None else upload(t, device) for t in (self.index, self.valid, self.members, self.valid_rows)]
+        return AttentionSegments(moved[0], moved[1], self.run_length, moved[2], moved[3])
 
     def gather(self, x: Float[Tensor, "1 pos head d"]) -> Float[Tensor, "segment head seg_pos d"]:
         if self.run_length is not None:
@@ -88,12 +106,11 @@ class AttentionSegments:
         out = out.transpose(1, 2)  # [segment, seg_pos, head, d]
         if self.run_length is not None:
             return out.reshape(1, n_pos, *out.shape[2:])
-        if self.valid is None:
-            flat = out.reshape(-1, *out.shape[2:])
-        else:
-            flat = out[self.valid]
+        flat = out.reshape(-1, *out.shape[2:])  # [segment * seg_pos, head, d]
+        if self.valid_rows is not None:
+            flat = flat.index_select(0, self.valid_rows)
         result = flat.new_empty(n_pos, *flat.shape[1:])
-        result[self.members] = flat
+        result.index_copy_(0, self.members, flat)
         return result[None]
 
 

@@ -677,6 +677,8 @@ def _batch_runner(model: Any, clips: Sequence[Any], prepare: Callable[[Any], Mod
             _check_prepared(item, i, prepared=prepare is not None)
             prepared.append(item)
         batch = prepared[0] if len(prepared) == 1 else make_batch(prepared)
+        # clips prepared on the host (the usual case for a store of many) go to the model's device here
+        batch = batch.to(model.embed.weight.device, model.embed.weight.dtype)
         values, meta = writer.capture(batch, members[0])
         if not warned:
             warned.append(True)

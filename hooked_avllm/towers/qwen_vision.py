@@ -186,8 +186,7 @@ class QwenVisionTower(nn.Module):
             full = AttentionSegments.from_groups(list(frames), device)  # each frame's keys in the processor's order
         else:
             full = frame_segments(grid_thw, device)  # one segment per frame
-            windows = AttentionSegments(upload(windows.index, device),
-                                        None if windows.valid is None else upload(windows.valid, device))
+            windows = windows.to(device)
         rotary: Rotary = rotary_axial_2d(upload(positions, device), cfg.d_head, cfg.rope_theta)
         for i, block in enumerate(self.blocks):
             x = block(x, rotary=rotary, segments=full if i in cfg.fullatt_block_indexes else windows)

@@ -180,8 +180,6 @@ class ChunkPlan:
 
     def to(self, device: torch.device) -> "ChunkPlan":
         """The plan's tensors on ``device``, uploaded without a host wait."""
-        seg = self.segments
-        segments = AttentionSegments(upload(seg.index, device), None if seg.valid is None else upload(seg.valid, device),
-                                     seg.run_length)
         return ChunkPlan(self.n_chunks, self.chunk_width, upload(self.source_frames, device), upload(self.chunk_slots, device),
-                         upload(self.frame_real, device), upload(self.kept, device), segments, upload(self.first, device))
+                         upload(self.frame_real, device), upload(self.kept, device), self.segments.to(device),
+                         upload(self.first, device))
