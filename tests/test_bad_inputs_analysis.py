@@ -150,7 +150,13 @@ def mixed_batch_keeps_the_rows_with_video(ctx):
         plain = ctx.model(ctx.mixed)
     knocked = under(ctx, KnockoutRule("any", "video"), ctx.mixed)
     assert not torch.allclose(knocked[0], plain[0])
-    assert torch.equal(knocked[1], plain[1])  # no video in row 1: nothing to block
+    if ctx.model.cfg.text.n_experts:
+        # MoE: each expert multiplies the tokens routed to it from the whole batch, so row 1's rows sit
+        # in GEMMs whose size depends on row 0's routing (knocked or not); BLAS may round them
+        # differently (7e-10 in an expert's output on an AMD EPYC CPU, 1.5e-7 in the logits)
+        torch.testing.assert_close(knocked[1], plain[1], rtol=0, atol=1e-6)
+    else:
+        assert torch.equal(knocked[1], plain[1])  # no video in row 1: nothing to block
     return knocked
 
 

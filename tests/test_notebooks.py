@@ -88,9 +88,14 @@ def stdout_of(notebook: nbformat.NotebookNode) -> str:
                    for out in cell.get("outputs", []) if out.output_type == "stream" and out.name == "stdout")
 
 
-def execute(path: Path, cwd: Path, judge_url: str | None = None) -> Executed:
-    """``path`` run top to bottom in a fresh kernel in ``cwd``."""
+def execute(path: Path, cwd: Path, judge_url: str | None = None, parameters: dict | None = None) -> Executed:
+    """``path`` run top to bottom in a fresh kernel in ``cwd``; ``parameters`` (name -> value) are
+    set in a cell after the one tagged ``parameters``, as papermill's ``-p NAME VALUE`` does."""
     notebook = nbformat.read(path, as_version=4)
+    if parameters:
+        at = next(i for i, cell in enumerate(notebook.cells) if "parameters" in cell.get("metadata", {}).get("tags", []))
+        source = "\n".join(f"{name} = {value!r}" for name, value in parameters.items())
+        notebook.cells.insert(at + 1, nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]}))
     client = NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3",
                             resources={"metadata": {"path": str(cwd)}})
     error = None
@@ -114,6 +119,11 @@ def executed(path: Path, tmp_path_factory: pytest.TempPathFactory, judge_url: st
     return _RUNS[key].result()
 
 
+def real_branch_run(stem: str) -> Executed:
+    """The run of notebook ``stem`` with its real-checkpoint parameters (started by :func:`start_all`)."""
+    return _RUNS[(f"{stem}.ipynb", "real")].result()
+
+
 def _pool() -> ThreadPoolExecutor:
     global _POOL
     if _POOL is None:  # two kernels at a time: each runs one torch thread (OMP_NUM_THREADS=1), CI has 2 cores
@@ -125,17 +135,61 @@ def _pool() -> ThreadPoolExecutor:
 def start_all(tmp_path_factory):
     """Every notebook this environment can run starts at once, two kernels at a time, while the
     tests below wait for the one they read (each kernel is single-threaded and mostly waits on
-    itself; two in parallel halve the notebooks' share of the suite on two cores)."""
-    for path in NOTEBOOKS:
-        if all(importlib.util.find_spec(module) is not None for module in requirements(path)):
-            key = (path.name, None)
-            if key not in _RUNS:
-                _RUNS[key] = _pool().submit(execute, path, tmp_path_factory.mktemp(path.stem))
+    itself; two in parallel halve the notebooks' share of the suite on two cores); then each
+    notebook's real-checkpoint branch, on tiny checkpoints laid out as the released ones
+    (:func:`real_branch_parameters`), with a fake judge serving the pipeline's."""
+    runnable = [p for p in NOTEBOOKS if all(importlib.util.find_spec(m) is not None for m in requirements(p))]
+    for path in runnable:
+        key = (path.name, None)
+        if key not in _RUNS:
+            _RUNS[key] = _pool().submit(execute, path, tmp_path_factory.mktemp(path.stem))
+    judge = ThreadingHTTPServer(("127.0.0.1", 0), FakeJudge)
+    threading.Thread(target=judge.serve_forever, daemon=True).start()
+    parameters = real_branch_parameters(tmp_path_factory.mktemp("real_checkpoints"),
+                                        f"http://127.0.0.1:{judge.server_address[1]}/v1")
+    for path in runnable:
+        key = (path.name, "real")
+        if path.stem in parameters and key not in _RUNS:
+            _RUNS[key] = _pool().submit(execute, path, tmp_path_factory.mktemp(f"{path.stem}_real"),
+                                        parameters=parameters[path.stem])
     yield
     global _POOL
     if _POOL is not None:
         _POOL.shutdown(wait=True)
         _POOL = None
+    judge.shutdown()
+
+
+def real_branch_parameters(folder: Path, judge_url: str) -> dict[str, dict]:
+    """Each notebook's parameters for its real-checkpoint branch: ``MODEL`` a folder holding a tiny
+    random Qwen2.5-Omni-3B thinker as released (config, safetensors written by ``transformers``,
+    tokenizer, chat template, preprocessor config; ``tests/real_checkpoints.py``), ``DEVICE="cpu"``,
+    and media files (H.264 + AAC clips, a WAV) where the notebook reads them."""
+    from real_checkpoints import clip_file, omni_checkpoint, vl_checkpoint, wav_file
+
+    omni, base = str(omni_checkpoint(folder / "omni")), str(vl_checkpoint(folder / "vl"))
+    clips = [str(clip_file(folder / f"clip{i}.mp4", seed=i)) for i in range(4)]
+    clips_dir = folder / "clips"
+    clips_dir.mkdir()
+    with open(folder / "captions.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["id", "audio_caption", "video_caption"])
+        for i in range(4):
+            clip_file(clips_dir / f"clip{i}.mp4", seed=10 + i)
+            writer.writerow([f"clip{i}", ["barking", "ringing"][i % 2], ["dog", "bell"][i % 2]])
+    common = {"MODEL": omni, "DEVICE": "cpu"}
+    return {
+        "quickstart": {**common, "CLIP": clips[0]},
+        "e1_attention_share": {**common, "CLIPS": clips[:2]},
+        "e2_logit_lens_probes": {**common, "CLIPS": clips * 2, "LABELS": ["dog", "engine"] * 4},
+        "e3_knockout_sweep": {**common, "CLIPS": clips[:2], "SOUND_WORDS_OF_CLIPS": ["barking", "ringing"]},
+        "e4_token_shift_heatmaps": {**common, "CLIPS": clips[:2], "BASE": base},
+        "patching": {**common, "SOUND": str(wav_file(folder / "dog.wav", seed=0)), "PICTURE": clips[1]},
+        "token_dropping": {**common, "CLIPS": [(clips[0], "barking", "ringing"), (clips[1], "engine", "dog")]},
+        "pipeline_judge": {**common, "CLIPS_DIR": str(clips_dir), "CAPTIONS": str(folder / "captions.csv"),
+                           "JUDGE_URL": judge_url},
+        "sae_audio_tokens": {**common, "CLIPS": clips * 2, "LABELS": ["dog", "engine"] * 4, "LAYER": 1, "EPOCHS": 2},
+    }
 
 
 def requirements(path: Path) -> list[str]:
@@ -163,6 +217,22 @@ def test_notebook_runs(path, tmp_path_factory):
             f"{path.name}: the last code cell shows no figure"
         assert list(run.cwd.rglob("*.png")), f"{path.name}: no figure was saved as a PNG"
         assert run.results, f"{path.name}: printed no RESULT line"
+
+
+@pytest.mark.parametrize("path", NEW, ids=lambda p: p.name)
+def test_notebook_runs_on_a_released_checkpoint_layout(path):
+    """The branch a researcher takes by setting ``MODEL`` to a checkpoint: ``from_pretrained`` of a
+    folder laid out as Qwen2.5-Omni-3B's (tiny random weights, the released tokenizer, chat template
+    and preprocessing), media files decoded by ``prepare``, bf16 on the CPU; it runs to its figure."""
+    for module in requirements(path):
+        require(module)
+    run = real_branch_run(path.stem)
+    run.check()
+    out = stdout_of(run.notebook)
+    assert "toy" not in out.lower().split("\n")[0], f"{path.name}: the first output is the toy's"
+    last = [cell for cell in run.notebook.cells if cell.cell_type == "code"][-1]
+    assert any("image/png" in o.get("data", {}) for o in last.outputs), f"{path.name}: the last code cell shows no figure"
+    assert list(run.cwd.rglob("*.png")), f"{path.name}: no figure was saved as a PNG"
 
 
 # ------------------------------------------------------------------------------------ how notebooks are stored

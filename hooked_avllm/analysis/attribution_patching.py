@@ -42,7 +42,8 @@ from torch import Tensor
 
 from hooked_avllm.analysis.alignment import Modality, PositionAlignment
 from hooked_avllm.analysis.logit_lens import token_decoder
-from hooked_avllm.analysis.metrics import Metric, PairGaps, check_gaps, final_logits, measure_pair, metric_name
+from hooked_avllm.analysis.metrics import (Metric, PairGaps, check_gaps, final_logits, measure_pair, metric_name,
+                                           reads_final_logits)
 from hooked_avllm.analysis.patching import PatchingSweep, SweepCells, checked_layers, sweep_cells
 from hooked_avllm.analysis.plotting import pyplot, save
 from hooked_avllm.analysis.runner import SweepUnit, offset_column, run_sweep
@@ -258,7 +259,10 @@ def _target_gradients(model: Any, target: Any, metric: Metric, names: list[str])
         for p in trainable:
             p.requires_grad_(False)
         with torch.enable_grad(), model.hooks(fwd_hooks=[(n, capture) for n in names]):
-            logits = model(target)
+            if reads_final_logits(metric):  # unembed each row's last real position alone: [batch, vocab]
+                logits = model.unembed(final_logits(model(target, return_type="normalized"), target))
+            else:
+                logits = model(target)
             value = torch.as_tensor(metric(logits, target))
             value = value.to(torch.promote_types(value.dtype, torch.float32)).mean()  # float64 runs stay float64
         for name in names:

@@ -87,6 +87,19 @@ def final_logits(logits: Float[Tensor, "batch pos vocab"], inputs: Any = None) -
     return logits[torch.arange(logits.shape[0], device=logits.device), last]
 
 
+def reads_final_logits(metric: Metric) -> bool:
+    """Whether ``metric`` reads the logits at the last real position of each row only (the
+    library's metrics; a metric of one's own says so with an attribute ``reads_final_logits =
+    True``). A sweep then unembeds those rows alone: ``[batch, vocab]`` instead of ``[batch, pos,
+    vocab]`` (a 10-s clip's full logits are 0.9 GB per row in bf16).
+
+    Example:
+        >>> reads_final_logits(logit_diff(1, 0)), reads_final_logits(lambda logits, inputs: logits[:, 3, 0])
+        (True, False)
+    """
+    return isinstance(metric, (_LogitDiff, _AnswerProb, _KLToSource)) or getattr(metric, "reads_final_logits", False) is True
+
+
 def _upcast(x: Tensor) -> Tensor:
     """At least float32 (bf16 logits are scored in float32; float64 analyses keep float64)."""
     return x.to(torch.promote_types(x.dtype, torch.float32))

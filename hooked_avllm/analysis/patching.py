@@ -62,6 +62,7 @@ from hooked_avllm.analysis.metrics import (
     measure_pair,
     metric_name,
     metric_value,
+    reads_final_logits,
     restoration,
 )
 from hooked_avllm.analysis.plotting import pyplot, save
@@ -653,10 +654,11 @@ def _sweep_pair(model: Any, src: Any, tgt: Any, metric: Metric, cells: SweepCell
     source_run = run_source(model, src, tgt, cells.names, modality, time=time, source_rows=source_rows)
     store, align = source_run.store, source_run.align
     source_value = source_run.value(metric)
+    final_only = reads_final_logits(metric)  # then only each row's last real position is unembedded
     with torch.no_grad():
         llm = model.llm_inputs(tgt)  # the target's towers, once
         batch = llm["embeds"].shape[0]
-        target_logits = model.run_decoder(**llm, return_type="logits")
+        target_logits = _decoder_logits(model, llm, final_only)
         target_value = metric_value(metric, target_logits, tgt)
         measures = measure_pair(metric, source_run.answer_logits, final_logits(target_logits, tgt), source_value, target_value)
 
@@ -672,7 +674,7 @@ def _sweep_pair(model: Any, src: Any, tgt: Any, metric: Metric, cells: SweepCell
             if "injections" in llm:  # rows a family adds after decoder layers, for every copy
                 repeated["injections"] = [injection.repeat(n) for injection in llm["injections"]]
             with model.hooks(fwd_hooks=hooks):
-                logits = model.run_decoder(**repeated, return_type="logits")
+                logits = _decoder_logits(model, repeated, final_only)
             n_forwards += 1
             for k, (i, j, _, _) in enumerate(group_cells):
                 per_pair[i, j] = metric_value(metric, logits[k * batch : (k + 1) * batch], tgt)
@@ -689,6 +691,16 @@ def _sweep_pair(model: Any, src: Any, tgt: Any, metric: Metric, cells: SweepCell
                 per_pair[i, j] = value
             unit.advance(1)
     return per_pair, measures, n_forwards
+
+
+def _decoder_logits(model: Any, llm: dict[str, Any], final_only: bool
+                    ) -> Float[Tensor, "batch pos vocab"] | Float[Tensor, "batch vocab"]:
+    """The decoder's logits for ``llm`` (``run_decoder``'s arguments); with ``final_only``, those
+    of each row's last real position alone, ``[batch, vocab]`` (what the sweep's metric reads)."""
+    if not final_only:
+        return model.run_decoder(**llm, return_type="logits")
+    normalized = model.run_decoder(**llm, return_type="normalized")  # [batch, pos, d_model]
+    return model.unembed(final_logits(normalized, llm["attention_mask"]))  # [batch, vocab]
 
 
 def _block_writer(src: Tensor, align: PositionAlignment, blocks: list[tuple[int, int | None]]) -> Callable:

@@ -42,10 +42,11 @@ under ``torchrun``):
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -214,6 +215,30 @@ def _clip_triples(inputs_a: Any, inputs_b: Any, caption: Any) -> list[tuple[Any,
     return list(zip(inputs_a, inputs_b, caption))
 
 
+def token_words(ids: Sequence[int], decode: Callable[[list[int]], str] | None) -> list[str]:
+    """The word (lower case; letters, digits, underscores) each token of a caption falls in, ``""``
+    for a token without any. Tokenizers split words (Qwen's BPE writes " barking" as " b" +
+    "arking") and may decode single tokens without their spaces (the toy's), so each token's span is
+    read from decoding the caption's prefixes (``decode``: ids -> text, e.g. ``tokenizer.decode``)
+    and takes the first word of the whole caption's text it overlaps. Without ``decode``: ``""``.
+
+    Example:
+        >>> pieces = {1: "The", 2: " b", 3: "arking", 4: " dog", 5: "."}
+        >>> token_words([1, 2, 3, 4, 5], lambda ids: "".join(pieces[i] for i in ids))
+        ['the', 'barking', 'barking', 'dog', '']
+    """
+    ids = [int(i) for i in ids]
+    if decode is None:
+        return [""] * len(ids)
+    text = decode(ids)
+    ends = [len(decode(ids[: i + 1])) for i in range(len(ids))]  # a prefix's text ends where its last token does
+    spans = [(m.start(), m.end(), m.group().lower()) for m in re.finditer(r"\w+", text)]
+    words = []
+    for start, end in zip([0, *ends[:-1]], ends):
+        words.append(next((w for s, e, w in spans if s < end and e > start), ""))
+    return words
+
+
 @dataclass
 class TokenShiftResult:
     """Per caption token: A's token, KL(A || B), its rank under A and B, B's top-1 and a label.
@@ -244,13 +269,15 @@ class TokenShiftResult:
     excluded_ids: list[int] = field(default_factory=list)
     outside_mass_a: float = 0.0
     outside_mass_b: float = 0.0
+    words: list[str] = field(default_factory=list)  # the whole word each token falls in (token_words)
 
     def table(self) -> "pd.DataFrame":
         """One row per caption token.
 
-        Columns: index (in the caption), position_a, position_b, token, decoded, kl (KL(A || B),
-        nats), rank (under B, 0-based: 0 = B's top-1), prob_a, prob_b, top1_b, top1_b_decoded,
-        rank_a (0-based), label.
+        Columns: index (in the caption), position_a, position_b, token, decoded, word (the whole
+        word the token falls in, lower case: :func:`token_words`), kl (KL(A || B), nats), rank
+        (under B, 0-based: 0 = B's top-1), prob_a, prob_b, top1_b, top1_b_decoded, rank_a
+        (0-based), label.
 
         Example:
             >>> shift.table().groupby("label").kl.mean()  # doctest: +SKIP
@@ -264,6 +291,7 @@ class TokenShiftResult:
                 "position_b": self.position_b.numpy(),
                 "token": self.caption_ids.numpy(),
                 "decoded": self.decoded,
+                "word": self.words or [""] * len(self.decoded),
                 "kl": self.kl.numpy(),
                 "rank": self.rank_b.numpy(),
                 "prob_a": self.prob_a.numpy(),
@@ -548,7 +576,23 @@ def _shift_one(model_a: Any, inputs_a: Any, model_b: Any, inputs_b: Any, caption
         excluded_ids=[i for i, _, _ in vocab.excluded],
         outside_mass_a=outside_a,
         outside_mass_b=outside_b,
+        words=token_words(caption.tolist(), _text_decoder(model_a.tokenizer or model_b.tokenizer)),
     )
+
+
+def _text_decoder(tokenizer: Any) -> Callable[[list[int]], str] | None:
+    """ids -> text with ``tokenizer``, special tokens left out (they belong to no word); ``None``
+    without a tokenizer."""
+    if tokenizer is None:
+        return None
+
+    def decode(ids: list[int]) -> str:
+        try:
+            return tokenizer.decode(ids, skip_special_tokens=True)
+        except Exception:  # ids past the tokenizer's table (padded vocab rows)
+            return " ".join(f"<{i}>" for i in ids)
+
+    return decode
 
 
 def _outside_mass(logits: Float[Tensor, "n vocab"], shared: Tensor) -> float:
