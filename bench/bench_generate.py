@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--overlap-modes", default="queued,thread,serial",
                         help="the clip forward timed again under each tower arrangement (components/tower_overlap.py)")
     parser.add_argument("--cache", action="store_true", help="time run_with_cache of every hook even with --sweep-clips 0")
+    parser.add_argument("--forward-only", action="store_true", help="stop after the text prefill and clip forward timings")
     parser.add_argument("--out", default=os.path.join(os.environ.get("OUT", "/tmp"), "bench_generate.json"))
     args = parser.parse_args()
     from hooked_avllm.analysis import KnockoutRule, attention_share, generate_with_knockout
@@ -102,6 +103,8 @@ def main() -> None:
         print(json.dumps({k: results[k] for k in ("text_prefill_s", "clip_forward_s", "clip_forward_by_tower_overlap_s")}),
               flush=True)
         Path(args.out).write_text(json.dumps(results, indent=1))
+        if args.forward_only:
+            return
         for b in (int(x) for x in args.batches.split(",") if x):
             inputs = batched(one, b) if b > 1 else one
             row = {}

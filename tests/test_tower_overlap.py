@@ -83,6 +83,31 @@ def test_a_hook_or_a_module_hook_on_a_tower_counts_as_watched():
     assert towers_unwatched(tower)
 
 
+def test_every_kind_of_watcher_deep_in_a_tower_counts():
+    """Deep modules, pre-hooks, backward hooks, an SAE-style point (``always_watched`` on its class
+    or on the instance): each makes the tower watched, as :func:`watched` sees them."""
+    def tower():
+        return torch.nn.Sequential(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Sequential(HookPoint())))
+
+    deep = tower()
+    deep[0][1][0].add_hook(lambda grad, hook: None, dir="bwd")
+    assert not towers_unwatched(deep)
+    deep = tower()
+    deep[0][0].register_forward_pre_hook(lambda *args: None)
+    assert not towers_unwatched(None, deep)
+
+    class Replacement(torch.nn.Module):  # what an attached SAE puts in a hook point's place
+        always_watched = True
+
+    deep = tower()
+    deep[0][1][0] = Replacement()
+    assert not towers_unwatched(deep)
+    deep = tower()
+    deep[0][1][0].always_watched = True
+    assert not towers_unwatched(deep)
+    assert towers_unwatched(tower(), tower())
+
+
 @pytest.mark.parametrize("mode", ["queued", "thread"])
 def test_an_omni_forward_with_its_towers_overlapped_equals_the_plain_one(monkeypatch, mode):
     """The Qwen2.5-Omni family's towers queued vision-first, or threaded, give the serial path's logits."""

@@ -35,17 +35,27 @@ def towers_unwatched(*towers: nn.Module | None) -> bool:
     """Whether nothing inside ``towers`` is watched: no hook point with a hook (nor an attached SAE,
     see :func:`~hooked_avllm.components.hook_state.watched`), no PyTorch forward hook on any module.
 
+    Asked on every plain forward (about 2,000 modules in Qwen2.5-Omni's towers), so it reads the
+    modules' own dictionaries and walks ``_modules`` itself: a missing attribute looked up through
+    ``nn.Module.__getattr__`` costs microseconds, and ``modules()`` builds every module's name; the
+    first version of this check took 17 ms of host time per forward on a CPU core.
+
     Example:
         >>> import torch
         >>> towers_unwatched(torch.nn.Linear(2, 2), None)
         True
     """
-    for tower in towers:
-        if tower is None:
+    stack = list(towers)
+    while stack:  # every module below the towers, without the names nn.Module.modules() builds
+        module = stack.pop()
+        if module is None:
             continue
-        for module in tower.modules():
-            if module._forward_hooks or module._forward_pre_hooks:
-                return False
-            if (hasattr(module, "fwd_hooks") or getattr(module, "always_watched", False)) and watched(module):
-                return False
+        own = module.__dict__
+        stack.extend(own["_modules"].values())
+        if own["_forward_hooks"] or own["_forward_pre_hooks"]:
+            return False
+        if own.get("fwd_hooks") or own.get("bwd_hooks"):  # a hook point with a hook
+            return False
+        if own.get("always_watched", False) or getattr(type(module), "always_watched", False):
+            return False  # an SAE's point, or a module that replaced a hook point
     return True

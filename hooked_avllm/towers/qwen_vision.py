@@ -19,6 +19,7 @@ from transformer_lens.hook_points import HookPoint
 from hooked_avllm.components import Attention, AttentionSegments, GatedMLP, RMSNorm, TransformerBlock
 from hooked_avllm.components.rotary import Rotary, rotary_axial_2d
 from hooked_avllm.components.hook_state import towers_unwatched
+from hooked_avllm.components.plan_cache import cached_plan
 from hooked_avllm.components.upload import upload
 
 
@@ -131,6 +132,49 @@ def window_order(windows: AttentionSegments) -> Int[Tensor, "patch"] | None:
     return windows.index.flatten()
 
 
+@dataclass
+class VisionPlan:
+    """What the vision tower reads from its grids, on the device: the window and frame segments,
+    each patch's (row, column), and, when the blocks run in window order, the order and its
+    inverse (``None`` otherwise: the processor's order)."""
+
+    windows: AttentionSegments
+    full: AttentionSegments
+    positions: Int[Tensor, "patch 2"]
+    order: Int[Tensor, "patch"] | None
+    back: Int[Tensor, "patch"] | None
+
+
+def vision_plan(grid_thw: Int[Tensor, "item 3"], cfg: QwenVisionConfig, in_window_order: bool,
+                device: torch.device) -> VisionPlan:
+    """The tower's plan for these grids (``in_window_order``: run the blocks in window order where
+    every window is full), built on the host once per grids and device (components/plan_cache.py).
+
+    Example:
+        >>> cfg = QwenVisionConfig(depth=1, d_model=32, d_mlp=64, n_heads=4, out_dim=64)
+        >>> plan = vision_plan(torch.tensor([[1, 8, 8]]), cfg, True, torch.device("cpu"))
+        >>> plan.windows.run_length, plan.order[:4].tolist()
+        (64, [0, 1, 2, 3])
+    """
+    merge, window_units = cfg.spatial_merge_size, cfg.window_size // cfg.spatial_merge_size // cfg.patch_size
+    key = ("qwen_vision", tuple(grid_thw.flatten().tolist()), merge, window_units, in_window_order, str(device))
+
+    def build() -> VisionPlan:
+        positions = patch_positions(grid_thw, merge)
+        windows = window_segments(grid_thw, merge, window_units)
+        order = window_order(windows) if in_window_order else None
+        if order is None:
+            return VisionPlan(windows.to(device), frame_segments(grid_thw, device), upload(positions, device), None, None)
+        at = torch.argsort(order)  # a patch's row in window order
+        frames = at.split([h * w for t, h, w in grid_thw.tolist() for _ in range(t)])
+        return VisionPlan(
+            AttentionSegments.from_lengths([windows.index.shape[1]] * windows.index.shape[0], device),
+            AttentionSegments.from_groups(list(frames), device),  # each frame's keys in the processor's order
+            upload(positions[order], device), upload(order, device), upload(at, device))
+
+    return cached_plan(key, build)
+
+
 class QwenVisionTower(nn.Module):
     """Conv3d patch embedding (as a linear map), 2D rotary, window/full attention blocks.
 
@@ -174,24 +218,14 @@ class QwenVisionTower(nn.Module):
         check_grids(grid_thw, pixel_values.shape[0], cfg.spatial_merge_size, "vision")
         device = pixel_values.device
         x = self.hook_patch_embed(self.patch_embed(pixel_values.to(self.patch_embed.weight.dtype))[None])
-        positions = patch_positions(grid_thw, cfg.spatial_merge_size)
-        window_units = cfg.window_size // cfg.spatial_merge_size // cfg.patch_size
-        windows = window_segments(grid_thw, cfg.spatial_merge_size, window_units)
-        order = window_order(windows) if towers_unwatched(self.blocks) else None
-        if order is not None:  # the blocks run in window order: every window is a slice (see window_order)
-            x, positions = x.index_select(1, upload(order, device)), positions[order]
-            windows = AttentionSegments.from_lengths([windows.index.shape[1]] * windows.index.shape[0], device)
-            at = torch.argsort(order)  # a patch's row in window order
-            frames = at.split([h * w for t, h, w in grid_thw.tolist() for _ in range(t)])
-            full = AttentionSegments.from_groups(list(frames), device)  # each frame's keys in the processor's order
-        else:
-            full = frame_segments(grid_thw, device)  # one segment per frame
-            windows = windows.to(device)
-        rotary: Rotary = rotary_axial_2d(upload(positions, device), cfg.d_head, cfg.rope_theta)
+        plan = vision_plan(grid_thw, cfg, towers_unwatched(self.blocks), device)
+        if plan.order is not None:  # the blocks run in window order: every window is a slice (see window_order)
+            x = x.index_select(1, plan.order)
+        rotary: Rotary = rotary_axial_2d(plan.positions, cfg.d_head, cfg.rope_theta)
         for i, block in enumerate(self.blocks):
-            x = block(x, rotary=rotary, segments=full if i in cfg.fullatt_block_indexes else windows)
-        if order is not None:
-            x = x.index_select(1, upload(at, device))  # back to the processor's patch order
+            x = block(x, rotary=rotary, segments=plan.full if i in cfg.fullatt_block_indexes else plan.windows)
+        if plan.order is not None:
+            x = x.index_select(1, plan.back)  # back to the processor's patch order
         return self.hook_out(x)
 
 

@@ -19,6 +19,7 @@ from transformer_lens.hook_points import HookPoint
 
 from hooked_avllm.components import AttentionSegments, LayerNorm
 from hooked_avllm.components.blocks import encoder_blocks
+from hooked_avllm.components.plan_cache import cached_plan
 from hooked_avllm.components.precision import exact_float32_convolutions
 from hooked_avllm.components.upload import upload
 
@@ -114,7 +115,8 @@ class QwenOmniAudioTower(nn.Module):
             raise ValueError(f"every audio clip needs 2 to {features.shape[2]} mel frames (its padded length); "
                              f"got lengths {lengths.tolist()}")
         device, dtype = features.device, self.conv1.weight.dtype
-        plan = ChunkPlan.of(lengths.tolist(), features.shape[2], cfg.chunk_frames).to(device)
+        key = ("whisper_chunks", tuple(lengths.tolist()), features.shape[2], cfg.chunk_frames, str(device))
+        plan = cached_plan(key, lambda: ChunkPlan.of(lengths.tolist(), features.shape[2], cfg.chunk_frames).to(device))
 
         # Clips cut into chunks of chunk_frames (the last one shorter), zero-padded: [chunk, frame, mel]
         frames = features.transpose(1, 2).reshape(-1, cfg.n_mels).index_select(0, plan.source_frames)
