@@ -58,13 +58,13 @@ def patched(owner, name, value):
 
 
 def reading_times(store, random_rows: int) -> tuple[float, float]:
-    """Seconds to read every shard back (checking every row came back), and to fetch ``random_rows``
-    random rows through the lazy ``Dataset``."""
-    hook = store.hooks[0]
+    """Seconds to read every row of every hook back, shard by shard (checking every row came back),
+    and to fetch ``random_rows`` random rows through the lazy ``Dataset``."""
     started = time.perf_counter()
-    read = sum(part[hook].shape[0] for part in store.iter_shards())
+    for hook in store.hooks:  # one hook at a time: a store may hold hooks of several groups (LLM, towers)
+        read = sum(part[hook].shape[0] for part in store.iter_shards(hook))
+        assert read == store.n_rows(hook)
     read_s = time.perf_counter() - started
-    assert read == store.n_rows(hook)
     dataset = store.dataset(store.hooks)
     picks = torch.randint(0, len(dataset), (random_rows,), generator=torch.Generator().manual_seed(0)).tolist()
     started = time.perf_counter()
