@@ -4,5 +4,5 @@
 export PYTHONPATH=.:tests PYTHONUNBUFFERED=1
 for wheel in .whl/*.whl; do python -m pip install -q --no-deps "$wheel" > /dev/null 2>&1; done
 nvidia-smi --query-gpu=name --format=csv,noheader | tee $OUT/gpu.txt
-timeout 90 python -m pytest -q tests/test_gpu_numerics.py 2>&1 | tail -25 > $OUT/gpu_tests.txt; tail -3 $OUT/gpu_tests.txt
-timeout 180 python bench/bench_generate.py --forward-only --repeats 11 --out $OUT/bench_generate_forward.json > $OUT/bench_generate.log 2>&1; tail -c 600 $OUT/bench_generate.log
+
+timeout 150 python bench/bench_generate.py --forward-only --repeats 11 --out $OUT/bench_generate_forward.json > $OUT/bench_generate.log 2>&1; tail -c 600 $OUT/bench_generate.log
