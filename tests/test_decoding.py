@@ -60,8 +60,7 @@ def test_eager_static_decoding_equals_recomputing_every_step(family, model):
     assert torch.equal(tokens, seq)
 
 
-@pytest.mark.skipif(GPU, reason="the CPU refusal")
-def test_cuda_graph_true_on_the_cpu_says_why_not(model):
+def test_cuda_graph_true_on_the_cpu_says_why_not(model):  # the model is on the CPU on a GPU machine too
     with pytest.raises(ValueError, match="cuda_graph=True, but .* cannot be captured: the model runs on cpu"):
         model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=2, cuda_graph=True)
     with pytest.raises(TypeError, match="cuda_graph must be None"):
