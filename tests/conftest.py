@@ -9,6 +9,7 @@
   another model defines its own ``model`` fixture, which takes precedence.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +17,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-torch.set_num_threads(2)
+# Two cores in CI, shared by the pytest-xdist workers (``-n auto`` in pyproject.toml): each worker
+# runs as many torch threads as it has cores of its own (one each in CI; a lone process two).
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))))
 
 from kits import KITS  # noqa: E402  (after the path above)
 
@@ -46,3 +49,16 @@ def model_seed() -> int:
 def model(family, model_seed):
     """The family's tiny random model (float32, eval mode), once per module."""
     return family.model(seed=model_seed)
+
+
+MAX_WORKERS = 4  # more processes than this gain nothing on a suite of tiny models, and each imports torch
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto``'s number of worker processes: one per core (at most :data:`MAX_WORKERS`); none
+    (the tests in this process) for a run of one file, or on a machine with a GPU, whose tests
+    share the one device and time it."""
+    paths = [arg for arg in config.args if not arg.startswith("-")]
+    if torch.cuda.is_available() or (len(paths) == 1 and paths[0].split("::")[0].endswith(".py")):
+        return 0
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
