@@ -36,6 +36,7 @@ from minicpm_reference_vision import (
     reshape_by_patch,
     run_idefics2_slices,
 )
+from torch_threads import torch_threads
 from weights_conversion.navit_siglip import navit_siglip_targets
 
 MINICPM_O = Path(__file__).resolve().parent / "fixtures" / "hub" / "openbmb__MiniCPM-o-2_6"
@@ -137,14 +138,10 @@ def test_explicit_pattern_matches_fused_and_reference(pairs):
     sizes = [(3, 4), (5, 5), (1, 2)]
     slices = slices_of(sizes)
     rows, tgt = packed(slices)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # the 1e-6 below holds for two threads' blocking of the fused kernel (one: 1.1e-6)
-    try:
-        with torch.no_grad():
-            fused = parts.vision(rows, tgt)
-            explicit, cache = parts.run_with_cache("vision", rows, tgt, names_filter=lambda n: n.endswith("hook_pattern"))
-    finally:
-        torch.set_num_threads(threads)
+    # the 1e-6 below holds for two threads' blocking of the fused kernel (one thread: 1.1e-6)
+    with torch_threads(2), torch.no_grad():
+        fused = parts.vision(rows, tgt)
+        explicit, cache = parts.run_with_cache("vision", rows, tgt, names_filter=lambda n: n.endswith("hook_pattern"))
     assert (explicit - fused).abs().max() < 1e-6
     assert (fused - run_idefics2_slices(reference, slices)).abs().max() < FP32_TOL
     pattern = cache["vision.blocks.1.attn.hook_pattern"]  # [slice, head, patch_in_slice, patch_in_slice]

@@ -45,6 +45,8 @@ import pytest
 import torch
 from nbclient import NotebookClient
 
+from torch_threads import torch_threads
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 NEW = [p for p in NOTEBOOKS if p.stem != "toy_study"]  # the study-by-experiment notebooks (toy_study predates the rules)
@@ -270,10 +272,8 @@ def test_every_new_notebook_has_a_numbers_check():
 
 @pytest.fixture(scope="module")
 def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # see the module docstring
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):  # see the module docstring
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from hooked_avllm import parallel
+from torch_threads import torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 N_CLIPS = 5
@@ -244,12 +245,8 @@ def test_two_processes_gather_the_single_process_results(tmp_path):
                f"--master_port={free_port()}", str(Path(__file__).resolve()), str(tmp_path)]
     start = time.perf_counter()
     launched = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in the workers (the same kernels, the same sums)
-    try:
+    with torch_threads(1):  # as in the workers (the same kernels, the same sums)
         want = run_sweeps(distributed=False, resume=tmp_path / "one_process")
-    finally:
-        torch.set_num_threads(threads)
     output, _ = launched.communicate(timeout=240)
     saved = all((tmp_path / f"rank{rank}.pt").exists() for rank in range(2))
     if launched.returncode != 0:
